@@ -1,0 +1,188 @@
+"""The ``numpy`` backend: the kernel interface, implemented with the reference.
+
+Every backend module (``_numpy_kernels``, ``_numba_kernels``, ``_cpp_kernels``)
+exposes the same names; this one is the executable specification of them.
+
+Flat parameter layout (shared by all backends): for layers l = 1..L with
+``sizes = [n0, n1, ..., nL]`` the vector ``theta`` holds ``W_l`` (n_{l-1} x n_l,
+row-major) followed by ``b_l`` (n_l), layer after layer.
+
+Targets ``t`` are always dense (N, C) arrays of the net's dtype (one-hot for
+labels; the Python layer converts). Losses:
+
+* ``softmax``: -sum_n sum_k t_nk * log(softmax(z)_nk + 1e-7) / N
+* ``mse``:     0.5 * sum((z - t)**2) / N   (identity output)
+* ``hinge``:   sum_n sum_{k != c_n} max(0, z_nk - z_nc + 1) / N,  c_n = argmax t_n
+
+plus ``0.5 * weight_decay * sum_l sum(W_l**2)``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence, Tuple
+
+import numpy as np
+
+from . import reference as ref
+
+NAME = "numpy"
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+LOSSES = ("softmax", "mse", "hinge")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+
+
+def layer_slices(sizes: Sequence[int]) -> list:
+    """[(W slice, W shape, b slice), ...] into the flat parameter vector."""
+    out, off = [], 0
+    for i in range(1, len(sizes)):
+        nw = sizes[i - 1] * sizes[i]
+        out.append((slice(off, off + nw), (sizes[i - 1], sizes[i]), slice(off + nw, off + nw + sizes[i])))
+        off += nw + sizes[i]
+    return out
+
+
+def n_params(sizes: Sequence[int]) -> int:
+    return sum(sizes[i - 1] * sizes[i] + sizes[i] for i in range(1, len(sizes)))
+
+
+class Mlp:
+    """Fully connected net on a flat parameter vector (see the module docstring)."""
+
+    def __init__(self, sizes: Sequence[int], activation: str, loss: str, dtype) -> None:
+        self.sizes = [int(s) for s in sizes]
+        self.activation = activation
+        self.loss_name = loss
+        self.dtype = np.dtype(dtype)
+        self.n_params = n_params(self.sizes)
+        self._slices = layer_slices(self.sizes)
+
+    def _net(self, theta: np.ndarray, weight_decay: float) -> ref.MultiLayerNet:
+        net = ref.MultiLayerNet.__new__(ref.MultiLayerNet)
+        net.sizes, net.activation, net.loss_name = self.sizes, self.activation, self.loss_name
+        net.weight_decay_lambda = weight_decay
+        net.params = {}
+        for i, (ws, wshape, bs) in enumerate(self._slices, start=1):
+            net.params[f"W{i}"] = theta[ws].reshape(wshape)  # views: perturbations are seen
+            net.params[f"b{i}"] = theta[bs]
+        net._build()
+        return net
+
+    def predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return self._net(theta, 0.0).predict(x)
+
+    def loss(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float) -> float:
+        return float(self._net(theta, weight_decay).loss(x, t))
+
+    def loss_grad(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
+                  grad: np.ndarray) -> float:
+        net = self._net(theta, weight_decay)
+        loss = float(net.loss(x, t))
+        grads = net.gradient(x, t)
+        for i, (ws, _, bs) in enumerate(self._slices, start=1):
+            grad[ws] = grads[f"W{i}"].ravel()
+            grad[bs] = grads[f"b{i}"]
+        return loss
+
+    def numerical_gradient(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
+                           h: float, grad: np.ndarray) -> None:
+        net = self._net(theta, weight_decay)
+        grad[:] = ref.numerical_gradient(lambda _: net.loss(x, t), theta, h)
+
+    def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
+                    weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
+                    state2: np.ndarray, step0: int) -> np.ndarray:
+        """Mini-batch steps: for each row of ``idx`` (n_steps, B) take X[idx[s]], T[idx[s]],
+        compute loss and gradient, update ``theta`` (and the optimizer state) in place.
+
+        Returns the loss of every step (float64). Stops at the first non-finite loss,
+        leaving the remaining entries NaN and ``theta`` as it was before that step.
+        """
+        losses = np.full(idx.shape[0], np.nan)
+        grad = np.empty_like(theta)
+        for s in range(idx.shape[0]):
+            rows = idx[s]
+            loss = self.loss_grad(theta, X[rows], T[rows], weight_decay, grad)
+            if not np.isfinite(loss):
+                break
+            losses[s] = loss
+            opt_update(opt, theta, grad, state1, state2, hyper, step0 + s + 1)
+        return losses
+
+
+def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray, state2: np.ndarray,
+               hyper: np.ndarray, step: int) -> None:
+    """One optimizer update of ``theta`` in place (the reference's formulas, elementwise).
+
+    ``hyper = [lr, a, b]``: momentum/nesterov a = momentum; rmsprop a = decay_rate;
+    adam a = beta1, b = beta2. ``state1``/``state2``: v (momentum, nesterov), h (adagrad,
+    rmsprop), m and v (adam). ``step`` is 1 for the first update (Adam's bias correction).
+    """
+    lr = float(hyper[0])
+    dt = theta.dtype.type
+    if opt == "sgd":
+        theta -= dt(lr) * grad
+    elif opt == "momentum":
+        mu = dt(hyper[1])
+        state1[:] = mu * state1 - dt(lr) * grad
+        theta += state1
+    elif opt == "nesterov":
+        mu = dt(hyper[1])
+        state1 *= mu
+        state1 -= dt(lr) * grad
+        theta += mu * mu * state1
+        theta -= (1 + mu) * dt(lr) * grad
+    elif opt == "adagrad":
+        state1 += grad * grad
+        theta -= dt(lr) * grad / (np.sqrt(state1) + dt(1e-7))
+    elif opt == "rmsprop":
+        rho = dt(hyper[1])
+        state1 *= rho
+        state1 += (1 - rho) * grad * grad
+        theta -= dt(lr) * grad / (np.sqrt(state1) + dt(1e-7))
+    elif opt == "adam":
+        b1, b2 = float(hyper[1]), float(hyper[2])
+        lr_t = dt(lr * np.sqrt(1.0 - b2 ** step) / (1.0 - b1 ** step))
+        state1 += (1 - dt(b1)) * (grad - state1)
+        state2 += (1 - dt(b2)) * (grad ** 2 - state2)
+        theta -= lr_t * state1 / (np.sqrt(state2) + dt(1e-7))
+    else:
+        raise ValueError(f"unknown optimizer {opt!r}; expected one of {OPTIMIZERS}")
+
+
+# ------------------------------------------------------------------ element-wise kernels
+def softmax(x: np.ndarray) -> np.ndarray:
+    return ref.softmax(x)
+
+
+def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
+    """Dense (N, C) y and t: -sum(t * log(y + 1e-7)) / N."""
+    return float(-np.sum(t * np.log(y + ref.DELTA)) / y.shape[0])
+
+
+def mean_squared_error(y: np.ndarray, t: np.ndarray) -> float:
+    """Dense (N, C) y and t: 0.5 * sum((y - t)**2) / N."""
+    return float(0.5 * np.sum((y - t) ** 2) / y.shape[0])
+
+
+def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float,
+                       scheme: str = "central") -> np.ndarray:
+    """Per-element differences of ``f`` at ``x`` (perturbed in place, restored exactly).
+
+    scheme 'central': (f(x+h) - f(x-h)) / 2h; 'forward': (f(x+h) - f(x)) / h.
+    """
+    grad = np.zeros(x.shape, dtype=x.dtype)
+    f0 = f(x) if scheme == "forward" else 0.0
+    it = np.nditer(x, flags=["multi_index"])
+    while not it.finished:
+        idx = it.multi_index
+        tmp_val = x[idx]
+        x[idx] = tmp_val + h
+        fxh1 = f(x)
+        if scheme == "central":
+            x[idx] = tmp_val - h
+            fxh2 = f(x)
+            grad[idx] = (fxh1 - fxh2) / (2 * h)
+        else:
+            grad[idx] = (fxh1 - f0) / h
+        x[idx] = tmp_val  # restore
+        it.iternext()
+    return grad

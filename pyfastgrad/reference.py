@@ -1,0 +1,470 @@
+"""The pure-numpy reference: the tutorials' method, written to be read.
+
+Every fast path in pyfastgrad (the C++ and numba backends) is tested against
+the functions and classes in this module. It depends on numpy only and
+mirrors the tutorials' code (chapters 3-6 of "Deep Learning from Scratch"),
+with its quirks decided on purpose:
+
+* ``mean_squared_error`` is ``1/2 * sum((y - t)**2)``, averaged over the
+  batch for 2-D input. One tutorial prints 0.195 for its one-hot example; that
+  value forgot the 1/2 (the correct value is 0.0975).
+* ``cross_entropy_error`` adds ``delta = 1e-7`` inside the log and treats
+  ``t`` as one-hot when ``t.size == y.size``, as integer labels otherwise.
+* ``predict`` returns logits (the last affine output, chapter 5 style); the
+  softmax is part of the loss.
+* L2 weight decay adds ``0.5 * weight_decay * sum(W**2)`` for every weight
+  matrix (not the biases); its gradient is ``weight_decay * W``.
+* Adam applies ``eps`` to the bias-uncorrected ``sqrt(v)``, as the tutorials do.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+__all__ = [
+    "identity", "sigmoid", "sigmoid_grad", "relu", "relu_grad", "tanh", "softmax",
+    "mean_squared_error", "sum_squared_error", "cross_entropy_error",
+    "hinge_loss", "numerical_gradient", "gradient_descent",
+    "Affine", "Relu", "Sigmoid", "Tanh", "SoftmaxWithLoss", "MSELoss", "HingeLoss",
+    "SimpleNet", "TwoLayerNet", "MultiLayerNet",
+    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
+]
+
+DELTA = 1e-7  # guards log(0) in cross_entropy_error
+
+
+# --------------------------------------------------------------------------- functions
+def identity(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function 1 / (1 + exp(-x))."""
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def sigmoid_grad(x: np.ndarray) -> np.ndarray:
+    s = sigmoid(x)
+    return (1.0 - s) * s
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(0, x)
+
+
+def relu_grad(x: np.ndarray) -> np.ndarray:
+    return (x > 0).astype(x.dtype)
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x)
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (row-wise for a batch)."""
+    x = x - np.max(x, axis=-1, keepdims=True)  # overflow guard
+    e = np.exp(x)
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def mean_squared_error(y: np.ndarray, t: np.ndarray) -> float:
+    """E = 1/2 * sum((y - t)**2); for a batch (2-D) the mean over rows.
+
+    ``t`` may be one-hot (same shape as ``y``) or integer labels.
+    """
+    y = np.asarray(y)
+    t = np.asarray(t)
+    if t.size != y.size:  # labels -> one-hot
+        t = np.eye(y.shape[-1], dtype=y.dtype)[t]
+    t = t.reshape(y.shape)
+    n = y.shape[0] if y.ndim == 2 else 1
+    return 0.5 * np.sum((y - t) ** 2) / n
+
+
+def sum_squared_error(y: np.ndarray, t: np.ndarray) -> float:
+    """The tutorials' code name: 1/2 * sum((y - t)**2), no division by the batch size."""
+    y = np.asarray(y)
+    t = np.asarray(t)
+    if t.size != y.size:
+        t = np.eye(y.shape[-1], dtype=y.dtype)[t]
+    return 0.5 * np.sum((y - t.reshape(y.shape)) ** 2)
+
+
+def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
+    """-sum(t * log(y + 1e-7)) / N, with ``t`` one-hot (t.size == y.size) or labels."""
+    if y.ndim == 1:
+        t = t.reshape(1, t.size)
+        y = y.reshape(1, y.size)
+    if t.size == y.size:  # one-hot -> labels (the tutorials' shortcut)
+        t = t.argmax(axis=1)
+    batch_size = y.shape[0]
+    return -np.sum(np.log(y[np.arange(batch_size), t] + DELTA)) / batch_size
+
+
+def hinge_loss(s: np.ndarray, t: np.ndarray, margin: float = 1.0) -> float:
+    """Multiclass SVM loss: mean over rows of sum_{k != t} max(0, s_k - s_t + margin)."""
+    if s.ndim == 1:
+        s = s.reshape(1, -1)
+        t = np.asarray(t).reshape(1, -1) if np.size(t) == s.size else np.asarray(t).reshape(1)
+    if np.size(t) == s.size:
+        t = np.asarray(t).reshape(s.shape).argmax(axis=1)
+    n = s.shape[0]
+    st = s[np.arange(n), t][:, None]
+    m = np.maximum(0, s - st + margin)
+    m[np.arange(n), t] = 0
+    return np.sum(m) / n
+
+
+# --------------------------------------------------------------------------- gradients
+def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = 1e-4) -> np.ndarray:
+    """Central differences (f(x+h) - f(x-h)) / 2h for every element of ``x`` (any shape).
+
+    ``x`` is perturbed in place one element at a time and restored exactly.
+    """
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
+    while not it.finished:
+        idx = it.multi_index
+        tmp_val = x[idx]
+        x[idx] = tmp_val + h
+        fxh1 = f(x)  # f(x+h)
+        x[idx] = tmp_val - h
+        fxh2 = f(x)  # f(x-h)
+        grad[idx] = (fxh1 - fxh2) / (2 * h)
+        x[idx] = tmp_val  # restore
+        it.iternext()
+    return grad
+
+
+def gradient_descent(f: Callable[[np.ndarray], float], init_x: np.ndarray, lr: float = 0.01,
+                     step_num: int = 100) -> np.ndarray:
+    """x <- x - lr * grad f(x), ``step_num`` times, starting from ``init_x`` (updated in place)."""
+    x = init_x
+    for _ in range(step_num):
+        grad = numerical_gradient(f, x)
+        x -= lr * grad
+    return x
+
+
+# --------------------------------------------------------------------------- layers
+class Relu:
+    def __init__(self) -> None:
+        self.mask: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.mask = x <= 0
+        out = x.copy()
+        out[self.mask] = 0
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dout = dout.copy()
+        dout[self.mask] = 0
+        return dout
+
+
+class Sigmoid:
+    def __init__(self) -> None:
+        self.out: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.out = sigmoid(x)
+        return self.out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * (1.0 - self.out) * self.out
+
+
+class Tanh:
+    def __init__(self) -> None:
+        self.out: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.out = np.tanh(x)
+        return self.out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * (1.0 - self.out ** 2)
+
+
+class Affine:
+    """y = x . W + b; any-shape input is flattened to (N, -1)."""
+
+    def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
+        self.W = W
+        self.b = b
+        self.x: Optional[np.ndarray] = None
+        self.original_x_shape: Optional[tuple] = None
+        self.dW: Optional[np.ndarray] = None
+        self.db: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1)
+        self.x = x
+        return np.dot(x, self.W) + self.b
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = np.dot(dout, self.W.T)  # dX = dY . W^T
+        self.dW = np.dot(self.x.T, dout)  # dW = X^T . dY
+        self.db = np.sum(dout, axis=0)  # db = sum dY
+        return dx.reshape(*self.original_x_shape)
+
+
+class SoftmaxWithLoss:
+    def __init__(self) -> None:
+        self.loss: Optional[float] = None
+        self.y: Optional[np.ndarray] = None
+        self.t: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        self.t = t
+        self.y = softmax(x)
+        self.loss = cross_entropy_error(self.y, self.t)
+        return self.loss
+
+    def backward(self, dout: float = 1) -> np.ndarray:
+        batch_size = self.t.shape[0]
+        if self.t.size == self.y.size:
+            dx = (self.y - self.t) / batch_size
+        else:
+            dx = self.y.copy()
+            dx[np.arange(batch_size), self.t] -= 1
+            dx = dx / batch_size
+        return dx * dout
+
+
+class MSELoss:
+    """Identity output with E = 1/(2N) * sum((y - t)**2)."""
+
+    def __init__(self) -> None:
+        self.y: Optional[np.ndarray] = None
+        self.t: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        if t.size != x.size:
+            t = np.eye(x.shape[-1], dtype=x.dtype)[t]
+        self.y, self.t = x, t.reshape(x.shape)
+        return mean_squared_error(self.y, self.t)
+
+    def backward(self, dout: float = 1) -> np.ndarray:
+        return (self.y - self.t) / self.y.shape[0] * dout
+
+
+class HingeLoss:
+    """Multiclass SVM (hinge) loss with margin 1; subgradient 1 where the margin is violated."""
+
+    def __init__(self, margin: float = 1.0) -> None:
+        self.margin = margin
+        self.s: Optional[np.ndarray] = None
+        self.t: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        if t.size == x.size:
+            t = t.reshape(x.shape).argmax(axis=1)
+        self.s, self.t = x, t
+        return hinge_loss(x, t, self.margin)
+
+    def backward(self, dout: float = 1) -> np.ndarray:
+        n = self.s.shape[0]
+        rows = np.arange(n)
+        st = self.s[rows, self.t][:, None]
+        active = (self.s - st + self.margin > 0).astype(self.s.dtype)
+        active[rows, self.t] = 0
+        active[rows, self.t] = -active.sum(axis=1)
+        return active / n * dout
+
+
+_ACTIVATIONS = {"relu": Relu, "sigmoid": Sigmoid, "tanh": Tanh}
+_LOSSES = {"softmax": SoftmaxWithLoss, "mse": MSELoss, "hinge": HingeLoss}
+
+
+# --------------------------------------------------------------------------- nets
+class SimpleNet:
+    """The tutorials' simpleNet: one 2x3 weight, softmax + cross-entropy."""
+
+    def __init__(self, W: Optional[np.ndarray] = None) -> None:
+        self.W = np.random.randn(2, 3) if W is None else W
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.dot(x, self.W)
+
+    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        z = self.predict(x)
+        y = softmax(z)
+        return cross_entropy_error(y, t)
+
+    def numerical_gradient(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return numerical_gradient(lambda W: self.loss(x, t), self.W)
+
+
+class MultiLayerNet:
+    """Fully connected net: (Affine -> activation) * len(hidden) -> Affine -> loss layer.
+
+    Parameters are ``W1, b1, ..., WL, bL`` in ``self.params``.
+    ``weight_init`` is a float std, or 'he' (sqrt(2/n)) / 'xavier' (sqrt(1/n)) with n the fan-in.
+    """
+
+    def __init__(self, input_size: int, hidden_size_list: Sequence[int], output_size: int,
+                 activation: str = "relu", weight_init_std="relu", weight_decay_lambda: float = 0.0,
+                 loss: str = "softmax", seed: Optional[int] = None, dtype=np.float64) -> None:
+        self.sizes = [int(input_size)] + [int(h) for h in hidden_size_list] + [int(output_size)]
+        self.activation = activation
+        self.weight_decay_lambda = weight_decay_lambda
+        self.loss_name = loss
+        rng = np.random.default_rng(seed)
+        self.params: Dict[str, np.ndarray] = {}
+        for i in range(1, len(self.sizes)):
+            fan_in = self.sizes[i - 1]
+            scale = weight_init_std
+            if str(weight_init_std).lower() in ("relu", "he"):
+                scale = np.sqrt(2.0 / fan_in)
+            elif str(weight_init_std).lower() in ("sigmoid", "xavier"):
+                scale = np.sqrt(1.0 / fan_in)
+            self.params[f"W{i}"] = (float(scale) * rng.standard_normal((fan_in, self.sizes[i]))).astype(dtype)
+            self.params[f"b{i}"] = np.zeros(self.sizes[i], dtype=dtype)
+        self._build()
+
+    def _build(self) -> None:
+        self.layers: "OrderedDict[str, object]" = OrderedDict()
+        n = len(self.sizes) - 1
+        for i in range(1, n + 1):
+            self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"])
+            if i < n:
+                self.layers[f"Activation_function{i}"] = _ACTIVATIONS[self.activation]()
+        self.last_layer = _LOSSES[self.loss_name]()
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        y = self.predict(x)
+        weight_decay = 0.0
+        for i in range(1, self.n_layers + 1):
+            W = self.params[f"W{i}"]
+            weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W ** 2)
+        return self.last_layer.forward(y, t) + weight_decay
+
+    def accuracy(self, x: np.ndarray, t: np.ndarray) -> float:
+        y = np.argmax(self.predict(x), axis=1)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return float(np.sum(y == t)) / float(x.shape[0])
+
+    def numerical_gradient(self, x: np.ndarray, t: np.ndarray) -> Dict[str, np.ndarray]:
+        loss_W = lambda W: self.loss(x, t)  # noqa: E731 (the tutorials' idiom)
+        grads = {}
+        for key in self.params:
+            grads[key] = numerical_gradient(loss_W, self.params[key])
+        return grads
+
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> Dict[str, np.ndarray]:
+        self.loss(x, t)  # forward
+        dout = self.last_layer.backward(1)  # backward
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        grads = {}
+        for i in range(1, self.n_layers + 1):
+            aff = self.layers[f"Affine{i}"]
+            grads[f"W{i}"] = aff.dW + self.weight_decay_lambda * aff.W
+            grads[f"b{i}"] = aff.db
+        return grads
+
+
+class TwoLayerNet(MultiLayerNet):
+    """The tutorials' TwoLayerNet: Affine -> ReLU -> Affine -> SoftmaxWithLoss.
+
+    Weights are ``weight_init_std * randn`` (default 0.01), biases zero.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int,
+                 weight_init_std: float = 0.01, activation: str = "relu", seed: Optional[int] = None,
+                 dtype=np.float64) -> None:
+        super().__init__(input_size, [hidden_size], output_size, activation=activation,
+                         weight_init_std=weight_init_std, seed=seed, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- optimizers
+class SGD:
+    def __init__(self, lr: float = 0.01) -> None:
+        self.lr = lr
+
+    def update(self, params: Dict[str, np.ndarray], grads: Dict[str, np.ndarray]) -> None:
+        for key in params:
+            params[key] -= self.lr * grads[key]
+
+
+class Momentum:
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        self.lr, self.momentum, self.v = lr, momentum, None
+
+    def update(self, params, grads) -> None:
+        if self.v is None:
+            self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        for key in params:
+            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
+            params[key] += self.v[key]
+
+
+class Nesterov:
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        self.lr, self.momentum, self.v = lr, momentum, None
+
+    def update(self, params, grads) -> None:
+        if self.v is None:
+            self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        for key in params:
+            self.v[key] *= self.momentum
+            self.v[key] -= self.lr * grads[key]
+            params[key] += self.momentum * self.momentum * self.v[key]
+            params[key] -= (1 + self.momentum) * self.lr * grads[key]
+
+
+class AdaGrad:
+    def __init__(self, lr: float = 0.01) -> None:
+        self.lr, self.h = lr, None
+
+    def update(self, params, grads) -> None:
+        if self.h is None:
+            self.h = {k: np.zeros_like(v) for k, v in params.items()}
+        for key in params:
+            self.h[key] += grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class RMSprop:
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
+        self.lr, self.decay_rate, self.h = lr, decay_rate, None
+
+    def update(self, params, grads) -> None:
+        if self.h is None:
+            self.h = {k: np.zeros_like(v) for k, v in params.items()}
+        for key in params:
+            self.h[key] *= self.decay_rate
+            self.h[key] += (1 - self.decay_rate) * grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class Adam:
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
+        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
+        self.iter, self.m, self.v = 0, None, None
+
+    def update(self, params, grads) -> None:
+        if self.m is None:
+            self.m = {k: np.zeros_like(v) for k, v in params.items()}
+            self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.iter += 1
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+        for key in params:
+            self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
+            self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
+            params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)

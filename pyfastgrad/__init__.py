@@ -1,1 +1,26 @@
-"""pyfastgrad placeholder"""
+"""pyfastgrad: neural networks from scratch, the tutorials' way, fast.
+
+Numerical gradients, backpropagation and mini-batch SGD on MNIST with the
+classic API (``TwoLayerNet``, ``numerical_gradient``, ``params['W1']``), backed by
+C++ (pybind11 + OpenBLAS + OpenMP) or numba kernels, checked against the
+pure-numpy reference in :mod:`pyfastgrad.reference`.
+"""
+from ._backend import available_backends, backends, get_backend, set_backend, use_backend
+from . import reference
+from .functions import (cross_entropy_error, hinge_loss, mean_squared_error, relu, sigmoid, softmax,
+                        tanh)
+from .gradient import GradientCheckResult, gradient_check, gradient_descent, numerical_gradient
+from .nets import MultiLayerNet, Net, SimpleNet, TwoLayerNet, load_net
+from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, make_optimizer
+from .train import History, Trainer, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "backends", "available_backends", "get_backend", "set_backend", "use_backend", "reference",
+    "sigmoid", "relu", "tanh", "softmax", "mean_squared_error", "cross_entropy_error", "hinge_loss",
+    "numerical_gradient", "gradient_descent", "gradient_check", "GradientCheckResult",
+    "Net", "SimpleNet", "TwoLayerNet", "MultiLayerNet", "load_net",
+    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "make_optimizer",
+    "History", "Trainer", "fit", "__version__",
+]

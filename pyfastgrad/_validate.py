@@ -1,0 +1,91 @@
+"""Input checks shared by the public API: clear exceptions before any kernel runs."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def check_finite(a: np.ndarray, name: str) -> None:
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+
+
+def as_batch(x, n_features: int, dtype: np.dtype, name: str = "x") -> np.ndarray:
+    """(N, n_features) C-contiguous array of ``dtype``; any-shape input is flattened per row.
+
+    Copies only when needed; the caller's array is never modified.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a numeric array, got dtype {x.dtype}")
+    if x.ndim == 1:
+        x = x.reshape(1, -1)  # a single sample
+    elif x.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (0 samples)")
+    x = x.reshape(x.shape[0], -1)
+    if x.shape[1] != n_features:
+        raise ValueError(f"{name} has {x.shape[1]} features per sample, the net expects {n_features}")
+    x = np.ascontiguousarray(x, dtype=dtype)
+    check_finite(x, name)
+    return x
+
+
+def as_targets(t, n: int, n_classes: int, dtype: np.dtype, name: str = "t") -> np.ndarray:
+    """Dense (n, n_classes) targets: integer labels become one-hot; one-hot/real targets are cast."""
+    t = np.asarray(t)
+    if t.dtype.kind in "iub" and (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1 and n_classes != 1)):
+        labels = t.reshape(-1)
+        if labels.shape[0] != n:
+            raise ValueError(f"{name} has {labels.shape[0]} labels for {n} samples")
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise ValueError(f"{name} has labels outside [0, {n_classes - 1}] "
+                             f"(min {labels.min()}, max {labels.max()})")
+        out = np.zeros((n, n_classes), dtype=dtype)
+        out[np.arange(n), labels] = 1
+        return out
+    if t.ndim == 0 and n == 1 and t.dtype.kind in "iu":
+        return as_targets(t.reshape(1), n, n_classes, dtype, name)
+    if t.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be integer labels or a numeric (N, C) array, got dtype {t.dtype}")
+    if t.ndim == 1 and n == 1:
+        t = t.reshape(1, -1)
+    if t.ndim != 2 or t.shape != (n, n_classes):
+        raise ValueError(f"{name} must be {n} integer labels or shape ({n}, {n_classes}), got shape {t.shape}")
+    t = np.ascontiguousarray(t, dtype=dtype)
+    check_finite(t, name)
+    return t
+
+
+def positive(value: float, name: str) -> float:
+    value = float(value)
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return value
+
+
+def non_negative(value: float, name: str) -> float:
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative finite number, got {value}")
+    return value
+
+
+def labels_of(t: np.ndarray) -> np.ndarray:
+    t = np.asarray(t)
+    return t.argmax(axis=1) if t.ndim == 2 else t.reshape(-1)
+
+
+def shape_str(shape: Optional[Tuple[int, ...]]) -> str:
+    return "x".join(str(s) for s in shape) if shape else "()"

@@ -1,0 +1,313 @@
+"""The tutorials' nets (SimpleNet, TwoLayerNet, MultiLayerNet) on a fast backend.
+
+All parameters of a net live in one flat, contiguous vector (``net.theta``);
+``net.params['W1']`` etc. are views into it, so the tutorials' idioms work
+unchanged (``params[key] -= lr * grads[key]``, ``params['W1'] = W``) while the
+C++/numba kernels see one buffer: a whole forward+backward is one call.
+"""
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Dict, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _numpy_kernels as _layout
+from ._backend import get_backend, kernels
+from ._validate import as_batch, as_targets, check_finite, float_dtype, labels_of, non_negative, positive
+
+__all__ = ["Net", "MultiLayerNet", "TwoLayerNet", "SimpleNet", "ParamDict", "load_net"]
+
+
+class ParamDict(MutableMapping):
+    """Dict of named views into a flat buffer. Assigning copies into the view (shape checked)."""
+
+    def __init__(self, flat: np.ndarray, layout: Dict[str, tuple]) -> None:
+        self._flat = flat
+        self._views = {k: flat[s].reshape(shape) for k, (s, shape) in layout.items()}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._views[key]
+
+    def __setitem__(self, key: str, value) -> None:
+        if key not in self._views:
+            raise KeyError(f"{key!r} is not a parameter of this net (have {list(self._views)})")
+        view = self._views[key]
+        if value is view:
+            return  # `params[k] -= ...` already updated the buffer in place
+        value = np.asarray(value)
+        if value.shape != view.shape:
+            raise ValueError(f"params[{key!r}] must have shape {view.shape}, got {value.shape}")
+        check_finite(value, f"params[{key!r}]")
+        np.copyto(view, value, casting="same_kind")
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError("parameters cannot be deleted")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._views)
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}: {v.shape}" for k, v in self._views.items())
+        return f"ParamDict({{{inner}}}, dtype={self._flat.dtype})"
+
+
+def _init_scale(weight_init: Union[str, float], fan_in: int, activation: str) -> float:
+    if isinstance(weight_init, str):
+        w = weight_init.lower()
+        if w == "auto":
+            w = "he" if activation == "relu" else "xavier"
+        if w in ("he", "relu"):
+            return float(np.sqrt(2.0 / fan_in))
+        if w in ("xavier", "sigmoid"):
+            return float(np.sqrt(1.0 / fan_in))
+        if w == "std":
+            return 0.01
+        raise ValueError(f"weight_init must be 'std', 'he', 'xavier', 'auto' or a float, got {weight_init!r}")
+    return positive(weight_init, "weight_init")
+
+
+class Net:
+    """Fully connected net: (Affine -> activation) * hidden -> Affine -> loss.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        ``[input, hidden..., output]``.
+    activation : {'relu', 'sigmoid', 'tanh'}
+    loss : {'softmax', 'mse', 'hinge'}
+        Softmax with cross-entropy, mean squared error on the identity output, or
+        multiclass hinge (SVM, margin 1).
+    weight_init : 'std' (0.01), 'he', 'xavier', 'auto' or a float std.
+    weight_decay : float
+        L2 penalty ``0.5 * weight_decay * sum(W**2)`` over weights (gradient ``weight_decay * W``).
+    dtype : float64 (default) or float32.
+    seed : int or None
+        Seed of the weight initialisation (numpy default_rng).
+    backend : None (the current global backend at each call), 'cpp', 'numba' or 'numpy'.
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str = "relu", loss: str = "softmax",
+                 weight_init: Union[str, float] = "std", weight_decay: float = 0.0,
+                 dtype=np.float64, seed: Optional[int] = None, backend: Optional[str] = None) -> None:
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must be at least [input, output] with positive entries, got {sizes}")
+        if activation not in _layout.ACTIVATIONS:
+            raise ValueError(f"activation must be one of {_layout.ACTIVATIONS}, got {activation!r}")
+        if loss not in _layout.LOSSES:
+            raise ValueError(f"loss must be one of {_layout.LOSSES}, got {loss!r}")
+        self.sizes = sizes
+        self.activation = activation
+        self.loss_name = loss
+        self.weight_decay = non_negative(weight_decay, "weight_decay")
+        self.dtype = float_dtype(dtype)
+        self.backend = backend
+        self.weight_init = weight_init
+        self._mlps: Dict[str, object] = {}
+        self.theta = np.zeros(_layout.n_params(sizes), dtype=self.dtype)
+        self._grad = np.zeros_like(self.theta)
+        layout = {}
+        for i, (ws, wshape, bs) in enumerate(_layout.layer_slices(sizes), start=1):
+            layout[f"W{i}"] = (ws, wshape)
+            layout[f"b{i}"] = (bs, (wshape[1],))
+        self._layout = layout
+        self.params = ParamDict(self.theta, layout)
+        rng = np.random.default_rng(seed)
+        for i in range(1, len(sizes)):
+            scale = _init_scale(weight_init, sizes[i - 1], activation)
+            self.params[f"W{i}"] = scale * rng.standard_normal((sizes[i - 1], sizes[i]))
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def n_params(self) -> int:
+        return self.theta.size
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def _mlp(self):
+        name = self.backend or get_backend()
+        mlp = self._mlps.get(name)
+        if mlp is None:
+            mlp = self._mlps[name] = kernels(name).Mlp(self.sizes, self.activation, self.loss_name, self.dtype)
+        return mlp
+
+    def _xt(self, x, t=None):
+        xb = as_batch(x, self.sizes[0], self.dtype)
+        if t is None:
+            return xb, None
+        return xb, as_targets(t, xb.shape[0], self.sizes[-1], self.dtype)
+
+    def _grads_dict(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
+        return {k: flat[s].reshape(shape) for k, (s, shape) in self._layout.items()}
+
+    # ------------------------------------------------------------------ the tutorials' API
+    def predict(self, x) -> np.ndarray:
+        """Scores (the last affine output, before softmax), shape (N, output)."""
+        xb, _ = self._xt(x)
+        return self._mlp().predict(self.theta, xb)
+
+    def loss(self, x, t) -> float:
+        """Loss of the batch (mean over samples) plus the L2 term. ``t``: labels or one-hot."""
+        xb, tb = self._xt(x, t)
+        return self._mlp().loss(self.theta, xb, tb, self.weight_decay)
+
+    def accuracy(self, x, t, batch_size: int = 10000) -> float:
+        """Fraction of samples whose arg-max score equals the label."""
+        labels = labels_of(t)
+        n = np.asarray(x).shape[0]
+        if labels.shape[0] != n:
+            raise ValueError(f"t has {labels.shape[0]} labels for {n} samples")
+        correct = 0
+        for i in range(0, n, batch_size):  # bounded memory on 60k samples
+            correct += int(np.sum(self.predict(x[i:i + batch_size]).argmax(axis=1) == labels[i:i + batch_size]))
+        return correct / n
+
+    def gradient(self, x, t) -> Dict[str, np.ndarray]:
+        """Backprop gradient of :meth:`loss`, as a new dict ``{'W1': dW1, 'b1': db1, ...}``."""
+        xb, tb = self._xt(x, t)
+        grad = np.empty_like(self.theta)
+        self._mlp().loss_grad(self.theta, xb, tb, self.weight_decay, grad)
+        return self._grads_dict(grad)
+
+    def loss_and_gradient(self, x, t):
+        """(loss, grads) from one forward+backward call."""
+        xb, tb = self._xt(x, t)
+        grad = np.empty_like(self.theta)
+        loss = self._mlp().loss_grad(self.theta, xb, tb, self.weight_decay, grad)
+        return loss, self._grads_dict(grad)
+
+    def numerical_gradient(self, x, t, h: float = 1e-4) -> Dict[str, np.ndarray]:
+        """Central-difference gradient of :meth:`loss` for every parameter (h = 1e-4).
+
+        Same numbers as the reference's per-element loop, computed in one kernel call
+        (C++/numba: only the part of the forward pass a weight touches is recomputed).
+        Parameters are left bit-for-bit unchanged.
+        """
+        xb, tb = self._xt(x, t)
+        h = positive(h, "h")
+        check_finite(self.theta, "the net's parameters")
+        grad = np.empty_like(self.theta)
+        self._mlp().numerical_gradient(self.theta, xb, tb, self.weight_decay, h, grad)
+        return self._grads_dict(grad)
+
+    def train_step(self, x, t, optimizer) -> float:
+        """One fused step: forward, backward, optimizer update of the parameters. Returns the loss."""
+        xb, tb = self._xt(x, t)
+        loss = self._mlp().loss_grad(self.theta, xb, tb, self.weight_decay, self._grad)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss ({loss}); parameters not updated "
+                                     "(lower the learning rate or check the inputs)")
+        optimizer.step(self, self._grad)
+        return loss
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Save parameters and configuration to ``.npz`` (bit-exact round trip)."""
+        cfg = dict(sizes=np.array(self.sizes), activation=self.activation, loss=self.loss_name,
+                   weight_decay=self.weight_decay, dtype=str(self.dtype), cls=type(self).__name__)
+        np.savez(path, theta=self.theta, **{f"cfg_{k}": v for k, v in cfg.items()})
+
+    @classmethod
+    def load(cls, path, backend: Optional[str] = None) -> "Net":
+        """Load a net saved with :meth:`save`."""
+        return load_net(path, backend=backend)
+
+    def copy(self) -> "Net":
+        new = Net.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.theta = self.theta.copy()
+        new._grad = np.zeros_like(new.theta)
+        new.params = ParamDict(new.theta, self._layout)
+        new._mlps = {}
+        return new
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(sizes={self.sizes}, activation={self.activation!r}, "
+                f"loss={self.loss_name!r}, weight_decay={self.weight_decay:g}, dtype={self.dtype.name}, "
+                f"n_params={self.n_params}, backend={self.backend or get_backend()!r})")
+
+
+class MultiLayerNet(Net):
+    """The tutorials' MultiLayerNet: any number of hidden layers.
+
+    ``MultiLayerNet(784, [100, 100], 10, activation='relu', weight_init='he', weight_decay=0.1)``
+    """
+
+    def __init__(self, input_size: int, hidden_size_list: Sequence[int], output_size: int,
+                 activation: str = "relu", weight_init: Union[str, float] = "auto",
+                 weight_decay: float = 0.0, loss: str = "softmax", dtype=np.float64,
+                 seed: Optional[int] = None, backend: Optional[str] = None) -> None:
+        super().__init__([input_size, *hidden_size_list, output_size], activation=activation, loss=loss,
+                         weight_init=weight_init, weight_decay=weight_decay, dtype=dtype, seed=seed,
+                         backend=backend)
+
+
+class TwoLayerNet(Net):
+    """The tutorials' TwoLayerNet: Affine -> ReLU -> Affine -> SoftmaxWithLoss.
+
+    Weights ``weight_init_std * randn`` (default 0.01), zero biases, params ``W1, b1, W2, b2``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int,
+                 weight_init_std: float = 0.01, activation: str = "relu", loss: str = "softmax",
+                 weight_decay: float = 0.0, dtype=np.float64, seed: Optional[int] = None,
+                 backend: Optional[str] = None) -> None:
+        super().__init__([input_size, hidden_size, output_size], activation=activation, loss=loss,
+                         weight_init=weight_init_std, weight_decay=weight_decay, dtype=dtype, seed=seed,
+                         backend=backend)
+
+
+class SimpleNet(Net):
+    """The tutorials' simpleNet: one 2x3 weight ``W``, no bias, softmax + cross-entropy.
+
+    ``params`` holds only ``'W'``; ``net.W`` is the same array.
+    """
+
+    def __init__(self, W=None, dtype=np.float64, seed: Optional[int] = None,
+                 backend: Optional[str] = None) -> None:
+        super().__init__([2, 3], weight_init=1.0, dtype=dtype, seed=seed, backend=backend)
+        full = self.params
+        self._layout = {"W": self._layout["W1"]}
+        self._bias = full["b1"]  # stays zero: simpleNet has no bias
+        self.params = ParamDict(self.theta, self._layout)
+        if W is not None:
+            self.params["W"] = W
+
+    @property
+    def W(self) -> np.ndarray:
+        return self.params["W"]
+
+    @W.setter
+    def W(self, value) -> None:
+        self.params["W"] = value
+
+    def train_step(self, x, t, optimizer) -> float:
+        raise NotImplementedError("SimpleNet is a demonstration net; use gradient/numerical_gradient")
+
+    def copy(self) -> "SimpleNet":
+        return SimpleNet(self.W.copy(), dtype=self.dtype, backend=self.backend)
+
+
+def load_net(path, backend: Optional[str] = None) -> Net:
+    """Load a net saved with ``Net.save`` (any of the net classes)."""
+    with np.load(path, allow_pickle=False) as z:
+        theta = z["theta"]
+        sizes = [int(s) for s in z["cfg_sizes"]]
+        cls = str(z["cfg_cls"])
+        net = Net(sizes, activation=str(z["cfg_activation"]), loss=str(z["cfg_loss"]),
+                  weight_decay=float(z["cfg_weight_decay"]), dtype=str(z["cfg_dtype"]), backend=backend)
+        if theta.shape != net.theta.shape:
+            raise ValueError(f"{path}: {theta.size} parameters stored, sizes {sizes} need {net.theta.size}")
+        net.theta[:] = theta
+    if cls == "SimpleNet":
+        out = SimpleNet(net.params["W1"].copy(), dtype=net.dtype, backend=backend)
+        return out
+    if cls in ("TwoLayerNet", "MultiLayerNet"):
+        net.__class__ = TwoLayerNet if cls == "TwoLayerNet" else MultiLayerNet
+    return net

@@ -1,0 +1,203 @@
+"""Mini-batch SGD training: the epoch loop runs inside the backend kernel.
+
+``fit`` draws the batch indices in Python (numpy ``default_rng(seed)``, so every
+backend sees the same batches), converts the data once, and hands whole chunks
+of steps to ``Mlp.train_steps``: no return to Python per step.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import List, Optional, Union
+
+import numpy as np
+
+from ._backend import get_backend
+from ._validate import as_batch, as_targets, labels_of
+from .nets import Net
+from .optimizers import Optimizer, make_optimizer
+
+__all__ = ["History", "fit", "Trainer"]
+
+
+@dataclass
+class History:
+    """What happened during training."""
+
+    loss: List[float] = field(default_factory=list)  # per iteration
+    epoch: List[int] = field(default_factory=list)
+    train_acc: List[float] = field(default_factory=list)  # per epoch
+    test_acc: List[float] = field(default_factory=list)
+    epoch_time: List[float] = field(default_factory=list)  # seconds in the training kernel
+    stopped: Optional[str] = None  # reason for an early stop
+
+    def __repr__(self) -> str:
+        last = (f", train_acc={self.train_acc[-1]:.4f}" if self.train_acc else "") + \
+               (f", test_acc={self.test_acc[-1]:.4f}" if self.test_acc else "")
+        stop = f", stopped={self.stopped!r}" if self.stopped else ""
+        return f"History(iterations={len(self.loss)}, epochs={len(self.epoch)}{last}{stop})"
+
+    def plot(self, path=None):
+        """Loss per iteration and accuracy per epoch (needs matplotlib: ``pip install pyfastgrad[plot]``)."""
+        try:
+            import matplotlib
+            if path is not None:
+                matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("plotting needs matplotlib: pip install 'pyfastgrad[plot]'") from exc
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+        ax1.plot(self.loss, lw=0.6)
+        ax1.set(xlabel="iteration", ylabel="loss", title="training loss", yscale="log")
+        if self.train_acc:
+            ax2.plot(self.epoch, self.train_acc, "o-", label="train")
+        if self.test_acc:
+            ax2.plot(self.epoch, self.test_acc, "s--", label="test")
+        ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+        ax2.legend(loc="lower right")
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+        return fig
+
+
+def _batches(rng: np.random.Generator, n: int, batch_size: int, steps: int, sampling: str) -> np.ndarray:
+    if sampling == "random":  # the tutorials: np.random.choice(train_size, batch_size) each iteration
+        return rng.integers(0, n, size=(steps, batch_size), dtype=np.int64)
+    perm = rng.permutation(n).astype(np.int64)  # shuffled epoch, remainder dropped
+    return perm[: steps * batch_size].reshape(steps, batch_size)
+
+
+def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[str, Optimizer] = "sgd",
+        lr: Optional[float] = None, epochs: int = 10, batch_size: int = 100, sampling: str = "epoch",
+        iters_per_epoch: Optional[int] = None, seed: Optional[int] = 0, progress: bool = True,
+        verbose: bool = False, chunk: int = 100) -> History:
+    """Train ``net`` with mini-batch SGD (or another optimizer).
+
+    Parameters
+    ----------
+    net : Net
+    x_train, t_train : training data, labels or one-hot targets.
+    x_test, t_test : optional test set, evaluated after every epoch.
+    optimizer : name ('sgd', 'momentum', 'nesterov', 'adagrad', 'rmsprop', 'adam') or an Optimizer.
+    lr : learning rate (when ``optimizer`` is a name; default: the optimizer's own).
+    epochs : number of epochs; an epoch is ``N // batch_size`` steps (or ``iters_per_epoch``).
+    sampling : 'epoch' (shuffle, each sample once per epoch) or 'random' (the tutorials' draws
+        with replacement).
+    seed : seeds the batch order; same seed -> same batches on every backend.
+    progress : show a tqdm progress bar.
+
+    Returns
+    -------
+    History
+        Stops cleanly (``history.stopped`` says why, with a warning) on a non-finite loss.
+    """
+    if not isinstance(net, Net):
+        raise TypeError(f"net must be a pyfastgrad Net, got {type(net).__name__}")
+    if sampling not in ("epoch", "random"):
+        raise ValueError(f"sampling must be 'epoch' or 'random', got {sampling!r}")
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    X = as_batch(x_train, net.sizes[0], net.dtype, "x_train")
+    T = as_targets(t_train, X.shape[0], net.sizes[-1], net.dtype, "t_train")
+    n = X.shape[0]
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size > n:
+        raise ValueError(f"batch_size {batch_size} is larger than the training set ({n} samples)")
+    if isinstance(optimizer, str):
+        optimizer = make_optimizer(optimizer, **({} if lr is None else {"lr": lr}))
+    elif not isinstance(optimizer, Optimizer):
+        raise TypeError("optimizer must be a name or a pyfastgrad Optimizer")
+    steps = int(iters_per_epoch) if iters_per_epoch else n // batch_size
+    if steps < 1:
+        raise ValueError(f"iters_per_epoch must be >= 1, got {iters_per_epoch}")
+    if sampling == "epoch" and steps * batch_size > n:
+        raise ValueError(f"{steps} steps of {batch_size} need {steps * batch_size} samples per epoch, have {n}")
+    has_test = x_test is not None and t_test is not None
+    if has_test:
+        Xt = as_batch(x_test, net.sizes[0], net.dtype, "x_test")
+        lt = labels_of(t_test)
+    lt_train = labels_of(t_train)
+
+    rng = np.random.default_rng(seed)
+    mlp = net._mlp()
+    s1, s2 = optimizer.flat_state(net.theta)
+    hist = History()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=int(epochs) * steps, unit="step", desc=f"fit [{net.backend or get_backend()}]",
+                   leave=True, mininterval=0.5)
+    try:
+        for ep in range(1, int(epochs) + 1):
+            idx = _batches(rng, n, batch_size, steps, sampling)
+            t0 = time.perf_counter()
+            for start in range(0, steps, chunk):
+                part = idx[start:start + chunk]
+                losses = mlp.train_steps(net.theta, X, T, part, net.weight_decay, optimizer.kind,
+                                         optimizer.hyper, s1, s2, optimizer.iter)
+                done = int(np.isfinite(losses).sum())
+                optimizer.iter += done
+                hist.loss.extend(losses[:done].tolist())
+                if bar is not None:
+                    bar.update(done)
+                if done < len(part):
+                    hist.stopped = (f"non-finite loss at iteration {len(hist.loss) + 1} "
+                                    f"(epoch {ep}); parameters kept from the step before. "
+                                    f"Try a smaller learning rate (now {optimizer.lr:g}).")
+                    break
+            hist.epoch_time.append(time.perf_counter() - t0)
+            if hist.stopped:
+                warnings.warn(hist.stopped, RuntimeWarning, stacklevel=2)
+                break
+            hist.epoch.append(ep)
+            hist.train_acc.append(net.accuracy(X, lt_train))
+            if has_test:
+                hist.test_acc.append(net.accuracy(Xt, lt))
+            msg = (f"epoch {ep:3d}  loss {np.mean(hist.loss[-steps:]):.4f}  "
+                   f"train acc {hist.train_acc[-1]:.4f}" +
+                   (f"  test acc {hist.test_acc[-1]:.4f}" if has_test else "") +
+                   f"  ({hist.epoch_time[-1]:.2f} s)")
+            if bar is not None:
+                bar.set_postfix_str(f"loss {np.mean(hist.loss[-steps:]):.3f}" +
+                                    (f" test {hist.test_acc[-1]:.4f}" if has_test else ""))
+            if verbose:
+                (bar.write if bar is not None else print)(msg)
+    finally:
+        if bar is not None:
+            bar.close()
+    return hist
+
+
+class Trainer:
+    """Object form of :func:`fit` (keeps the optimizer and history across calls)."""
+
+    def __init__(self, net: Net, optimizer: Union[str, Optimizer] = "sgd", lr: Optional[float] = None,
+                 batch_size: int = 100, sampling: str = "epoch", seed: Optional[int] = 0,
+                 progress: bool = True, verbose: bool = False) -> None:
+        self.net = net
+        self.optimizer = make_optimizer(optimizer, **({} if lr is None else {"lr": lr})) \
+            if isinstance(optimizer, str) else optimizer
+        self.batch_size, self.sampling, self.seed = batch_size, sampling, seed
+        self.progress, self.verbose = progress, verbose
+        self.history = History()
+
+    def fit(self, x_train, t_train, x_test=None, t_test=None, epochs: int = 10) -> History:
+        h = fit(self.net, x_train, t_train, x_test, t_test, optimizer=self.optimizer, epochs=epochs,
+                batch_size=self.batch_size, sampling=self.sampling, seed=self.seed,
+                progress=self.progress, verbose=self.verbose)
+        offset = len(self.history.epoch)
+        self.history.loss += h.loss
+        self.history.epoch += [e + offset for e in h.epoch]
+        self.history.train_acc += h.train_acc
+        self.history.test_acc += h.test_acc
+        self.history.epoch_time += h.epoch_time
+        self.history.stopped = h.stopped
+        return self.history
+
+    def __repr__(self) -> str:
+        return f"Trainer(net={self.net!r}, optimizer={self.optimizer!r}, batch_size={self.batch_size})"

@@ -18,8 +18,309 @@ namespace py = pybind11;
 // ---- section: shared helpers -------------------------------------------------------------
 
 // ---- section: numerical gradient (numgrad.hpp) -------------------------------------------
+#include "numgrad.hpp"
+
+namespace numgrad_bind {
+
+template <class T>
+using CArr = py::array_t<T, py::array::c_style>;
+
+inline bool overlaps(const py::array& a, const py::array& b) {
+    const char* a0 = static_cast<const char*>(a.data());
+    const char* b0 = static_cast<const char*>(b.data());
+    return a.nbytes() > 0 && b.nbytes() > 0 && a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+template <class T>
+void mlp_numgrad(const std::vector<std::int64_t>& sizes, const std::string& activation,
+                 const std::string& loss, const CArr<T>& theta, const CArr<T>& x, const CArr<T>& t,
+                 double weight_decay, double h, CArr<T>& grad) {
+    const pfg::Act act = pfg::parse_act(activation);
+    const pfg::Loss lo = pfg::parse_loss(loss);
+    if (theta.ndim() != 1) throw std::invalid_argument("theta must be 1-D");
+    if (grad.ndim() != 1) throw std::invalid_argument("grad must be 1-D");
+    if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D (N, n_inputs)");
+    if (t.ndim() != 2) throw std::invalid_argument("t must be 2-D (N, n_outputs)");
+    pfg::check_mlp_numgrad_shapes(sizes, theta.shape(0), x.shape(0), x.shape(1), t.shape(0), t.shape(1),
+                                  grad.shape(0));
+    if (!grad.writeable()) throw std::invalid_argument("grad is not writeable");
+    if (overlaps(grad, theta) || overlaps(grad, x) || overlaps(grad, t))
+        throw std::invalid_argument("grad must not share memory with theta, x or t");
+    if (!(h != 0.0 && std::isfinite(h))) throw std::invalid_argument("h must be finite and nonzero");
+    const T* th = theta.data();
+    const T* xp = x.data();
+    const T* tp = t.data();
+    T* g = grad.mutable_data();
+    const std::int64_t N = x.shape(0);
+    py::gil_scoped_release nogil;
+    pfg::mlp_numerical_gradient<T>(sizes, act, lo, th, xp, tp, N, weight_decay, h, g);
+}
+
+// f(x) as a double; a clear TypeError when the result is not a real number.
+inline double call_f(const py::object& f, const py::array& x) {
+    py::object r = f(x);
+    try {
+        return py::cast<double>(r);
+    } catch (const py::cast_error&) {
+        throw py::type_error("f must return a real number (float, numpy scalar or 0-d array), got " +
+                             std::string(py::str(py::type::of(r))));
+    }
+}
+
+template <class T>
+void callback_numgrad_t(const py::object& f, py::array& x, double h, bool forward, py::array& out) {
+    std::vector<std::int64_t> shape(x.ndim()), strides(x.ndim());
+    for (py::ssize_t d = 0; d < x.ndim(); ++d) {
+        shape[d] = x.shape(d);
+        strides[d] = x.strides(d);
+    }
+    T* o = static_cast<T*>(out.mutable_data());
+    pfg::numerical_gradient_strided<T>(static_cast<char*>(x.mutable_data()), shape, strides, h, forward,
+                                       [&]() { return call_f(f, x); }, o);
+}
+
+// x is taken as py::array (never converted or copied): it is perturbed in place.
+inline void callback_numgrad(const py::object& f, py::array x, double h, bool forward, py::array out) {
+    if (!PyCallable_Check(f.ptr())) throw py::type_error("f must be callable");
+    const bool f64 = x.dtype().is(py::dtype::of<double>());
+    const bool f32 = x.dtype().is(py::dtype::of<float>());
+    if (!f64 && !f32)
+        throw py::type_error("x must be a float64 or float32 array, got dtype " +
+                             std::string(py::str(x.dtype())));
+    if (!x.writeable()) throw std::invalid_argument("x must be writeable (it is perturbed in place)");
+    if (!out.dtype().is(x.dtype()))
+        throw py::type_error("out must have x's dtype " + std::string(py::str(x.dtype())) + ", got " +
+                             std::string(py::str(out.dtype())));
+    bool same = out.ndim() == x.ndim();
+    for (py::ssize_t d = 0; same && d < x.ndim(); ++d) same = out.shape(d) == x.shape(d);
+    if (!same) throw std::invalid_argument("out must have x's shape");
+    if (!(out.flags() & py::array::c_style)) throw std::invalid_argument("out must be C-contiguous");
+    if (!out.writeable()) throw std::invalid_argument("out is not writeable");
+    if (overlaps(out, x)) throw std::invalid_argument("out must not share memory with x");
+    if (f64) callback_numgrad_t<double>(f, x, h, forward, out);
+    else callback_numgrad_t<float>(f, x, h, forward, out);
+}
+
+}  // namespace numgrad_bind
 
 // ---- section: nets, losses, optimizers, training (mlp.hpp, losses.hpp, optim.hpp) ---------
+#include <mutex>
+#include <optional>
+
+#include "losses.hpp"
+#include "mlp.hpp"
+#include "optim.hpp"
+
+namespace nets_bind {
+
+template <class T>
+using CArr = py::array_t<T, py::array::c_style>;
+
+// Below this much work (rows * n_params, or elements) the GIL round trip costs more than it frees.
+constexpr std::int64_t kReleaseGilWork = std::int64_t(1) << 16;
+
+inline std::string shape_of(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+    return s + (a.ndim() == 1 ? ",)" : ")");
+}
+[[noreturn]] inline void bad_shape(const char* name, const std::string& want, const py::array& a) {
+    throw std::invalid_argument(std::string(name) + " must have shape " + want + ", got " + shape_of(a));
+}
+inline void need_vec(const py::array& a, const char* name, std::int64_t n) {
+    if (a.ndim() != 1 || a.shape(0) != n) bad_shape(name, "(" + std::to_string(n) + ",)", a);
+}
+// rows < 0: any number of rows.
+inline std::int64_t need_mat(const py::array& a, const char* name, std::int64_t rows, std::int64_t cols) {
+    if (a.ndim() != 2 || (rows >= 0 && a.shape(0) != rows) || a.shape(1) != cols)
+        bad_shape(name, "(" + (rows >= 0 ? std::to_string(rows) : std::string("N")) + ", " +
+                            std::to_string(cols) + ")", a);
+    return a.shape(0);
+}
+template <class T>
+T* state_ptr(CArr<T>& s, const char* name, std::int64_t n, bool needed) {
+    if (!needed) return nullptr;
+    if (s.size() != n)
+        throw std::invalid_argument(std::string(name) + " must hold " + std::to_string(n) +
+                                    " entries for this optimizer, got " + std::to_string(s.size()));
+    return s.mutable_data();
+}
+inline const double* hyper_ptr(const CArr<double>& h) {
+    if (h.ndim() != 1 || h.shape(0) != 3) bad_shape("hyper", "(3,) = [lr, a, b]", h);
+    return h.data();
+}
+
+// The net plus a lock: its scratch buffers are shared by calls that run without the GIL.
+template <class T>
+struct PyMlp {
+    pfg::Mlp<T> net;
+    std::string act, loss;
+    std::mutex mu;
+    PyMlp(const std::vector<std::int64_t>& sizes, const std::string& a, const std::string& l)
+        : net(sizes, pfg::parse_act(a), pfg::parse_loss(l)), act(a), loss(l) {}
+};
+
+template <class T>
+void bind_mlp(py::module_& m, const char* name, const char* dtype) {
+    using P = PyMlp<T>;
+    using A = CArr<T>;
+    py::class_<P>(m, name,
+                  (std::string("Fully connected net on a flat ") + dtype +
+                   " parameter vector (see _numpy_kernels.Mlp). Not for concurrent use from several "
+                   "threads: calls on one object are serialised.").c_str())
+        .def(py::init<const std::vector<std::int64_t>&, const std::string&, const std::string&>(),
+             py::arg("sizes"), py::arg("activation"), py::arg("loss"))
+        .def_property_readonly("n_params", [](const P& p) { return p.net.n_params(); })
+        .def_property_readonly("sizes", [](const P& p) { return p.net.sizes(); })
+        .def_property_readonly("activation", [](const P& p) { return p.act; })
+        .def_property_readonly("loss_name", [](const P& p) { return p.loss; })
+        .def("predict",
+             [](P& p, const A& theta, const A& x, A& out) {
+                 need_vec(theta, "theta", p.net.n_params());
+                 const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
+                 need_mat(out, "out", n, p.net.n_out());
+                 const T* th = theta.data();
+                 const T* xp = x.data();
+                 T* op = out.mutable_data();
+                 std::optional<py::gil_scoped_release> nogil;
+                 if (n * p.net.n_params() >= kReleaseGilWork) nogil.emplace();
+                 std::lock_guard<std::mutex> lock(p.mu);  // after the release: never wait holding the GIL for long
+                 p.net.predict(th, xp, n, op);
+             },
+             py::arg("theta").noconvert(), py::arg("x").noconvert(), py::arg("out").noconvert(),
+             "out (N, n_out) = logits of x (N, n_in).")
+        .def("loss",
+             [](P& p, const A& theta, const A& x, const A& t, double weight_decay) {
+                 need_vec(theta, "theta", p.net.n_params());
+                 const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
+                 need_mat(t, "t", n, p.net.n_out());
+                 if (n < 1) throw std::invalid_argument("x must have at least 1 row");
+                 std::optional<py::gil_scoped_release> nogil;
+                 if (n * p.net.n_params() >= kReleaseGilWork) nogil.emplace();
+                 std::lock_guard<std::mutex> lock(p.mu);
+                 return p.net.loss(theta.data(), x.data(), t.data(), n, weight_decay);
+             },
+             py::arg("theta").noconvert(), py::arg("x").noconvert(), py::arg("t").noconvert(),
+             py::arg("weight_decay"), "Mean loss over the rows plus 0.5 * weight_decay * sum W^2.")
+        .def("loss_grad",
+             [](P& p, const A& theta, const A& x, const A& t, double weight_decay, A& grad) {
+                 need_vec(theta, "theta", p.net.n_params());
+                 const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
+                 need_mat(t, "t", n, p.net.n_out());
+                 need_vec(grad, "grad", p.net.n_params());
+                 if (n < 1) throw std::invalid_argument("x must have at least 1 row");
+                 T* g = grad.mutable_data();
+                 py::gil_scoped_release nogil;
+                 std::lock_guard<std::mutex> lock(p.mu);
+                 return p.net.loss_grad(theta.data(), x.data(), t.data(), n, weight_decay, g);
+             },
+             py::arg("theta").noconvert(), py::arg("x").noconvert(), py::arg("t").noconvert(),
+             py::arg("weight_decay"), py::arg("grad").noconvert(),
+             "Loss (as loss()); writes its gradient by backprop into grad.")
+        .def("train_steps",
+             [](P& p, A& theta, const A& X, const A& Tt, const CArr<std::int64_t>& idx, double weight_decay,
+                const std::string& opt, const CArr<double>& hyper, A& state1, A& state2, std::int64_t step0,
+                CArr<double>& losses) -> std::int64_t {
+                 const std::int64_t np_ = p.net.n_params();
+                 need_vec(theta, "theta", np_);
+                 const std::int64_t nx = need_mat(X, "X", -1, p.net.n_in());
+                 need_mat(Tt, "T", nx, p.net.n_out());
+                 if (idx.ndim() != 2) bad_shape("idx", "(n_steps, batch)", idx);
+                 const std::int64_t n_steps = idx.shape(0), B = idx.shape(1);
+                 need_vec(losses, "losses", n_steps);
+                 const pfg::Opt o = pfg::parse_opt(opt);
+                 const double* h = hyper_ptr(hyper);
+                 const int ns = pfg::opt_state_count(o);
+                 T* s1 = state_ptr(state1, "state1", np_, ns >= 1);
+                 T* s2 = state_ptr(state2, "state2", np_, ns >= 2);
+                 if (n_steps > 0 && B < 1) throw std::invalid_argument("idx must have at least 1 column (batch size)");
+                 T* th = theta.mutable_data();
+                 double* ls = losses.mutable_data();
+                 py::gil_scoped_release nogil;
+                 std::lock_guard<std::mutex> lock(p.mu);
+                 return p.net.train_steps(th, X.data(), nx, Tt.data(), idx.data(), n_steps, B, weight_decay, o, h,
+                                          s1, s2, step0, ls);  // validates every idx before any step
+             },
+             py::arg("theta").noconvert(), py::arg("X").noconvert(), py::arg("T").noconvert(),
+             py::arg("idx").noconvert(), py::arg("weight_decay"), py::arg("opt"), py::arg("hyper").noconvert(),
+             py::arg("state1").noconvert(), py::arg("state2").noconvert(), py::arg("step0"),
+             py::arg("losses").noconvert(),
+             "Mini-batch steps over the rows idx[s] of X/T with optimizer `opt` (updates theta and the "
+             "state in place). Writes each step's loss into losses (NaN where not done); stops at the "
+             "first non-finite loss without applying that step. Returns the number of steps done.");
+}
+
+template <class T>
+void bind_elementwise(py::module_& m) {
+    using A = CArr<T>;
+    m.def("opt_update",
+          [](const std::string& opt, A& theta, const A& grad, A& state1, A& state2, const CArr<double>& hyper,
+             std::int64_t step) {
+              const pfg::Opt o = pfg::parse_opt(opt);
+              const std::int64_t n = theta.size();
+              if (grad.size() != n)
+                  throw std::invalid_argument("grad must have as many entries as theta (" + std::to_string(n) +
+                                              "), got " + std::to_string(grad.size()));
+              const double* h = hyper_ptr(hyper);
+              const int ns = pfg::opt_state_count(o);
+              T* s1 = state_ptr(state1, "state1", n, ns >= 1);
+              T* s2 = state_ptr(state2, "state2", n, ns >= 2);
+              if (o == pfg::Opt::Adam && step < 1)
+                  throw std::invalid_argument("adam needs step >= 1, got " + std::to_string(step));
+              T* th = theta.mutable_data();
+              const T* g = grad.data();
+              std::optional<py::gil_scoped_release> nogil;
+              if (n >= 4 * kReleaseGilWork) nogil.emplace();
+              pfg::opt_update(o, th, g, s1, s2, n, h, step);
+          },
+          py::arg("opt"), py::arg("theta").noconvert(), py::arg("grad").noconvert(),
+          py::arg("state1").noconvert(), py::arg("state2").noconvert(), py::arg("hyper").noconvert(),
+          py::arg("step"),
+          "One optimizer update of theta (and the state arrays) in place; hyper = [lr, a, b], "
+          "step = 1 for the first update.");
+    m.def("softmax",
+          [](const A& x, A& out) {
+              if (x.ndim() != 2) bad_shape("x", "(N, C)", x);
+              const std::int64_t n = x.shape(0), c = x.shape(1);
+              need_mat(out, "out", n, c);
+              if (c < 1) throw std::invalid_argument("softmax needs at least 1 column");
+              const T* xp = x.data();
+              T* op = out.mutable_data();
+              for (std::int64_t r = 0; r < n; ++r) pfg::softmax_row(xp + r * c, op + r * c, c);
+          },
+          py::arg("x").noconvert(), py::arg("out").noconvert(), "out = row-wise softmax of x (N, C); out may be x.");
+    m.def("cross_entropy_error",
+          [](const A& y, const A& t) {
+              if (y.ndim() != 2) bad_shape("y", "(N, C)", y);
+              const std::int64_t n = y.shape(0), c = y.shape(1);
+              need_mat(t, "t", n, c);
+              if (n < 1) throw std::invalid_argument("y must have at least 1 row");
+              double s = 0.0;
+              for (std::int64_t r = 0; r < n; ++r) s += pfg::cross_entropy_row(y.data() + r * c, t.data() + r * c, c);
+              return -s / double(n);
+          },
+          py::arg("y").noconvert(), py::arg("t").noconvert(), "-sum(t * log(y + 1e-7)) / N for dense (N, C) y, t.");
+    m.def("mean_squared_error",
+          [](const A& y, const A& t) {
+              if (y.ndim() != 2) bad_shape("y", "(N, C)", y);
+              const std::int64_t n = y.shape(0), c = y.shape(1);
+              need_mat(t, "t", n, c);
+              if (n < 1) throw std::invalid_argument("y must have at least 1 row");
+              double s = 0.0;
+              for (std::int64_t r = 0; r < n; ++r) s += pfg::squared_error_row(y.data() + r * c, t.data() + r * c, c);
+              return 0.5 * s / double(n);
+          },
+          py::arg("y").noconvert(), py::arg("t").noconvert(), "0.5 * sum((y - t)**2) / N for dense (N, C) y, t.");
+}
+
+inline void register_all(py::module_& m) {
+    bind_mlp<double>(m, "Mlp64", "float64");  // float64 first (the overload-order convention)
+    bind_mlp<float>(m, "Mlp32", "float32");
+    bind_elementwise<double>(m);
+    bind_elementwise<float>(m);
+}
+
+}  // namespace nets_bind
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "pyfastgrad C++ kernels (pybind11, OpenBLAS, OpenMP)";
@@ -38,6 +339,22 @@ PYBIND11_MODULE(_core, m) {
     }, "OpenMP threads available to the kernels (1 when built without OpenMP).");
 
     // ---- register: numerical gradient ----
+    {
+        const char* doc = "Central-difference gradient of the full MLP loss for every parameter (flat "
+                          "layout), written to grad; theta is only read.";
+        m.def("mlp_numerical_gradient", &numgrad_bind::mlp_numgrad<double>, py::arg("sizes"),
+              py::arg("activation"), py::arg("loss"), py::arg("theta").noconvert(), py::arg("x").noconvert(),
+              py::arg("t").noconvert(), py::arg("weight_decay"), py::arg("h"), py::arg("grad").noconvert(), doc);
+        m.def("mlp_numerical_gradient", &numgrad_bind::mlp_numgrad<float>, py::arg("sizes"),
+              py::arg("activation"), py::arg("loss"), py::arg("theta").noconvert(), py::arg("x").noconvert(),
+              py::arg("t").noconvert(), py::arg("weight_decay"), py::arg("h"), py::arg("grad").noconvert(), doc);
+        m.def("numerical_gradient_callback", &numgrad_bind::callback_numgrad, py::arg("f"), py::arg("x"),
+              py::arg("h"), py::arg("forward"), py::arg("out"),
+              "Per-element differences of f at x (float64/float32, any strides; perturbed in place and "
+              "restored bit-exactly) into the C-contiguous out: (f(x+h) - f(x-h)) / 2h, or "
+              "(f(x+h) - f(x)) / h when forward.");
+    }
 
     // ---- register: nets, losses, optimizers, training ----
+    nets_bind::register_all(m);
 }

@@ -10,7 +10,9 @@ row-major) followed by ``b_l`` (n_l), layer after layer.
 Targets ``t`` are always dense (N, C) arrays of the net's dtype (one-hot for
 labels; the Python layer converts). Losses:
 
-* ``softmax``: -sum_n sum_k t_nk * log(softmax(z)_nk + 1e-7) / N
+* ``softmax``: -sum_n sum_k t_nk * log_softmax(z)_nk / N, with the stable
+  log_softmax(z)_k = z_k - max(z) - log(sum_j exp(z_j - max(z))) (NO 1e-7 guard:
+  see reference.py; backprop (y - t)/N is then the exact derivative)
 * ``mse``:     0.5 * sum((z - t)**2) / N   (identity output)
 * ``hinge``:   sum_n sum_{k != c_n} max(0, z_nk - z_nc + 1) / N,  c_n = argmax t_n
 
@@ -175,14 +177,16 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
     while not it.finished:
         idx = it.multi_index
         tmp_val = x[idx]
-        x[idx] = tmp_val + h
-        fxh1 = f(x)
-        if scheme == "central":
-            x[idx] = tmp_val - h
-            fxh2 = f(x)
-            grad[idx] = (fxh1 - fxh2) / (2 * h)
-        else:
-            grad[idx] = (fxh1 - f0) / h
-        x[idx] = tmp_val  # restore
+        try:
+            x[idx] = tmp_val + h
+            fxh1 = f(x)
+            if scheme == "central":
+                x[idx] = tmp_val - h
+                fxh2 = f(x)
+                grad[idx] = (fxh1 - fxh2) / (2 * h)
+            else:
+                grad[idx] = (fxh1 - f0) / h
+        finally:
+            x[idx] = tmp_val  # restore, also when f raises
         it.iternext()
     return grad

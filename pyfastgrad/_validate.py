@@ -45,22 +45,22 @@ def as_batch(x, n_features: int, dtype: np.dtype, name: str = "x") -> np.ndarray
 def as_targets(t, n: int, n_classes: int, dtype: np.dtype, name: str = "t") -> np.ndarray:
     """Dense (n, n_classes) targets: integer labels become one-hot; one-hot/real targets are cast."""
     t = np.asarray(t)
-    if t.dtype.kind in "iub" and (t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1 and n_classes != 1)):
+    # the tutorials' rule: t is one-hot/dense when it has as many entries as the output
+    dense = t.size == n * n_classes and (n_classes > 1 or t.dtype.kind == "f")
+    if not dense and t.dtype.kind in "iub" and t.ndim <= 2 and t.size == n:
         labels = t.reshape(-1)
-        if labels.shape[0] != n:
-            raise ValueError(f"{name} has {labels.shape[0]} labels for {n} samples")
         if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
             raise ValueError(f"{name} has labels outside [0, {n_classes - 1}] "
                              f"(min {labels.min()}, max {labels.max()})")
         out = np.zeros((n, n_classes), dtype=dtype)
         out[np.arange(n), labels] = 1
         return out
-    if t.ndim == 0 and n == 1 and t.dtype.kind in "iu":
-        return as_targets(t.reshape(1), n, n_classes, dtype, name)
+    if not dense and t.dtype.kind in "iub" and t.ndim == 1:
+        raise ValueError(f"{name} has {t.size} labels for {n} samples")
     if t.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be integer labels or a numeric (N, C) array, got dtype {t.dtype}")
-    if t.ndim == 1 and n == 1:
-        t = t.reshape(1, -1)
+    if t.size == n * n_classes:
+        t = t.reshape(n, n_classes)
     if t.ndim != 2 or t.shape != (n, n_classes):
         raise ValueError(f"{name} must be {n} integer labels or shape ({n}, {n_classes}), got shape {t.shape}")
     t = np.ascontiguousarray(t, dtype=dtype)

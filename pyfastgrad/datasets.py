@@ -607,8 +607,8 @@ def load_digits_embedded(n_train: int = 2000, n_test: int = 500, seed: int = 0,
     """Make a small MNIST-like digit set procedurally (no files needed).
 
     Each digit 0-9 is drawn from one of a few stroke skeletons (polylines and
-    arcs) with a random rotation (about +-10 deg), shear, scale and aspect,
-    a smooth random warp, a shift of up to +-2.5 px, a random stroke width,
+    arcs) with a random rotation (sd 7 deg, at most 18), shear, scale and aspect,
+    a smooth random warp, a shift of up to +-2 px, a random stroke width,
     uneven ink and sparse background specks. Values are 0..255 on a mostly
     zero background, like MNIST. A small two-layer net reaches about 95%
     test accuracy after a few epochs; it is not perfectly separable.

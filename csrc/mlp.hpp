@@ -1,0 +1,320 @@
+// Fully connected net on a flat parameter vector: forward, loss, backprop and mini-batch
+// training steps. Header-only, no pybind11; semantics of _numpy_kernels.Mlp.
+//
+// Layout (shared by all backends): for sizes = [n0, n1, ..., nL], theta holds W1 (n0 x n1,
+// row-major), b1 (n1), W2, b2, ... Hidden layers apply the activation, the last layer is affine
+// and feeds the loss (losses.hpp). Weight decay adds 0.5 * wd * sum W^2 (gradient wd * W).
+//
+// Use from C++: pfg::Mlp<double> net(sizes, Act::Relu, Loss::Softmax);
+//   double l = net.loss(theta, x, t, n, wd);   // x (n x n0), t (n x nL), all C-contiguous
+// An Mlp object owns scratch buffers, so one object must not be used by two threads at once
+// (make one per thread instead; they are cheap). Buffers grow with the batch size and are reused,
+// so a steady-state loss_grad / train step allocates nothing.
+#pragma once
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "blas.hpp"
+#include "common.hpp"
+#include "losses.hpp"
+#include "optim.hpp"
+
+namespace pfg {
+
+// z = act(z + b) for a (rows x n) block; the switch sits outside the loops so each loop vectorises.
+template <class T>
+inline void bias_activation(Act a, T* __restrict z, const T* __restrict b, std::int64_t rows, std::int64_t n) {
+    switch (a) {
+        case Act::Relu:
+            for (std::int64_t r = 0; r < rows; ++r) {
+                T* zr = z + r * n;
+                for (std::int64_t j = 0; j < n; ++j) {
+                    const T v = zr[j] + b[j];
+                    zr[j] = v <= T(0) ? T(0) : v;  // keeps NaN, like the reference's mask x <= 0
+                }
+            }
+            break;
+        case Act::Sigmoid:
+            for (std::int64_t r = 0; r < rows; ++r) {
+                T* zr = z + r * n;
+                for (std::int64_t j = 0; j < n; ++j) zr[j] = T(1) / (T(1) + std::exp(-(zr[j] + b[j])));
+            }
+            break;
+        case Act::Tanh:
+            for (std::int64_t r = 0; r < rows; ++r) {
+                T* zr = z + r * n;
+                for (std::int64_t j = 0; j < n; ++j) zr[j] = std::tanh(zr[j] + b[j]);
+            }
+            break;
+    }
+}
+
+// d = d * act'(from the activation output a), and db += column sums of the new d.
+template <class T>
+inline void activation_backward(Act a, T* __restrict d, const T* __restrict out, T* __restrict db,
+                                std::int64_t rows, std::int64_t n) {
+    switch (a) {
+        case Act::Relu:
+            for (std::int64_t r = 0; r < rows; ++r) {
+                T* dr = d + r * n;
+                const T* ar = out + r * n;
+                for (std::int64_t j = 0; j < n; ++j) {
+                    const T v = ar[j] <= T(0) ? T(0) : dr[j];  // out <= 0 exactly where z <= 0
+                    dr[j] = v;
+                    db[j] += v;
+                }
+            }
+            break;
+        case Act::Sigmoid:
+            for (std::int64_t r = 0; r < rows; ++r) {
+                T* dr = d + r * n;
+                const T* ar = out + r * n;
+                for (std::int64_t j = 0; j < n; ++j) {
+                    const T v = dr[j] * (T(1) - ar[j]) * ar[j];
+                    dr[j] = v;
+                    db[j] += v;
+                }
+            }
+            break;
+        case Act::Tanh:
+            for (std::int64_t r = 0; r < rows; ++r) {
+                T* dr = d + r * n;
+                const T* ar = out + r * n;
+                for (std::int64_t j = 0; j < n; ++j) {
+                    const T v = dr[j] * (T(1) - ar[j] * ar[j]);
+                    dr[j] = v;
+                    db[j] += v;
+                }
+            }
+            break;
+    }
+}
+
+template <class T>
+class Mlp {
+public:
+    // predict/loss work through the rows in chunks of this many so big inputs need no big buffers.
+    static constexpr std::int64_t kChunkRows = 1024;
+
+    Mlp(std::vector<std::int64_t> sizes, Act act, Loss loss)
+        : sizes_(std::move(sizes)), act_(act), loss_(loss) {
+        if (sizes_.size() < 2)
+            throw std::invalid_argument("sizes needs at least 2 entries (inputs and outputs), got " +
+                                        std::to_string(sizes_.size()));
+        for (std::int64_t s : sizes_)
+            if (s < 1 || s > INT_MAX)
+                throw std::invalid_argument("every layer size must be in [1, 2^31), got " + std::to_string(s));
+        L_ = static_cast<int>(sizes_.size()) - 1;
+        std::int64_t off = 0;
+        for (int l = 0; l < L_; ++l) {
+            woff_.push_back(off);
+            off += sizes_[l] * sizes_[l + 1];
+            boff_.push_back(off);
+            off += sizes_[l + 1];
+            if (l + 1 < L_) max_hidden_ = std::max(max_hidden_, sizes_[l + 1]);
+        }
+        n_params_ = off;
+        acts_.resize(L_ - 1);
+    }
+
+    std::int64_t n_params() const { return n_params_; }
+    const std::vector<std::int64_t>& sizes() const { return sizes_; }
+    std::int64_t n_in() const { return sizes_.front(); }
+    std::int64_t n_out() const { return sizes_.back(); }
+    Act activation() const { return act_; }
+    Loss loss_kind() const { return loss_; }
+
+    // out (n x nL) = logits of x (n x n0).
+    void predict(const T* theta, const T* x, std::int64_t n, T* out) {
+        if (n <= 0) return;
+        const std::int64_t chunk = chunk_rows(n);
+        reserve(chunk);
+        const std::int64_t n0 = sizes_.front(), c = sizes_.back();
+        const T* b = theta + boff_[L_ - 1];
+        for (std::int64_t r0 = 0; r0 < n; r0 += chunk) {
+            const std::int64_t rows = std::min(chunk, n - r0);
+            T* o = out + r0 * c;
+            forward(theta, x + r0 * n0, rows, o);  // the last gemm writes straight into out
+            for (std::int64_t r = 0; r < rows; ++r)
+                for (std::int64_t k = 0; k < c; ++k) o[r * c + k] += b[k];
+        }
+    }
+
+    // Mean loss over the n rows plus the weight-decay term.
+    double loss(const T* theta, const T* x, const T* t, std::int64_t n, double wd) {
+        need_rows(n);
+        const std::int64_t chunk = chunk_rows(n);
+        reserve(chunk);
+        const std::int64_t n0 = sizes_.front(), c = sizes_.back();
+        double s = 0.0;
+        for (std::int64_t r0 = 0; r0 < n; r0 += chunk) {
+            const std::int64_t rows = std::min(chunk, n - r0);
+            forward(theta, x + r0 * n0, rows, zl_.data());
+            s += output_layer(loss_, zl_.data(), theta + boff_[L_ - 1], t + r0 * c, rows, c, false, T(n),
+                              static_cast<T*>(nullptr));
+        }
+        return s / double(n) + decay_term(theta, wd);
+    }
+
+    // Loss as loss(), and grad (n_params) = its gradient by backprop.
+    double loss_grad(const T* theta, const T* x, const T* t, std::int64_t n, double wd, T* grad) {
+        need_rows(n);
+        if (n > INT_MAX) throw std::invalid_argument("loss_grad: batch too large for BLAS (> 2^31-1 rows)");
+        reserve(n);
+        const double l = forward_loss_dz(theta, x, t, n, wd, grad);
+        backward(theta, x, n, wd, grad);
+        return l;
+    }
+
+    // Mini-batch steps (see _numpy_kernels.Mlp.train_steps): step s uses rows idx[s*B .. s*B+B) of
+    // X/Tt (nx rows), then opt_update(.., step0 + s + 1). Stops before updating at the first
+    // non-finite loss; losses[s] = loss of step s, NaN for steps not done. Returns steps done.
+    // s1/s2 must hold n_params entries when the optimizer uses them (opt_state_count).
+    std::int64_t train_steps(T* theta, const T* X, std::int64_t nx, const T* Tt, const std::int64_t* idx,
+                             std::int64_t n_steps, std::int64_t B, double wd, Opt opt, const double* hyper,
+                             T* s1, T* s2, std::int64_t step0, double* losses) {
+        if (n_steps < 0) throw std::invalid_argument("train_steps: n_steps must be >= 0");
+        if (n_steps == 0) return 0;
+        need_rows(B);
+        if (B > INT_MAX) throw std::invalid_argument("train_steps: batch too large for BLAS");
+        if (opt == Opt::Adam && step0 < 0)
+            throw std::invalid_argument("train_steps: step0 must be >= 0 for adam, got " + std::to_string(step0));
+        // Every index is checked before anything is touched.
+        for (std::int64_t i = 0, total = n_steps * B; i < total; ++i) {
+            if (idx[i] < 0 || idx[i] >= nx)
+                throw std::invalid_argument("train_steps: idx[" + std::to_string(i / B) + ", " +
+                                            std::to_string(i % B) + "] = " + std::to_string(idx[i]) +
+                                            " is out of range [0, " + std::to_string(nx) + ")");
+        }
+        reserve(B);
+        const std::int64_t n0 = sizes_.front(), c = sizes_.back();
+        if (xb_.size() < static_cast<size_t>(B * n0)) xb_.resize(B * n0);
+        if (tb_.size() < static_cast<size_t>(B * c)) tb_.resize(B * c);
+        if (g_.size() != static_cast<size_t>(n_params_)) g_.resize(n_params_);
+        T* xb = xb_.data();
+        T* tb = tb_.data();
+        T* g = g_.data();
+        std::int64_t s = 0;
+        for (; s < n_steps; ++s) {
+            const std::int64_t* rows = idx + s * B;
+            for (std::int64_t r = 0; r < B; ++r) {
+                std::memcpy(xb + r * n0, X + rows[r] * n0, sizeof(T) * n0);
+                std::memcpy(tb + r * c, Tt + rows[r] * c, sizeof(T) * c);
+            }
+            const double l = forward_loss_dz(theta, xb, tb, B, wd, g);
+            // The float32 reference computes the loss in float32: overflow there counts too.
+            if (!std::isfinite(l) || !std::isfinite(static_cast<T>(l))) break;
+            backward(theta, xb, B, wd, g);
+            losses[s] = l;
+            opt_update(opt, theta, g, s1, s2, n_params_, hyper, step0 + s + 1);
+        }
+        for (std::int64_t r = s; r < n_steps; ++r) losses[r] = std::numeric_limits<double>::quiet_NaN();
+        return s;
+    }
+
+private:
+    static void need_rows(std::int64_t n) {
+        if (n < 1) throw std::invalid_argument("the batch must have at least 1 row, got " + std::to_string(n));
+    }
+
+    std::int64_t chunk_rows(std::int64_t n) const { return std::min(n, std::max(cap_, kChunkRows)); }
+
+    // Scratch for `rows` rows; grows only.
+    void reserve(std::int64_t rows) {
+        if (rows <= cap_) return;
+        for (int l = 0; l + 1 < L_; ++l) acts_[l].resize(rows * sizes_[l + 1]);
+        zl_.resize(rows * sizes_.back());
+        if (L_ > 1) {
+            d0_.resize(rows * max_hidden_);
+            d1_.resize(rows * max_hidden_);
+        }
+        cap_ = rows;
+    }
+
+    double decay_term(const T* theta, double wd) const {
+        if (wd == 0.0) return 0.0;
+        double s = 0.0;
+        for (int l = 0; l < L_; ++l) {
+            const T* w = theta + woff_[l];
+            const std::int64_t nw = sizes_[l] * sizes_[l + 1];
+            double sl = 0.0;
+            for (std::int64_t i = 0; i < nw; ++i) sl += double(w[i] * w[i]);
+            s += 0.5 * wd * sl;
+        }
+        return s;
+    }
+
+    // Hidden activations into acts_, last layer's x.W (no bias) into zl (rows x nL).
+    void forward(const T* theta, const T* x, std::int64_t rows, T* zl) {
+        const T* a = x;
+        const int m = static_cast<int>(rows);
+        for (int l = 0; l < L_; ++l) {
+            const int k = static_cast<int>(sizes_[l]), n = static_cast<int>(sizes_[l + 1]);
+            T* z = (l == L_ - 1) ? zl : acts_[l].data();
+            gemm(false, false, m, n, k, T(1), a, k, theta + woff_[l], n, T(0), z, n);
+            if (l < L_ - 1) bias_activation(act_, z, theta + boff_[l], rows, n);
+            a = z;
+        }
+    }
+
+    // Forward + loss; leaves dL/dz of the last layer in zl_ and its bias gradient in grad.
+    double forward_loss_dz(const T* theta, const T* x, const T* t, std::int64_t n, double wd, T* grad) {
+        const std::int64_t c = sizes_.back();
+        forward(theta, x, n, zl_.data());
+        T* db = grad + boff_[L_ - 1];
+        std::fill(db, db + c, T(0));
+        const double s = output_layer(loss_, zl_.data(), theta + boff_[L_ - 1], t, n, c, true, T(n), db);
+        return s / double(n) + decay_term(theta, wd);
+    }
+
+    // Backprop from dL/dz of the last layer (in zl_) into grad; the input layer's dX is skipped.
+    void backward(const T* theta, const T* x, std::int64_t rows, double wd, T* grad) {
+        const int m = static_cast<int>(rows);
+        T* dz = zl_.data();
+        T* bufs[2] = {d0_.data(), d1_.data()};
+        int which = 0;
+        for (int l = L_ - 1; l >= 0; --l) {
+            const int k = static_cast<int>(sizes_[l]), n = static_cast<int>(sizes_[l + 1]);
+            const T* a_in = (l == 0) ? x : acts_[l - 1].data();
+            const T* w = theta + woff_[l];
+            T* dw = grad + woff_[l];
+            T beta = T(0);
+            if (wd != 0.0) {  // dW = A^T dZ + wd * W in the gemm itself (beta = wd, C = W)
+                std::memcpy(dw, w, sizeof(T) * static_cast<size_t>(k) * n);
+                beta = T(wd);
+            }
+            gemm(true, false, k, n, m, T(1), a_in, k, dz, n, beta, dw, n);
+            if (l > 0) {
+                T* da = bufs[which];
+                which ^= 1;
+                gemm(false, true, m, k, n, T(1), dz, n, w, n, T(0), da, k);
+                T* db = grad + boff_[l - 1];
+                std::fill(db, db + k, T(0));
+                activation_backward(act_, da, acts_[l - 1].data(), db, rows, k);
+                dz = da;
+            }
+        }
+    }
+
+    std::vector<std::int64_t> sizes_;
+    Act act_;
+    Loss loss_;
+    int L_ = 0;
+    std::int64_t n_params_ = 0;
+    std::int64_t max_hidden_ = 0;
+    std::vector<std::int64_t> woff_, boff_;
+    std::int64_t cap_ = 0;                 // rows the scratch below can hold
+    std::vector<std::vector<T>> acts_;     // hidden activations, one (cap x n_l) per hidden layer
+    std::vector<T> zl_;                    // logits, then dL/dz of the last layer
+    std::vector<T> d0_, d1_;               // dA / dZ of hidden layers, ping-pong
+    std::vector<T> xb_, tb_, g_;           // train_steps: gathered batch and gradient
+};
+
+}  // namespace pfg

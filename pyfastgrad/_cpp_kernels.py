@@ -1,0 +1,103 @@
+"""The ``cpp`` backend: the kernel interface of ``_numpy_kernels`` on the C++ extension.
+
+Thin adapters over ``pyfastgrad._core`` (pybind11, OpenBLAS, OpenMP). Inputs are assumed
+validated by the public layer (C-contiguous, the net's dtype, right shapes); the extension
+still checks shapes (ValueError) and dtypes (TypeError) and never casts or copies.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+import scipy_openblas32  # noqa: F401  (preloads the OpenBLAS that _core links to)
+
+from . import _core
+
+NAME = "cpp"
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+LOSSES = ("softmax", "mse", "hinge")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+
+_MLP_CLASSES = {np.dtype(np.float64): _core.Mlp64, np.dtype(np.float32): _core.Mlp32}
+
+
+def blas_info() -> dict:
+    """OpenBLAS build string, its thread count, and the OpenMP threads of the kernels."""
+    return {"config": _core.blas_config(), "threads": _core.blas_num_threads(),
+            "openmp_threads": _core.openmp_max_threads()}
+
+
+class Mlp:
+    """Fully connected net on a flat parameter vector (see ``_numpy_kernels.Mlp``)."""
+
+    def __init__(self, sizes: Sequence[int], activation: str, loss: str, dtype) -> None:
+        self.sizes = [int(s) for s in sizes]
+        self.activation = activation
+        self.loss_name = loss
+        self.dtype = np.dtype(dtype)
+        cls = _MLP_CLASSES.get(self.dtype)
+        if cls is None:
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self._impl = cls(self.sizes, activation, loss)
+        self.n_params = self._impl.n_params
+        # The hot methods go straight to the extension: no Python frame per call.
+        self.loss = self._impl.loss
+        self.loss_grad = self._impl.loss_grad
+
+    def predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        out = np.empty((x.shape[0], self.sizes[-1]), dtype=self.dtype)
+        self._impl.predict(theta, x, out)
+        return out
+
+    def loss(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float) -> float:
+        return self._impl.loss(theta, x, t, weight_decay)  # (shadowed per instance, see __init__)
+
+    def loss_grad(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
+                  grad: np.ndarray) -> float:
+        return self._impl.loss_grad(theta, x, t, weight_decay, grad)  # (shadowed per instance)
+
+    def numerical_gradient(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
+                           h: float, grad: np.ndarray) -> None:
+        _core.mlp_numerical_gradient(self.sizes, self.activation, self.loss_name, theta, x, t,
+                                     weight_decay, h, grad)
+
+    def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
+                    weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
+                    state2: np.ndarray, step0: int) -> np.ndarray:
+        """See ``_numpy_kernels.Mlp.train_steps``; returns the float64 losses (NaN for steps not done)."""
+        losses = np.empty(idx.shape[0] if idx.ndim else 0, dtype=np.float64)
+        self._impl.train_steps(theta, X, T, idx, weight_decay, opt, hyper, state1, state2, step0, losses)
+        return losses
+
+
+opt_update = _core.opt_update
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x)
+    _core.softmax(x, out)
+    return out
+
+
+def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
+    """Dense (N, C) y and t: -sum(t * log(y + 1e-7)) / N."""
+    return _core.cross_entropy_error(y, t)
+
+
+def mean_squared_error(y: np.ndarray, t: np.ndarray) -> float:
+    """Dense (N, C) y and t: 0.5 * sum((y - t)**2) / N."""
+    return _core.mean_squared_error(y, t)
+
+
+def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float,
+                       scheme: str = "central") -> np.ndarray:
+    """Per-element differences of ``f`` at ``x`` (perturbed in place, restored exactly).
+
+    scheme 'central': (f(x+h) - f(x-h)) / 2h; 'forward': (f(x+h) - f(x)) / h.
+    """
+    if scheme not in ("central", "forward"):
+        raise ValueError(f"unknown scheme {scheme!r}; expected 'central' or 'forward'")
+    out = np.zeros(x.shape, dtype=x.dtype)
+    _core.numerical_gradient_callback(f, x, h, scheme == "forward", out)
+    return out

@@ -1,0 +1,785 @@
+"""The ``numba`` backend: the kernel interface of ``_numpy_kernels`` in nopython code.
+
+Same names, semantics and flat parameter layout as ``_numpy_kernels`` (the spec).
+The net is handed to the jitted code as the flat ``theta``, an int64 ``sizes``
+array and integer codes for activation / loss / optimizer. All functions are
+compiled lazily (first call per dtype) and cached on disk.
+
+Precision notes:
+* The math runs in the net's dtype (float32 stays float32: constants are cast).
+  The softmax loss is the reference's log-softmax form (no 1e-7 guard).
+  Scalar loss sums are accumulated in float64 (returned as float64 anyway).
+* ``Mlp.numerical_gradient`` evaluates the per-row loss tails in float64 from
+  the dtype base pass, so in float32 it is *less* noisy than the reference.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numba
+import numpy as np
+from numba import prange
+
+from . import _numpy_kernels as _npk
+
+NAME = "numba"
+ACTIVATIONS = ("relu", "sigmoid", "tanh")
+LOSSES = ("softmax", "mse", "hinge")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+
+_ACT = {name: i for i, name in enumerate(ACTIVATIONS)}
+_LOSS = {name: i for i, name in enumerate(LOSSES)}
+_OPT = {name: i for i, name in enumerate(OPTIMIZERS)}
+
+_DELTA = 1e-7  # inside the log of cross_entropy_error (reference.DELTA)
+_EPS = 1e-7  # optimizers' denominator guard
+
+_jit = numba.njit(cache=True, nogil=True)
+_pjit = numba.njit(cache=True, nogil=True, parallel=True)
+
+
+def n_params(sizes: Sequence[int]) -> int:
+    return sum(sizes[i - 1] * sizes[i] + sizes[i] for i in range(1, len(sizes)))
+
+
+# ------------------------------------------------------------------ layout helpers
+@_jit
+def _offsets(sizes):
+    """Start of W_l and b_l in theta for each layer l = 0..L-1."""
+    L = sizes.shape[0] - 1
+    woff = np.empty(L, np.int64)
+    boff = np.empty(L, np.int64)
+    off = 0
+    for l in range(L):
+        woff[l] = off
+        off += sizes[l] * sizes[l + 1]
+        boff[l] = off
+        off += sizes[l + 1]
+    return woff, boff
+
+
+@_jit
+def _act_offsets(sizes, N):
+    """Start of layer l's (N, n_{l+1}) block in the flat activation buffers."""
+    L = sizes.shape[0] - 1
+    zoff = np.empty(L + 1, np.int64)
+    off = 0
+    for l in range(L):
+        zoff[l] = off
+        off += N * sizes[l + 1]
+    zoff[L] = off  # total size
+    return zoff
+
+
+# ------------------------------------------------------------------ activations (dtype)
+@_jit
+def _activate(act, z, a):
+    one = z.dtype.type(1.0)
+    zero = z.dtype.type(0.0)
+    N, M = z.shape
+    for n in range(N):
+        for k in range(M):
+            v = z[n, k]
+            if act == 0:
+                # reference masks z <= 0, so NaN passes through
+                a[n, k] = zero if v <= zero else v
+            elif act == 1:
+                a[n, k] = one / (one + np.exp(-v))
+            else:
+                a[n, k] = np.tanh(v)
+
+
+@_jit
+def _act_backward(act, d, z, a):
+    """d *= activation'(z) in place, with the reference's operation order."""
+    one = d.dtype.type(1.0)
+    zero = d.dtype.type(0.0)
+    N, M = d.shape
+    for n in range(N):
+        for k in range(M):
+            if act == 0:
+                if z[n, k] <= zero:
+                    d[n, k] = zero
+            elif act == 1:
+                o = a[n, k]
+                d[n, k] = d[n, k] * (one - o) * o
+            else:
+                o = a[n, k]
+                d[n, k] = d[n, k] * (one - o * o)
+
+
+@_jit
+def _act64(act, v):
+    if act == 0:
+        return 0.0 if v <= 0.0 else v
+    elif act == 1:
+        return 1.0 / (1.0 + np.exp(-v))
+    return np.tanh(v)
+
+
+@_jit
+def _argmax_row(t, n):
+    c = 0
+    best = t[n, 0]
+    for k in range(1, t.shape[1]):
+        if t[n, k] > best:
+            best = t[n, k]
+            c = k
+    return c
+
+
+# ------------------------------------------------------------------ forward / backward
+@_jit
+def _forward(theta, sizes, act, x, Z, A):
+    """Pre-activations of every layer into Z, hidden activations into A (flat buffers)."""
+    N = x.shape[0]
+    L = sizes.shape[0] - 1
+    woff, boff = _offsets(sizes)
+    zoff = _act_offsets(sizes, N)
+    inp = x
+    for l in range(L):
+        nin = sizes[l]
+        nout = sizes[l + 1]
+        W = theta[woff[l]:woff[l] + nin * nout].reshape((nin, nout))
+        b = theta[boff[l]:boff[l] + nout]
+        z = Z[zoff[l]:zoff[l] + N * nout].reshape((N, nout))
+        np.dot(inp, W, z)
+        for n in range(N):
+            for k in range(nout):
+                z[n, k] += b[k]
+        if l < L - 1:
+            a = A[zoff[l]:zoff[l] + N * nout].reshape((N, nout))
+            _activate(act, z, a)
+            inp = a
+
+
+@_jit
+def _data_loss(lossc, z, t, D, want):
+    """Mean data loss of logits z (N, C); with ``want`` also dLoss/dz into D (dtype)."""
+    N, C = z.shape
+    one = z.dtype.type(1.0)
+    zero = z.dtype.type(0.0)
+    half = z.dtype.type(0.5)
+    nN = z.dtype.type(N)
+    total = 0.0  # float64 accumulator
+    for n in range(N):
+        if lossc == 0:  # softmax cross entropy from the logits: -sum t * log_softmax(z)
+            m = z[n, 0]
+            for k in range(1, C):
+                if z[n, k] > m:
+                    m = z[n, k]
+            s = zero
+            for k in range(C):
+                e = np.exp(z[n, k] - m)
+                D[n, k] = e
+                s += e
+            lse = np.log(s)
+            r = zero
+            for k in range(C):
+                r += t[n, k] * (z[n, k] - m - lse)
+            total += -r
+            if want:  # (softmax(z) - t) / N
+                for k in range(C):
+                    D[n, k] = (D[n, k] / s - t[n, k]) / nN
+        elif lossc == 1:  # mse on the identity output
+            s = zero
+            for k in range(C):
+                d = z[n, k] - t[n, k]
+                s += d * d
+                if want:
+                    D[n, k] = d / nN
+            total += half * s
+        else:  # multiclass hinge, margin 1
+            c = _argmax_row(t, n)
+            st = z[n, c]
+            s = zero
+            cnt = zero
+            for k in range(C):
+                if k == c:
+                    continue
+                v = z[n, k] - st + one
+                if v > zero:
+                    s += v
+                    cnt += one
+                    D[n, k] = one / nN
+                else:
+                    D[n, k] = zero
+            D[n, c] = -cnt / nN
+            total += s
+    return total / N
+
+
+@_jit
+def _wd_loss(theta, sizes, wd):
+    woff, boff = _offsets(sizes)
+    out = 0.0
+    for l in range(sizes.shape[0] - 1):
+        s = 0.0
+        for p in range(woff[l], boff[l]):
+            v = theta[p]
+            s += v * v
+        out += 0.5 * wd * s
+    return out
+
+
+@_jit
+def _workspace(theta, sizes, N):
+    L = sizes.shape[0] - 1
+    tot = 0
+    maxw = 0
+    for l in range(L + 1):
+        maxw = max(maxw, sizes[l])
+        if l > 0:
+            tot += sizes[l]
+    dt = theta.dtype
+    Z = np.empty(N * tot, dt)
+    A = np.empty(N * tot, dt)
+    D1 = np.empty(N * maxw, dt)
+    D2 = np.empty(N * maxw, dt)
+    return Z, A, D1, D2
+
+
+@_jit
+def _loss_grad_core(theta, sizes, act, lossc, x, t, wd, grad, Z, A, D1, D2, want):
+    """Loss (float64) of the batch; with ``want`` the full gradient into grad."""
+    N = x.shape[0]
+    L = sizes.shape[0] - 1
+    _forward(theta, sizes, act, x, Z, A)
+    woff, boff = _offsets(sizes)
+    zoff = _act_offsets(sizes, N)
+    C = sizes[L]
+    zL = Z[zoff[L - 1]:zoff[L - 1] + N * C].reshape((N, C))
+    dz = D1[:N * C].reshape((N, C))
+    loss = _data_loss(lossc, zL, t, dz, want) + _wd_loss(theta, sizes, wd)
+    if not want:
+        return loss
+    wdt = theta.dtype.type(wd)
+    cur = 0  # which of D1/D2 holds dz
+    for l in range(L - 1, -1, -1):
+        nin = sizes[l]
+        nout = sizes[l + 1]
+        if cur == 0:
+            dz = D1[:N * nout].reshape((N, nout))
+        else:
+            dz = D2[:N * nout].reshape((N, nout))
+        if l == 0:
+            inp = x
+        else:
+            inp = A[zoff[l - 1]:zoff[l - 1] + N * nin].reshape((N, nin))
+        W = theta[woff[l]:woff[l] + nin * nout].reshape((nin, nout))
+        gW = grad[woff[l]:woff[l] + nin * nout].reshape((nin, nout))
+        np.dot(inp.T, dz, gW)
+        for i in range(nin):
+            for k in range(nout):
+                gW[i, k] = gW[i, k] + wdt * W[i, k]
+        gb = grad[boff[l]:boff[l] + nout]
+        for k in range(nout):
+            gb[k] = 0
+        for n in range(N):  # row by row, like numpy's sum(axis=0)
+            for k in range(nout):
+                gb[k] += dz[n, k]
+        if l > 0:
+            if cur == 0:
+                dprev = D2[:N * nin].reshape((N, nin))
+            else:
+                dprev = D1[:N * nin].reshape((N, nin))
+            np.dot(dz, W.T, dprev)
+            zp = Z[zoff[l - 1]:zoff[l - 1] + N * nin].reshape((N, nin))
+            _act_backward(act, dprev, zp, inp)
+            cur = 1 - cur
+    return loss
+
+
+@_jit
+def _predict(theta, sizes, act, x):
+    N = x.shape[0]
+    L = sizes.shape[0] - 1
+    Z, A, D1, D2 = _workspace(theta, sizes, N)
+    _forward(theta, sizes, act, x, Z, A)
+    zoff = _act_offsets(sizes, N)
+    C = sizes[L]
+    return Z[zoff[L - 1]:zoff[L - 1] + N * C].reshape((N, C)).copy()
+
+
+@_jit
+def _loss(theta, sizes, act, lossc, x, t, wd):
+    Z, A, D1, D2 = _workspace(theta, sizes, x.shape[0])
+    return _loss_grad_core(theta, sizes, act, lossc, x, t, wd, theta, Z, A, D1, D2, False)
+
+
+@_jit
+def _loss_grad(theta, sizes, act, lossc, x, t, wd, grad):
+    Z, A, D1, D2 = _workspace(theta, sizes, x.shape[0])
+    return _loss_grad_core(theta, sizes, act, lossc, x, t, wd, grad, Z, A, D1, D2, True)
+
+
+# ------------------------------------------------------------------ optimizers
+@_jit
+def _opt_update(opt, theta, grad, s1, s2, hyper, step):
+    """The numpy backend's formulas elementwise, same operation order and rounding."""
+    dt = theta.dtype.type
+    one = dt(1.0)
+    eps = dt(_EPS)
+    lr = dt(hyper[0])
+    P = theta.shape[0]
+    if opt == 0:  # sgd
+        for p in range(P):
+            theta[p] = theta[p] - lr * grad[p]
+    elif opt == 1:  # momentum
+        mu = dt(hyper[1])
+        for p in range(P):
+            s1[p] = mu * s1[p] - lr * grad[p]
+            theta[p] = theta[p] + s1[p]
+    elif opt == 2:  # nesterov
+        mu = dt(hyper[1])
+        mu2 = mu * mu
+        c = (one + mu) * lr
+        for p in range(P):
+            v = s1[p] * mu
+            v = v - lr * grad[p]
+            s1[p] = v
+            theta[p] = theta[p] + mu2 * v
+            theta[p] = theta[p] - c * grad[p]
+    elif opt == 3:  # adagrad
+        for p in range(P):
+            g = grad[p]
+            s1[p] = s1[p] + g * g
+            theta[p] = theta[p] - lr * g / (np.sqrt(s1[p]) + eps)
+    elif opt == 4:  # rmsprop
+        rho = dt(hyper[1])
+        c = one - rho
+        for p in range(P):
+            g = grad[p]
+            s1[p] = s1[p] * rho
+            s1[p] = s1[p] + c * g * g
+            theta[p] = theta[p] - lr * g / (np.sqrt(s1[p]) + eps)
+    else:  # adam; lr_t in float64 as the reference, then cast
+        b1 = hyper[1]
+        b2 = hyper[2]
+        fs = np.float64(step)
+        lr_t = dt(hyper[0] * np.sqrt(1.0 - b2 ** fs) / (1.0 - b1 ** fs))
+        c1 = one - dt(b1)
+        c2 = one - dt(b2)
+        for p in range(P):
+            g = grad[p]
+            s1[p] = s1[p] + c1 * (g - s1[p])
+            s2[p] = s2[p] + c2 * (g * g - s2[p])
+            theta[p] = theta[p] - lr_t * s1[p] / (np.sqrt(s2[p]) + eps)
+
+
+@_jit
+def _train_steps(theta, sizes, act, lossc, X, T, idx, wd, opt, hyper, s1, s2, step0, losses):
+    """All steps in one call: gather, forward, backward, update; stop at a non-finite loss."""
+    S, B = idx.shape
+    NX = X.shape[0]
+    D = X.shape[1]
+    C = T.shape[1]
+    xb = np.empty((B, D), X.dtype)
+    tb = np.empty((B, C), T.dtype)
+    grad = np.empty_like(theta)
+    Z, A, D1, D2 = _workspace(theta, sizes, B)
+    for s in range(S):
+        for r in range(B):
+            i = idx[s, r]
+            if i < 0:  # numpy-style negative index
+                i += NX
+            xb[r, :] = X[i, :]
+            tb[r, :] = T[i, :]
+        loss = _loss_grad_core(theta, sizes, act, lossc, xb, tb, wd, grad, Z, A, D1, D2, True)
+        if not np.isfinite(loss):
+            break
+        losses[s] = loss
+        _opt_update(opt, theta, grad, s1, s2, hyper, step0 + s + 1)
+    return losses
+
+
+# ------------------------------------------------------------------ numerical gradient of the net
+@_jit
+def _row_loss64(lossc, z, t, n, c):
+    """Loss of one row of logits z (float64), same formula as _data_loss."""
+    C = z.shape[0]
+    if lossc == 0:
+        m = z[0]
+        for k in range(1, C):
+            if z[k] > m:
+                m = z[k]
+        s = 0.0
+        for k in range(C):
+            s += np.exp(z[k] - m)
+        lse = np.log(s)
+        r = 0.0
+        for k in range(C):
+            r += t[n, k] * (z[k] - m - lse)
+        return -r
+    elif lossc == 1:
+        s = 0.0
+        for k in range(C):
+            d = z[k] - t[n, k]
+            s += d * d
+        return 0.5 * s
+    st = z[c]
+    s = 0.0
+    for k in range(C):
+        if k != c:
+            v = z[k] - st + 1.0
+            if v > 0.0:
+                s += v
+    return s
+
+
+@_jit
+def _tail_loss(theta, sizes, woff, boff, act, lossc, Z64, zoff, l, j, n, v, t, c, b1, b2):
+    """Loss of row n after a change of unit j of layer l.
+
+    Output layer: v is the new logit. Hidden layer: v is the change of the unit's
+    activation, so the next pre-activation row moves by v * W_{l+1}[j, :] (rank 1);
+    the layers after that are recomputed for this row only.
+    """
+    L = sizes.shape[0] - 1
+    if l == L - 1:
+        C = sizes[L]
+        z = b1[:C]
+        base = zoff[l] + n * C
+        for k in range(C):
+            z[k] = Z64[base + k]
+        z[j] = v
+        return _row_loss64(lossc, z, t, n, c)
+    nn = sizes[l + 2]
+    z = b1[:nn]
+    wrow = woff[l + 1] + j * nn
+    base = zoff[l + 1] + n * nn
+    for k in range(nn):
+        z[k] = Z64[base + k] + v * theta[wrow + k]
+    use1 = True
+    for m in range(l + 1, L - 1):  # forward the rest of this row
+        nin = sizes[m + 1]
+        nout = sizes[m + 2]
+        zn = b2[:nout] if use1 else b1[:nout]
+        for k in range(nout):
+            zn[k] = 0.0
+        wo = woff[m + 1]
+        for i in range(nin):
+            ai = _act64(act, z[i])
+            if ai != 0.0:
+                for k in range(nout):
+                    zn[k] += ai * theta[wo + i * nout + k]
+        bo = boff[m + 1]
+        for k in range(nout):
+            zn[k] += theta[bo + k]
+        z = zn
+        use1 = not use1
+    return _row_loss64(lossc, z, t, n, c)
+
+
+@_jit
+def _unit_grad(theta, sizes, woff, boff, act, lossc, Z64, A64, zoff, N, l, j, n, sp, sm, t, c, b1, b2):
+    """l_n(+) - l_n(-) for pre-activation shifts sp / sm of unit j (0 when the row can't change)."""
+    L = sizes.shape[0] - 1
+    nl = sizes[l + 1]
+    zb = Z64[zoff[l] + n * nl + j]
+    if l == L - 1:
+        return (_tail_loss(theta, sizes, woff, boff, act, lossc, Z64, zoff, l, j, n, zb + sp, t, c, b1, b2)
+                - _tail_loss(theta, sizes, woff, boff, act, lossc, Z64, zoff, l, j, n, zb + sm, t, c, b1, b2))
+    ab = A64[zoff[l] + n * nl + j]
+    dap = _act64(act, zb + sp) - ab
+    dam = _act64(act, zb + sm) - ab
+    if dap == 0.0 and dam == 0.0:  # e.g. a dead ReLU stays dead
+        return 0.0
+    return (_tail_loss(theta, sizes, woff, boff, act, lossc, Z64, zoff, l, j, n, dap, t, c, b1, b2)
+            - _tail_loss(theta, sizes, woff, boff, act, lossc, Z64, zoff, l, j, n, dam, t, c, b1, b2))
+
+
+@_pjit
+def _net_numgrad(theta, sizes, act, lossc, x, t, wd, h, grad):
+    """Central differences of the batch loss w.r.t. every parameter, without full re-forwards.
+
+    W_l[i, j] +- h only moves z_l[n, j] by (w+-h - w) * a_{l-1}[n, i]; rows with
+    a_{l-1}[n, i] == 0 are unaffected and skipped. Units j run in parallel.
+    """
+    N = x.shape[0]
+    L = sizes.shape[0] - 1
+    dt = theta.dtype.type
+    hh = dt(h)
+    woff, boff = _offsets(sizes)
+    zoff = _act_offsets(sizes, N)
+    Z, A, D1, D2 = _workspace(theta, sizes, N)
+    _forward(theta, sizes, act, x, Z, A)
+    tot = zoff[L]
+    Z64 = np.empty(tot, np.float64)
+    A64 = np.empty(tot, np.float64)
+    for p in range(tot):
+        Z64[p] = Z[p]
+        A64[p] = _act64(act, Z64[p])  # float64 base, consistent with the tails
+    cls = np.zeros(N, np.int64)  # hinge's class per row
+    if lossc == 2:
+        for n in range(N):
+            cls[n] = _argmax_row(t, n)
+    maxw = 0
+    for l in range(L + 1):
+        maxw = max(maxw, sizes[l])
+    den = 2.0 * h * N
+    den_wd = 2.0 * h
+    for l in range(L):
+        nin = sizes[l]
+        nout = sizes[l + 1]
+        if l == 0:
+            inp = x
+        else:
+            inp = A[zoff[l - 1]:zoff[l - 1] + N * nin].reshape((N, nin))
+        # rows with a nonzero input per input unit i (CSC of inp)
+        ptr = np.zeros(nin + 1, np.int64)
+        for n in range(N):
+            for i in range(nin):
+                if inp[n, i] != 0:
+                    ptr[i + 1] += 1
+        for i in range(nin):
+            ptr[i + 1] += ptr[i]
+        rows = np.empty(ptr[nin], np.int64)
+        fill = ptr[:nin].copy()
+        for n in range(N):
+            for i in range(nin):
+                if inp[n, i] != 0:
+                    rows[fill[i]] = n
+                    fill[i] += 1
+        buf1 = np.empty((nout, maxw), np.float64)  # one scratch row per unit: no sharing
+        buf2 = np.empty((nout, maxw), np.float64)
+        wo = woff[l]
+        bo = boff[l]
+        for j in prange(nout):
+            b1 = buf1[j]
+            b2 = buf2[j]
+            for i in range(nin):
+                w = theta[wo + i * nout + j]
+                wp = w + hh  # the values the reference writes into theta
+                wm = w - hh
+                dp = np.float64(wp) - np.float64(w)
+                dm = np.float64(wm) - np.float64(w)
+                acc = 0.0
+                for q in range(ptr[i], ptr[i + 1]):
+                    n = rows[q]
+                    a = np.float64(inp[n, i])
+                    acc += _unit_grad(theta, sizes, woff, boff, act, lossc, Z64, A64, zoff, N,
+                                      l, j, n, dp * a, dm * a, t, cls[n], b1, b2)
+                g = acc / den
+                wp64 = np.float64(wp)
+                wm64 = np.float64(wm)
+                g += 0.5 * wd * (wp64 * wp64 - wm64 * wm64) / den_wd
+                grad[wo + i * nout + j] = g
+            b = theta[bo + j]
+            sp = np.float64(b + hh) - np.float64(b)
+            sm = np.float64(b - hh) - np.float64(b)
+            acc = 0.0
+            for n in range(N):
+                acc += _unit_grad(theta, sizes, woff, boff, act, lossc, Z64, A64, zoff, N,
+                                  l, j, n, sp, sm, t, cls[n], b1, b2)
+            grad[bo + j] = acc / den
+
+
+# ------------------------------------------------------------------ element-wise kernels
+@_jit
+def _softmax2d(x, out):
+    N, C = x.shape
+    for n in range(N):
+        m = x[n, 0]
+        for k in range(1, C):
+            if x[n, k] > m:
+                m = x[n, k]
+        s = x.dtype.type(0.0)
+        for k in range(C):
+            e = np.exp(x[n, k] - m)
+            out[n, k] = e
+            s += e
+        for k in range(C):
+            out[n, k] = out[n, k] / s
+
+
+@_jit
+def _cee(y, t, N):
+    delta = y.dtype.type(_DELTA)
+    s = 0.0
+    for p in range(y.shape[0]):
+        s += t[p] * np.log(y[p] + delta)
+    return -s / N
+
+
+@_jit
+def _mse(y, t, N):
+    s = 0.0
+    for p in range(y.shape[0]):
+        d = y[p] - t[p]
+        s += d * d
+    return 0.5 * s / N
+
+
+# Not cached: a function taking a dispatcher is specialised on that object, so each
+# process would add a new, never reused cache entry.
+@numba.njit(nogil=True)
+def _numgrad_dispatch(f, x, flat, h, forward, cur, saved):
+    """``cur``/``saved`` record the element under perturbation, so that the caller can
+    restore it if f raises (nopython code has no try/finally)."""
+    hh = flat.dtype.type(h)
+    grad = np.zeros(flat.shape[0], flat.dtype)
+    f0 = f(x) if forward else 0.0
+    for i in range(flat.shape[0]):
+        tmp = flat[i]
+        saved[0] = tmp
+        cur[0] = i
+        flat[i] = tmp + hh
+        f1 = f(x)
+        if forward:
+            grad[i] = (f1 - f0) / h
+        else:
+            flat[i] = tmp - hh
+            f2 = f(x)
+            grad[i] = (f1 - f2) / (2 * h)
+        flat[i] = tmp  # restore exactly
+        cur[0] = -1
+    return grad
+
+
+# ------------------------------------------------------------------ Python-facing API
+def _code(table, name, what):
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}; expected one of {tuple(table)}") from None
+
+
+class Mlp:
+    """Fully connected net on a flat parameter vector (see ``_numpy_kernels``)."""
+
+    def __init__(self, sizes: Sequence[int], activation: str, loss: str, dtype) -> None:
+        self.sizes = [int(s) for s in sizes]
+        if len(self.sizes) < 2:
+            raise ValueError("sizes needs at least an input and an output size")
+        self.activation = activation
+        self.loss_name = loss
+        self.dtype = np.dtype(dtype)
+        self.n_params = n_params(self.sizes)
+        self._act = _code(_ACT, activation, "activation")
+        self._loss = _code(_LOSS, loss, "loss")
+        self._sizes = np.asarray(self.sizes, dtype=np.int64)
+
+    def _x(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        return _writable(np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=self.dtype))
+
+    def _t(self, t: np.ndarray) -> np.ndarray:
+        return _writable(np.ascontiguousarray(t, dtype=self.dtype))
+
+    def predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return _predict(theta, self._sizes, self._act, self._x(x))
+
+    def loss(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float) -> float:
+        return float(_loss(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
+                           float(weight_decay)))
+
+    def loss_grad(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
+                  grad: np.ndarray) -> float:
+        return float(_loss_grad(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
+                                float(weight_decay), grad))
+
+    def numerical_gradient(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
+                           h: float, grad: np.ndarray) -> None:
+        _net_numgrad(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
+                     float(weight_decay), float(h), grad)
+
+    def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
+                    weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
+                    state2: np.ndarray, step0: int) -> np.ndarray:
+        """See ``_numpy_kernels.Mlp.train_steps``; the whole loop runs in one jitted call."""
+        code = _code(_OPT, opt, "optimizer")
+        s1, s2 = _states(code, theta, state1, state2)
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        if idx.ndim == 1:
+            idx = idx.reshape(1, -1)
+        losses = np.full(idx.shape[0], np.nan)
+        if idx.shape[0] == 0:
+            return losses
+        return _train_steps(theta, self._sizes, self._act, self._loss, self._x(X), self._t(T), idx,
+                            float(weight_decay), code, _hyper(hyper), s1, s2, int(step0), losses)
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    # numba types read-only arrays differently; a copy keeps one compiled signature
+    return a if a.flags.writeable else a.copy()
+
+
+def _hyper(hyper) -> np.ndarray:
+    h = np.zeros(3, dtype=np.float64)
+    hv = np.asarray(hyper, dtype=np.float64).ravel()
+    h[:hv.size] = hv[:3]
+    return h
+
+
+_N_STATES = (0, 1, 1, 1, 1, 2)  # state arrays each optimizer reads and writes
+
+
+def _states(code: int, theta: np.ndarray, state1, state2):
+    """The state arrays, checked: the jitted update indexes them without bounds checks."""
+    out = []
+    for k, s in enumerate((state1, state2)):
+        if k < _N_STATES[code]:
+            if s is None or s.shape != theta.shape or s.dtype != theta.dtype:
+                raise ValueError(f"{OPTIMIZERS[code]} needs state{k + 1} shaped and typed like theta")
+            out.append(s)
+        else:  # unused by this optimizer
+            out.append(np.empty(0, dtype=theta.dtype) if s is None else s)
+    return out
+
+
+def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray, state2: np.ndarray,
+               hyper: np.ndarray, step: int) -> None:
+    """One optimizer update of ``theta`` in place (``_numpy_kernels.opt_update``'s contract)."""
+    code = _code(_OPT, opt, "optimizer")
+    s1, s2 = _states(code, theta, state1, state2)
+    _opt_update(code, theta, grad, s1, s2, _hyper(hyper), int(step))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x)
+    out = np.empty_like(x2)
+    _softmax2d(x2, out)
+    return out.reshape(x.shape)
+
+
+def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
+    """Dense (N, C) y and t: -sum(t * log(y + 1e-7)) / N."""
+    y = np.asarray(y)
+    t = np.asarray(t, dtype=y.dtype)
+    return float(_cee(np.ascontiguousarray(y).ravel(), np.ascontiguousarray(t).ravel(), y.shape[0]))
+
+
+def mean_squared_error(y: np.ndarray, t: np.ndarray) -> float:
+    """Dense (N, C) y and t: 0.5 * sum((y - t)**2) / N."""
+    y = np.asarray(y)
+    t = np.asarray(t, dtype=y.dtype)
+    return float(_mse(np.ascontiguousarray(y).ravel(), np.ascontiguousarray(t).ravel(), y.shape[0]))
+
+
+def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float,
+                       scheme: str = "central") -> np.ndarray:
+    """Per-element differences of ``f`` at ``x`` (see ``_numpy_kernels.numerical_gradient``).
+
+    A numba-jitted ``f`` is called from a jitted loop: in place on ``x`` when it is
+    C-contiguous (restored exactly), else on a C copy (``x`` itself is never touched).
+    Any other callable goes through the plain Python loop.
+    """
+    if scheme not in ("central", "forward"):
+        raise ValueError(f"unknown scheme {scheme!r}; expected 'central' or 'forward'")
+    if not (isinstance(f, numba.core.registry.CPUDispatcher) and isinstance(x, np.ndarray)
+            and x.dtype.kind == "f"):
+        return _npk.numerical_gradient(f, x, h, scheme)
+    work = x if x.flags.c_contiguous else x.copy(order="C")
+    flat = work.reshape(-1)  # a view for a C-contiguous array
+    cur = np.full(1, -1, dtype=np.int64)
+    saved = np.zeros(1, dtype=flat.dtype)
+    try:
+        grad = _numgrad_dispatch(f, work, flat, float(h), scheme == "forward", cur, saved)
+    finally:
+        if cur[0] >= 0:  # f raised mid-perturbation: put the element back
+            flat[cur[0]] = saved[0]
+    return grad.reshape(x.shape)

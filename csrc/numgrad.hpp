@@ -7,9 +7,12 @@
 // them only the tail of that row is re-evaluated, as a difference from the base row (which also keeps
 // l_n(+) - l_n(-) free of cancellation). Layers by role:
 //   * output layer: one logit moves;
-//   * last hidden layer: the logits move along W_L[j,:] (rank 1); softmax uses the moments of W_L[j,:]
-//     under the base softmax (a Taylor series exact to double precision while |s*w| is tiny);
-//   * earlier hidden layers: the row's tail is propagated as sparse deltas through the later layers.
+//   * last hidden layer: the logits move along W_L[j,:] (rank 1); with ReLU also earlier layers, along
+//     W_{l+1}[j,:] pushed through the later on/off masks, while no later unit switches. Softmax then
+//     uses the moments of that direction under the base softmax (Taylor series exact to double
+//     precision while |s*w| is tiny), in a vectorised per-row kernel;
+//   * otherwise (sigmoid/tanh before the last hidden layer, or a switching ReLU) the row's tail is
+//     propagated exactly, as sparse deltas through the later layers.
 //
 // numerical_gradient_strided: the generic per-element loop over any-strided data with a callback.
 #pragma once
@@ -27,7 +30,6 @@
 #include <omp.h>
 #endif
 
-#include "blas.hpp"
 #include "common.hpp"
 
 namespace pfg {
@@ -120,6 +122,129 @@ inline double out_diff_general(Loss loss, const OutRows& o, int64_t n, const dou
     return d;
 }
 
+// ---- the hot loop: last hidden layer, softmax or mse, one row (n, j), all its nonzero inputs ----
+// Branch-free so that it vectorises; it only counts the entries where a series may be inexact
+// (|s w| > kExpTau or, for sigmoid/tanh, |dz| > kActTau) and the caller redoes such rows exactly.
+struct Rank1Row {
+    double z, a;      // base pre-activation and activation of unit j in row n
+    double c[4];      // Taylor coefficients of the activation at z (sigmoid/tanh)
+    double k[5];      // softmax: mu_1..mu_5; mse: A1, B2
+    double tot, lin;  // softmax: sum_k t_k, sum_k t_k w_k
+    double lim_s, lim_z;
+};
+
+#if defined(__GNUC__)
+#define PFG_NG_INLINE __attribute__((always_inline)) inline
+#else
+#define PFG_NG_INLINE inline
+#endif
+template <bool Relu, bool Softmax>
+PFG_NG_INLINE int64_t rank1_body(int64_t cnt, const int64_t* __restrict idx,
+                                                         const double* __restrict val,
+                                                         const double* __restrict dp,
+                                                         const double* __restrict dm, const Rank1Row& r,
+                                                         double* __restrict out, double* __restrict acc) {
+    const double z = r.z, a = r.a, c0 = r.c[0], c1 = r.c[1], c2 = r.c[2], c3 = r.c[3];
+    const double k1 = r.k[0], k2 = r.k[1], k3 = r.k[2], k4 = r.k[3], k5 = r.k[4];
+    const double tot = r.tot, lin = r.lin, lim_s = r.lim_s, lim_z = r.lim_z;
+    int64_t bad = 0;
+    for (int64_t q = 0; q < cnt; ++q) {
+        const int64_t i = idx[q];
+        const double v = val[q];
+        const double zp = dp[i] * v, zm = dm[i] * v;
+        double sp, sm;
+        if constexpr (Relu) {
+            sp = std::max(z + zp, 0.0) - a;
+            sm = std::max(z + zm, 0.0) - a;
+        } else {
+            sp = zp * (c0 + zp * (c1 + zp * (c2 + zp * c3)));
+            sm = zm * (c0 + zm * (c1 + zm * (c2 + zm * c3)));
+            bad += (std::fabs(zp) > lim_z) | (std::fabs(zm) > lim_z);
+        }
+        double d;
+        if constexpr (Softmax) {
+            bad += (std::fabs(sp) > lim_s) | (std::fabs(sm) > lim_s);
+            const double gp = sp * (k1 + sp * (k2 + sp * (k3 + sp * (k4 + sp * k5))));
+            const double gm = sm * (k1 + sm * (k2 + sm * (k3 + sm * (k4 + sm * k5))));
+            // log1p to degree 6: exact to ~2e-20 for |g| <= exp(kExpTau) - 1
+            const double lp = gp * (1.0 - gp * (0.5 - gp * (1.0 / 3 - gp * (0.25 - gp * (0.2 - gp * (1.0 / 6))))));
+            const double lm = gm * (1.0 - gm * (0.5 - gm * (1.0 / 3 - gm * (0.25 - gm * (0.2 - gm * (1.0 / 6))))));
+            d = tot * (lp - lm) - lin * (sp - sm);
+        } else {
+            bad += (std::fabs(sp) > lim_s) | (std::fabs(sm) > lim_s);
+            d = (sp - sm) * (k1 + 0.5 * (sp + sm) * k2);
+        }
+        out[q] = d;
+    }
+    if (bad == 0)  // inputs within a row are distinct: a plain scatter
+        for (int64_t q = 0; q < cnt; ++q) acc[idx[q]] += out[q];
+    return bad;
+}
+
+// zr += sum over the row's nonzeros of val * W[idx, :] (the base forward pass).
+PFG_NG_INLINE void csr_row_body(int64_t cnt, const int64_t* __restrict idx, const double* __restrict val,
+                                const double* __restrict W, int64_t nout, double* __restrict zr) {
+    for (int64_t p = 0; p < cnt; ++p) {
+        const double v = val[p];
+        const double* __restrict Wr = W + idx[p] * nout;
+        for (int64_t k = 0; k < nout; ++k) zr[k] += v * Wr[k];
+    }
+}
+
+using Rank1Fn = int64_t (*)(int64_t, const int64_t*, const double*, const double*, const double*,
+                           const Rank1Row&, double*, double*);
+using CsrRowFn = void (*)(int64_t, const int64_t*, const double*, const double*, int64_t, double*);
+
+// One portable x86-64 build (no -march=native) still gets AVX2/AVX-512 here: the kernels are also
+// compiled for those targets and picked at run time from what the CPU supports.
+#define PFG_NG_ISA(SUFFIX, ATTR)                                                                     \
+    template <bool Relu, bool Softmax>                                                              \
+    ATTR int64_t rank1_##SUFFIX(int64_t cnt, const int64_t* idx, const double* val, const double* dp, \
+                                const double* dm, const Rank1Row& r, double* out, double* acc) {    \
+        return rank1_body<Relu, Softmax>(cnt, idx, val, dp, dm, r, out, acc);                       \
+    }                                                                                               \
+    ATTR inline void csr_row_##SUFFIX(int64_t cnt, const int64_t* idx, const double* val,           \
+                                      const double* W, int64_t nout, double* zr) {                  \
+        csr_row_body(cnt, idx, val, W, nout, zr);                                                   \
+    }
+#if defined(__GNUC__) && defined(__x86_64__)
+PFG_NG_ISA(avx512, __attribute__((target("avx512f,avx512vl,avx2,fma"))))
+PFG_NG_ISA(avx2, __attribute__((target("avx2,fma"))))
+#endif
+PFG_NG_ISA(base, )
+#undef PFG_NG_ISA
+
+// 2: AVX-512, 1: AVX2 + FMA, 0: baseline
+inline int isa_level() {
+#if defined(__GNUC__) && defined(__x86_64__)
+    static const int level = []() {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return 2;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+        return 0;
+    }();
+    return level;
+#else
+    return 0;
+#endif
+}
+
+template <bool Relu, bool Softmax>
+inline Rank1Fn rank1_kernel() {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (isa_level() == 2) return &rank1_avx512<Relu, Softmax>;
+    if (isa_level() == 1) return &rank1_avx2<Relu, Softmax>;
+#endif
+    return &rank1_base<Relu, Softmax>;
+}
+inline CsrRowFn csr_row_kernel() {
+#if defined(__GNUC__) && defined(__x86_64__)
+    if (isa_level() == 2) return &csr_row_avx512;
+    if (isa_level() == 1) return &csr_row_avx2;
+#endif
+    return &csr_row_base;
+}
+
 // Everything the per-unit tasks read (all double, row-major).
 struct Base {
     Act act;
@@ -138,18 +263,17 @@ struct Base {
 
 // Scratch of one thread.
 struct Scratch {
-    std::vector<double> dp, dm, acc;             // per input i of the unit: deltas, accumulated diffs
+    std::vector<double> tmp;                     // per nonzero of a row: l(+) - l(-)
     std::vector<double> vp, vm, wp, wm, dap, dam;  // generic tails
+    std::vector<double> dir;                       // the logits' direction of a rank-1 row
+    std::vector<double> poly;                      // sigmoid/tanh rows: 4 coefficient vectors
 };
 
-// Propagates a shift s of A[l+1][n,j] (layer l hidden, not the last hidden one) to the logits.
-inline const double* tail(const Base& B, int64_t l, int64_t j, int64_t n, double s, double* v,
-                          double* w, double* da) {
+// Propagates v = the change of Z[m0][n,:] (a hidden layer) to the logits; returns their change
+// (in v's or w's storage).
+inline const double* tail_from(const Base& B, int64_t m0, int64_t n, double* v, double* w, double* da) {
     const int64_t L = B.L;
-    const double* W = B.th + B.woff[l + 1];
-    int64_t width = B.sz[l + 2];
-    for (int64_t k = 0; k < width; ++k) v[k] = s * W[j * width + k];
-    for (int64_t m = l + 1; m < L - 1; ++m) {  // v = delta of Z[m]; push it through layer m+1
+    for (int64_t m = m0; m < L - 1; ++m) {  // v = delta of Z[m]; push it through layer m+1
         const int64_t nm = B.sz[m + 1], nn = B.sz[m + 2];
         const double* z = B.Z[m].data() + n * nm;
         const double* a = B.Act_[m].data() + n * nm;
@@ -164,22 +288,28 @@ inline const double* tail(const Base& B, int64_t l, int64_t j, int64_t n, double
             for (int64_t q = 0; q < nn; ++q) w[q] += d * Wr[q];
         }
         std::swap(v, w);
-        width = nn;
     }
     return v;
 }
 
+// Propagates a shift s of A[l+1][n,j] (layer l hidden, not the last hidden one) to the logits.
+inline const double* tail(const Base& B, int64_t l, int64_t j, int64_t n, double s, double* v,
+                          double* w, double* da) {
+    const int64_t width = B.sz[l + 2];
+    const double* W = B.th + B.woff[l + 1] + j * width;
+    for (int64_t k = 0; k < width; ++k) v[k] = s * W[k];
+    return tail_from(B, l + 1, n, v, w, da);
+}
+
 // One unit (layer l, output unit j): accumulates into acc[i] the sum over rows of l_n(+) - l_n(-)
 // for the perturbation of W_l[i,j] (i < nin) and of b_l[j] (i = nin).
-inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, double maxdelta) {
+inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const double* dp, const double* dm,
+                      double maxdelta, double* acc) {
     const int64_t N = B.N, L = B.L, nin = B.sz[l], nout = B.sz[l + 1];
     const int64_t* ptr = B.nzptr[l].data();
     const int64_t* idx = B.nzidx[l].data();
     const double* val = B.nzval[l].data();
     const double* amax = B.amax[l].data();
-    const double* dp = S.dp.data();
-    const double* dm = S.dm.data();
-    double* acc = S.acc.data();
     const OutRows& o = B.out;
     const int64_t C = o.C;
 
@@ -190,6 +320,16 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, double ma
             const double a = val[p];
             acc[i] += f(dp[i] * a, dm[i] * a);
         }
+        acc[nin] += f(dp[nin], dm[nin]);
+    };
+    // The same through a vectorised batch kernel, falling back to f for rows it flags.
+    auto row_batched = [&](int64_t n, auto&& batch, const Rank1Row& r, auto&& f) {
+        const int64_t p0 = ptr[n], cnt = ptr[n + 1] - p0;
+        double* out = S.tmp.data();
+        const int64_t* ix = idx + p0;
+        const double* vx = val + p0;
+        if (batch(cnt, ix, vx, dp, dm, r, out, acc) != 0)  // flagged: redo the row exactly
+            for (int64_t q = 0; q < cnt; ++q) acc[ix[q]] += f(dp[ix[q]] * vx[q], dm[ix[q]] * vx[q]);
         acc[nin] += f(dp[nin], dm[nin]);
     };
 
@@ -230,95 +370,176 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, double ma
     const double* Zl = B.Z[l].data();
     const double* Al = B.Act_[l].data();
     const double* Tl = act == Act::Relu ? nullptr : B.Tay[l].data();
+    const double inf = std::numeric_limits<double>::infinity();
+    const bool last_hidden = (l == L - 2);
+    // The logits move along one direction v (times the unit's change s) for the last hidden layer
+    // (v = W_L[j,:]) and, with ReLU, for earlier layers too as long as no later ReLU switches
+    // (v = W_{l+1}[j,:] through the later layers' on/off masks; valid for |s| <= s_crit).
+    const bool rank1 = last_hidden || act == Act::Relu;
+    const double* WL = B.th + B.woff[L - 1];
 
-    if (l == L - 2) {  // last hidden layer: logits move by s * W_L[j,:]
-        const double* w = B.th + B.woff[L - 1] + j * C;
-        double wabs = 0.0;
-        for (int64_t k = 0; k < C; ++k) wabs = std::max(wabs, std::fabs(w[k]));
-        for (int64_t n = 0; n < N; ++n) {
-            const double z = Zl[n * nout + j], a = Al[n * nout + j];
-            // A ReLU that no admissible shift can switch on: the row never changes.
-            if (act == Act::Relu && z + maxdelta * amax[n] <= 0.0) continue;
-            const double* tc = Tl ? Tl + (n * nout + j) * 4 : nullptr;
-            const double* q = o.q.data() + n * C;
-            const int64_t c = o.cls[n];
-            if (B.loss == Loss::Softmax) {
-                // mu_k = sum_q p_q w_q^k / k!: S(s)/S - 1 = sum_k mu_k s^k while |s w| is tiny.
-                double mu[6] = {0, 0, 0, 0, 0, 0};
-                for (int64_t k = 0; k < C; ++k) {
-                    double t1 = q[k];
-                    for (int e = 1; e <= 5; ++e) {
-                        t1 *= w[k] / e;
-                        mu[e] += t1;
-                    }
-                }
-                const double* tr = o.t.data() + n * C;
-                double tw = 0.0;  // the linear part: sum_k t_k w_k
-                for (int64_t k = 0; k < C; ++k) tw += tr[k] * w[k];
-                const double tot = o.tsum[n];
-                const double smax = kExpTau / std::max(wabs, 1e-300);
-                row(n, [&](double zp, double zm) {
-                    const double sp = act_diff(act, z, a, tc, zp), sm = act_diff(act, z, a, tc, zm);
-                    if (sp == 0.0 && sm == 0.0) return 0.0;
-                    double gp = 0.0, gm = 0.0;
-                    if (std::fabs(sp) <= smax && std::fabs(sm) <= smax) {
-                        gp = sp * (mu[1] + sp * (mu[2] + sp * (mu[3] + sp * (mu[4] + sp * mu[5]))));
-                        gm = sm * (mu[1] + sm * (mu[2] + sm * (mu[3] + sm * (mu[4] + sm * mu[5]))));
-                    } else {
-                        for (int64_t k = 0; k < C; ++k) {
-                            gp += q[k] * std::expm1(sp * w[k]);
-                            gm += q[k] * std::expm1(sm * w[k]);
-                        }
-                    }
-                    return tot * lse_diff(gp, gm) - tw * (sp - sm);
-                });
-            } else if (B.loss == Loss::Mse) {
-                double A1 = 0.0, B2 = 0.0;  // loss(s) - loss(0) = s*A1 + s^2*B2/2, exactly
-                for (int64_t k = 0; k < C; ++k) {
-                    A1 += q[k] * w[k];
-                    B2 += w[k] * w[k];
-                }
-                row(n, [&](double zp, double zm) {
-                    const double sp = act_diff(act, z, a, tc, zp), sm = act_diff(act, z, a, tc, zm);
-                    return (sp - sm) * (A1 + 0.5 * (sp + sm) * B2);
-                });
-            } else {
-                // Linear in s until some margin q_k + s (w_k - w_c) changes sign.
-                double G = 0.0, sk = std::numeric_limits<double>::infinity();
-                for (int64_t k = 0; k < C; ++k) {
-                    if (k == c) continue;
-                    const double g = w[k] - w[c];
-                    if (q[k] > 0.0) G += g;
-                    if (g != 0.0) sk = std::min(sk, std::fabs(q[k]) / std::fabs(g));
-                }
-                row(n, [&](double zp, double zm) {
-                    const double sp = act_diff(act, z, a, tc, zp), sm = act_diff(act, z, a, tc, zm);
-                    if (std::fabs(sp) < sk && std::fabs(sm) < sk) return (sp - sm) * G;
-                    double d = 0.0;
-                    for (int64_t k = 0; k < C; ++k) {
-                        if (k == c) continue;
-                        const double g = w[k] - w[c];
-                        d += relu0(q[k] + sp * g) - relu0(q[k] + sm * g);
-                    }
-                    return d;
-                });
-            }
-        }
-        return;
-    }
-
-    // Earlier hidden layers: propagate both shifts through the rest of the net.
     for (int64_t n = 0; n < N; ++n) {
         const double z = Zl[n * nout + j], a = Al[n * nout + j];
+        // A ReLU that no admissible shift can switch on: the row never changes.
         if (act == Act::Relu && z + maxdelta * amax[n] <= 0.0) continue;
         const double* tc = Tl ? Tl + (n * nout + j) * 4 : nullptr;
-        row(n, [&](double zp, double zm) {
+
+        // exact: both shifts propagated through the rest of the net
+        auto generic = [&](double zp, double zm) {
             const double sp = act_diff(act, z, a, tc, zp), sm = act_diff(act, z, a, tc, zm);
             if (sp == 0.0 && sm == 0.0) return 0.0;
+            if (last_hidden) {
+                double* op = S.vp.data();
+                double* om = S.vm.data();
+                for (int64_t k = 0; k < C; ++k) {
+                    op[k] = sp * WL[j * C + k];
+                    om[k] = sm * WL[j * C + k];
+                }
+                return out_diff_general(B.loss, o, n, op, om);
+            }
             const double* op = tail(B, l, j, n, sp, S.vp.data(), S.wp.data(), S.dap.data());
             const double* om = tail(B, l, j, n, sm, S.vm.data(), S.wm.data(), S.dam.data());
-            return out_diff_general(B.loss, B.out, n, op, om);
-        });
+            return out_diff_general(B.loss, o, n, op, om);
+        };
+        if (!rank1) {
+            // Sigmoid/tanh: while |s u_k| <= kActTau for u = W_{l+1}[j,:], the next layer's change
+            // is the (same) Taylor polynomial act_diff uses, regrouped by powers of s:
+            // dZ[l+2] = sum_e s^e V_e with V_e = sum_k c_{k,e} u_k^e W_{l+2}[k,:], set up once per row.
+            const int64_t n1 = B.sz[l + 2], n2 = B.sz[l + 3];
+            const double* u = B.th + B.woff[l + 1] + j * n1;
+            const double* t1 = B.Tay[l + 1].data() + n * n1 * 4;
+            const double* W2 = B.th + B.woff[l + 2];
+            double* V = S.poly.data();
+            std::fill(V, V + 4 * n2, 0.0);
+            double umax = 0.0;
+            for (int64_t k = 0; k < n1; ++k) {
+                const double uk = u[k];
+                if (uk == 0.0) continue;
+                umax = std::max(umax, std::fabs(uk));
+                const double* Wr = W2 + k * n2;
+                double pw = 1.0;
+                for (int e = 0; e < 4; ++e) {
+                    pw *= uk;
+                    const double ce = t1[4 * k + e] * pw;
+                    double* Ve = V + e * n2;
+                    for (int64_t q2 = 0; q2 < n2; ++q2) Ve[q2] += ce * Wr[q2];
+                }
+            }
+            const double slim = umax > 0.0 ? kActTau / umax : inf;
+            row(n, [&](double zp, double zm) {
+                const double sp = act_diff(act, z, a, tc, zp), sm = act_diff(act, z, a, tc, zm);
+                if (sp == 0.0 && sm == 0.0) return 0.0;
+                if (std::fabs(sp) > slim || std::fabs(sm) > slim) return generic(zp, zm);
+                double* vp = S.vp.data();
+                double* vm = S.vm.data();
+                for (int64_t q2 = 0; q2 < n2; ++q2) {
+                    vp[q2] = sp * (V[q2] + sp * (V[n2 + q2] + sp * (V[2 * n2 + q2] + sp * V[3 * n2 + q2])));
+                    vm[q2] = sm * (V[q2] + sm * (V[n2 + q2] + sm * (V[2 * n2 + q2] + sm * V[3 * n2 + q2])));
+                }
+                const double* op = tail_from(B, l + 2, n, vp, S.wp.data(), S.dap.data());
+                const double* om = tail_from(B, l + 2, n, vm, S.wm.data(), S.dam.data());
+                return out_diff_general(B.loss, o, n, op, om);
+            });
+            continue;
+        }
+
+        const double* w;
+        double s_crit = inf;
+        if (last_hidden) {
+            w = WL + j * C;
+        } else {
+            double* u = S.wp.data();
+            double* un = S.wm.data();
+            int64_t width = B.sz[l + 2];
+            const double* W1 = B.th + B.woff[l + 1] + j * width;
+            std::copy(W1, W1 + width, u);
+            for (int64_t m = l + 1; m < L - 1; ++m) {
+                const int64_t nn = B.sz[m + 2];
+                const double* zm = B.Z[m].data() + n * width;
+                const double* Wn = B.th + B.woff[m + 1];
+                std::fill(un, un + nn, 0.0);
+                for (int64_t k = 0; k < width; ++k) {
+                    if (u[k] == 0.0) continue;
+                    s_crit = std::min(s_crit, std::fabs(zm[k]) / std::fabs(u[k]));  // unit k switches
+                    if (zm[k] <= 0.0) continue;
+                    const double uk = u[k];
+                    const double* Wr = Wn + k * nn;
+                    for (int64_t q2 = 0; q2 < nn; ++q2) un[q2] += uk * Wr[q2];
+                }
+                std::swap(u, un);
+                width = nn;
+            }
+            std::copy(u, u + C, S.dir.data());
+            w = S.dir.data();
+        }
+        double wabs = 0.0;
+        for (int64_t k = 0; k < C; ++k) wabs = std::max(wabs, std::fabs(w[k]));
+        const double* q = o.q.data() + n * C;
+        const int64_t c = o.cls[n];
+
+        if (B.loss == Loss::Softmax) {
+            // mu_e = sum_k p_k w_k^e / e!: S(s)/S - 1 = sum_e mu_e s^e while |s w| is tiny.
+            double mu[6] = {0, 0, 0, 0, 0, 0};
+            for (int64_t k = 0; k < C; ++k) {
+                double t1 = q[k];
+                for (int e = 1; e <= 5; ++e) {
+                    t1 *= w[k] / e;
+                    mu[e] += t1;
+                }
+            }
+            const double* tr = o.t.data() + n * C;
+            double tw = 0.0;  // the linear part: sum_k t_k w_k
+            for (int64_t k = 0; k < C; ++k) tw += tr[k] * w[k];
+            const double tot = o.tsum[n];
+            const double smax = std::min(kExpTau / std::max(wabs, 1e-300), s_crit);
+            Rank1Row r{z, a, {0, 0, 0, 0}, {mu[1], mu[2], mu[3], mu[4], mu[5]}, tot, tw, smax, kActTau};
+            if (tc) std::copy(tc, tc + 4, r.c);
+            row_batched(n, act == Act::Relu ? rank1_kernel<true, true>() : rank1_kernel<false, true>(), r,
+                        [&](double zp, double zm) {
+                            const double sp = act_diff(act, z, a, tc, zp), sm = act_diff(act, z, a, tc, zm);
+                            if (sp == 0.0 && sm == 0.0) return 0.0;
+                            if (std::fabs(sp) > s_crit || std::fabs(sm) > s_crit) return generic(zp, zm);
+                            double gp = 0.0, gm = 0.0;
+                            if (std::fabs(sp) <= smax && std::fabs(sm) <= smax) {
+                                gp = sp * (mu[1] + sp * (mu[2] + sp * (mu[3] + sp * (mu[4] + sp * mu[5]))));
+                                gm = sm * (mu[1] + sm * (mu[2] + sm * (mu[3] + sm * (mu[4] + sm * mu[5]))));
+                            } else {
+                                for (int64_t k = 0; k < C; ++k) {
+                                    gp += q[k] * std::expm1(sp * w[k]);
+                                    gm += q[k] * std::expm1(sm * w[k]);
+                                }
+                            }
+                            return tot * lse_diff(gp, gm) - tw * (sp - sm);
+                        });
+        } else if (B.loss == Loss::Mse) {
+            double A1 = 0.0, B2 = 0.0;  // loss(s) - loss(0) = s*A1 + s^2*B2/2, exactly
+            for (int64_t k = 0; k < C; ++k) {
+                A1 += q[k] * w[k];
+                B2 += w[k] * w[k];
+            }
+            Rank1Row r{z, a, {0, 0, 0, 0}, {A1, B2, 0, 0, 0}, 0, 0, s_crit, kActTau};
+            if (tc) std::copy(tc, tc + 4, r.c);
+            row_batched(n, act == Act::Relu ? rank1_kernel<true, false>() : rank1_kernel<false, false>(), r,
+                        [&](double zp, double zm) {
+                            const double sp = act_diff(act, z, a, tc, zp), sm = act_diff(act, z, a, tc, zm);
+                            if (std::fabs(sp) > s_crit || std::fabs(sm) > s_crit) return generic(zp, zm);
+                            return (sp - sm) * (A1 + 0.5 * (sp + sm) * B2);
+                        });
+        } else {
+            // Linear in s until some margin q_k + s (w_k - w_c) changes sign (or a ReLU switches).
+            double G = 0.0, sk = s_crit;
+            for (int64_t k = 0; k < C; ++k) {
+                if (k == c) continue;
+                const double g = w[k] - w[c];
+                if (q[k] > 0.0) G += g;
+                if (g != 0.0) sk = std::min(sk, std::fabs(q[k]) / std::fabs(g));
+            }
+            row(n, [&](double zp, double zm) {
+                const double sp = act_diff(act, z, a, tc, zp), sm = act_diff(act, z, a, tc, zm);
+                if (std::fabs(sp) < sk && std::fabs(sm) < sk) return (sp - sm) * G;
+                return generic(zp, zm);
+            });
+        }
     }
 }
 
@@ -385,21 +606,60 @@ void mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
         xd = x_d.data();
     }
 
-    // base forward pass
+    // Base forward pass over the nonzeros of each layer input (kept as CSR: a weight only affects
+    // rows where its input is nonzero). No BLAS: its worker threads would keep spinning on the cores
+    // the OpenMP region below needs, and this pass costs at most one FMA per perturbed row anyway.
+    int nthreads = 1;
+#ifdef _OPENMP
+    nthreads = std::max(1, omp_get_max_threads());
+#endif
     B.A.resize(L);
     B.Z.resize(L);
     B.Act_.resize(L);
     B.Tay.resize(L);
+    B.nzptr.resize(L);
+    B.nzidx.resize(L);
+    B.nzval.resize(L);
+    B.amax.resize(L);
     B.A[0] = xd;
     for (int64_t l = 0; l < L; ++l) {
         const int64_t nin = sizes[l], nout = sizes[l + 1];
+        auto& ptr = B.nzptr[l];
+        auto& id = B.nzidx[l];
+        auto& vl = B.nzval[l];
+        auto& am = B.amax[l];
+        ptr.assign(N + 1, 0);
+        am.assign(N, 1.0);  // 1: the bias's "input"
+        for (int64_t n = 0; n < N; ++n) {
+            const double* ar = B.A[l] + n * nin;
+            int64_t cnt = 0;
+            for (int64_t i = 0; i < nin; ++i) cnt += (ar[i] != 0.0);
+            ptr[n + 1] = ptr[n] + cnt;
+        }
+        id.resize(ptr[N]);
+        vl.resize(ptr[N]);
+        for (int64_t n = 0, p = 0; n < N; ++n) {
+            const double* ar = B.A[l] + n * nin;
+            for (int64_t i = 0; i < nin; ++i) {
+                const double v = ar[i];
+                if (v == 0.0) continue;
+                id[p] = i;
+                vl[p++] = v;
+                am[n] = std::max(am[n], std::fabs(v));
+            }
+        }
         std::vector<double>& z = B.Z[l];
         z.resize(N * nout);
+        const double* W = B.th + B.woff[l];
         const double* b = B.th + B.boff[l];
-        for (int64_t n = 0; n < N; ++n) std::copy(b, b + nout, z.data() + n * nout);
-        gemm(false, false, static_cast<int>(N), static_cast<int>(nout), static_cast<int>(nin), 1.0, B.A[l],
-             static_cast<int>(nin), B.th + B.woff[l], static_cast<int>(nout), 1.0, z.data(),
-             static_cast<int>(nout));
+        const ng::CsrRowFn rowprod = ng::csr_row_kernel();
+        const bool par = ptr[N] * nout > (int64_t(1) << 18);  // else threads cost more than they save
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (par)
+        for (int64_t n = 0; n < N; ++n) {
+            double* zr = z.data() + n * nout;
+            std::copy(b, b + nout, zr);
+            rowprod(ptr[n + 1] - ptr[n], id.data() + ptr[n], vl.data() + ptr[n], W, nout, zr);
+        }
         if (l < L - 1) {
             std::vector<double>& a = B.Act_[l];
             a.resize(N * nout);
@@ -424,11 +684,17 @@ void mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
             for (int64_t k = 0; k < C; ++k) o.tsum[n] += o.t[n * C + k];
     }
     const double* zL = B.Z[L - 1].data();
+    double base_loss = 0.0;  // only checked for finiteness
     for (int64_t n = 0; n < N; ++n) {
         const T* tr = t + n * C;
-        int64_t c = 0;
-        for (int64_t k = 1; k < C; ++k)
+        int64_t c = 0;  // np.argmax: the first maximum, or the first NaN
+        for (int64_t k = 0; k < C; ++k) {
+            if (std::isnan(static_cast<double>(tr[k]))) {
+                c = k;
+                break;
+            }
             if (tr[k] > tr[c]) c = k;
+        }
         o.cls[n] = c;
         const double* zr = zL + n * C;
         double* q = o.q.data() + n * C;
@@ -437,37 +703,28 @@ void mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
             double s = 0.0;
             for (int64_t k = 0; k < C; ++k) s += (q[k] = std::exp(zr[k] - m));
             for (int64_t k = 0; k < C; ++k) q[k] /= s;
+            const double lse = m + std::log(s);
+            for (int64_t k = 0; k < C; ++k) base_loss += static_cast<double>(tr[k]) * (lse - zr[k]);
         } else if (loss == Loss::Mse) {
-            for (int64_t k = 0; k < C; ++k) q[k] = zr[k] - static_cast<double>(tr[k]);
+            for (int64_t k = 0; k < C; ++k) {
+                q[k] = zr[k] - static_cast<double>(tr[k]);
+                base_loss += q[k] * q[k];
+            }
         } else {
-            for (int64_t k = 0; k < C; ++k) q[k] = zr[k] - zr[c] + 1.0;
+            for (int64_t k = 0; k < C; ++k) {
+                q[k] = zr[k] - zr[c] + 1.0;
+                if (k != c) base_loss += std::isnan(q[k]) ? q[k] : ng::relu0(q[k]);  // as np.maximum
+            }
         }
     }
-
-    // nonzeros of every layer input: rows with a zero input are untouched by that weight
-    B.nzptr.resize(L);
-    B.nzidx.resize(L);
-    B.nzval.resize(L);
-    B.amax.resize(L);
-    for (int64_t l = 0; l < L; ++l) {
-        const int64_t nin = sizes[l];
-        auto& ptr = B.nzptr[l];
-        auto& id = B.nzidx[l];
-        auto& vl = B.nzval[l];
-        auto& am = B.amax[l];
-        ptr.assign(N + 1, 0);
-        am.assign(N, 1.0);
-        for (int64_t n = 0; n < N; ++n) {
-            const double* ar = B.A[l] + n * nin;
-            for (int64_t i = 0; i < nin; ++i) {
-                if (ar[i] != 0.0) {
-                    id.push_back(i);
-                    vl.push_back(ar[i]);
-                    am[n] = std::max(am[n], std::fabs(ar[i]));
-                }
-            }
-            ptr[n + 1] = static_cast<int64_t>(id.size());
-        }
+    // A non-finite loss stays non-finite under every perturbation: the reference's differences are
+    // then all NaN (inf - inf, NaN - NaN), and the row-wise shortcuts below would not see it.
+    double wsq = 0.0;
+    for (int64_t l = 0; l < L; ++l)
+        for (int64_t e = 0; e < sizes[l] * sizes[l + 1]; ++e) wsq += B.th[B.woff[l] + e] * B.th[B.woff[l] + e];
+    if (!std::isfinite(base_loss) || !std::isfinite(0.5 * weight_decay * wsq)) {
+        std::fill(grad, grad + P, std::numeric_limits<T>::quiet_NaN());
+        return;
     }
 
     // one task per (layer, unit); the first layers carry most of the work, so they go first
@@ -477,51 +734,67 @@ void mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
     int64_t maxw = 0;
     for (int64_t s : sizes) maxw = std::max(maxw, s);
 
-    int nthreads = 1;
-#ifdef _OPENMP
-    nthreads = std::max(1, omp_get_max_threads());
-#endif
     std::vector<ng::Scratch> scratch(nthreads);
     for (auto& S : scratch) {
-        S.dp.resize(maxw + 1);
-        S.dm.resize(maxw + 1);
-        S.acc.resize(maxw + 1);
-        for (auto* v : {&S.vp, &S.vm, &S.wp, &S.wm, &S.dap, &S.dam}) v->resize(maxw);
+        S.tmp.resize(maxw + 1);
+        for (auto* v : {&S.vp, &S.vm, &S.wp, &S.wm, &S.dap, &S.dam, &S.dir}) v->resize(maxw);
+        S.poly.resize(4 * maxw);
     }
 
+    // Exact shifts of the stored values, fl(w +- h) - w, transposed to one contiguous run per unit
+    // (inputs i, then the bias); the tasks' sums come back in the same layout.
     const T hT = static_cast<T>(h);
-    const double invN = 1.0 / static_cast<double>(N), inv2h = 1.0 / (2.0 * h);
-    const int64_t ntasks = static_cast<int64_t>(tasks.size());
+    std::vector<int64_t> toff(L + 1, 0);
+    for (int64_t l = 0; l < L; ++l) toff[l + 1] = toff[l] + sizes[l + 1] * (sizes[l] + 1);
+    std::vector<double> DP(toff[L]), DM(toff[L]), ACC(toff[L], 0.0), maxdelta(tasks.size(), 0.0);
+    for (int64_t l = 0, u = 0; l < L; ++l) {
+        const int64_t nin = sizes[l], nout = sizes[l + 1];
+        for (int64_t i = 0; i <= nin; ++i) {
+            const T* wr = i < nin ? theta + B.woff[l] + i * nout : theta + B.boff[l];
+            for (int64_t j = 0; j < nout; ++j) {
+                const T w = wr[j];
+                const T wp = static_cast<T>(w + hT), wm = static_cast<T>(w - hT);
+                const int64_t e = toff[l] + j * (nin + 1) + i;
+                DP[e] = static_cast<double>(wp) - static_cast<double>(w);
+                DM[e] = static_cast<double>(wm) - static_cast<double>(w);
+                maxdelta[u + j] = std::max(maxdelta[u + j], std::max(std::fabs(DP[e]), std::fabs(DM[e])));
+            }
+        }
+        u += nout;
+    }
 
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    const int64_t ntasks = static_cast<int64_t>(tasks.size());
+    int64_t work = 0;  // perturbed rows, roughly
+    for (int64_t l = 0; l < L; ++l) work += (B.nzptr[l][N] + N) * sizes[l + 1];
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (work > (int64_t(1) << 14))
     for (int64_t ti = 0; ti < ntasks; ++ti) {
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        ng::Scratch& S = scratch[tid];
         const int64_t l = tasks[ti].first, j = tasks[ti].second;
+        const int64_t e = toff[l] + j * (sizes[l] + 1);
+        ng::unit_task(B, l, j, scratch[tid], DP.data() + e, DM.data() + e, maxdelta[ti], ACC.data() + e);
+    }
+
+    // grad = (mean of the row differences + the L2 term's difference) / 2h
+    const double invN = 1.0 / static_cast<double>(N), inv2h = 1.0 / (2.0 * h);
+    for (int64_t l = 0; l < L; ++l) {
         const int64_t nin = sizes[l], nout = sizes[l + 1];
-        const T* Wt = theta + B.woff[l];
-        const T* bt = theta + B.boff[l];
-        // exact shifts of the stored values: fl(w +- h) - w
-        double maxdelta = 0.0;
         for (int64_t i = 0; i <= nin; ++i) {
-            const T w = i < nin ? Wt[i * nout + j] : bt[j];
-            const T wp = static_cast<T>(w + hT), wm = static_cast<T>(w - hT);
-            S.dp[i] = static_cast<double>(wp) - static_cast<double>(w);
-            S.dm[i] = static_cast<double>(wm) - static_cast<double>(w);
-            maxdelta = std::max(maxdelta, std::max(std::fabs(S.dp[i]), std::fabs(S.dm[i])));
+            T* gr = grad + (i < nin ? B.woff[l] + i * nout : B.boff[l]);
+            const T* wr = theta + (i < nin ? B.woff[l] + i * nout : B.boff[l]);
+            for (int64_t j = 0; j < nout; ++j) {
+                const int64_t e = toff[l] + j * (nin + 1) + i;
+                double dwd = 0.0;
+                if (i < nin) {  // weights only; computed exactly from the two stored values
+                    const double w = static_cast<double>(wr[j]);
+                    const double wp = w + DP[e], wm = w + DM[e];
+                    dwd = 0.5 * weight_decay * (wp - wm) * (wp + wm);
+                }
+                gr[j] = static_cast<T>((ACC[e] * invN + dwd) * inv2h);
+            }
         }
-        std::fill(S.acc.begin(), S.acc.begin() + nin + 1, 0.0);
-        ng::unit_task(B, l, j, S, maxdelta);
-        for (int64_t i = 0; i < nin; ++i) {
-            const double w = static_cast<double>(Wt[i * nout + j]);
-            const double wp = w + S.dp[i], wm = w + S.dm[i];
-            const double dwd = 0.5 * weight_decay * (wp - wm) * (wp + wm);  // L2 term, exactly
-            grad[B.woff[l] + i * nout + j] = static_cast<T>((S.acc[i] * invN + dwd) * inv2h);
-        }
-        grad[B.boff[l] + j] = static_cast<T>(S.acc[nin] * invN * inv2h);
     }
 }
 

@@ -34,8 +34,10 @@ _OPT = {name: i for i, name in enumerate(OPTIMIZERS)}
 _DELTA = 1e-7  # inside the log of cross_entropy_error (reference.DELTA)
 _EPS = 1e-7  # optimizers' denominator guard
 
-_jit = numba.njit(cache=True, nogil=True)
-_pjit = numba.njit(cache=True, nogil=True, parallel=True)
+# error_model="numpy": x/0 gives inf/nan like numpy instead of raising, and drops the
+# zero-division branches that otherwise block SIMD vectorisation of the loops.
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_pjit = numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 
 
 def n_params(sizes: Sequence[int]) -> int:
@@ -302,15 +304,10 @@ def _predict(theta, sizes, act, x):
 
 
 @_jit
-def _loss(theta, sizes, act, lossc, x, t, wd):
+def _loss_grad(theta, sizes, act, lossc, x, t, wd, grad, want):
+    # one entry point for loss and loss_grad: one compilation per dtype
     Z, A, D1, D2 = _workspace(theta, sizes, x.shape[0])
-    return _loss_grad_core(theta, sizes, act, lossc, x, t, wd, theta, Z, A, D1, D2, False)
-
-
-@_jit
-def _loss_grad(theta, sizes, act, lossc, x, t, wd, grad):
-    Z, A, D1, D2 = _workspace(theta, sizes, x.shape[0])
-    return _loss_grad_core(theta, sizes, act, lossc, x, t, wd, grad, Z, A, D1, D2, True)
+    return _loss_grad_core(theta, sizes, act, lossc, x, t, wd, grad, Z, A, D1, D2, want)
 
 
 # ------------------------------------------------------------------ optimizers
@@ -613,7 +610,7 @@ def _mse(y, t, N):
 
 # Not cached: a function taking a dispatcher is specialised on that object, so each
 # process would add a new, never reused cache entry.
-@numba.njit(nogil=True)
+@numba.njit(nogil=True, error_model="numpy")
 def _numgrad_dispatch(f, x, flat, h, forward, cur, saved):
     """``cur``/``saved`` record the element under perturbation, so that the caller can
     restore it if f raises (nopython code has no try/finally)."""
@@ -671,13 +668,14 @@ class Mlp:
         return _predict(theta, self._sizes, self._act, self._x(x))
 
     def loss(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float) -> float:
-        return float(_loss(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
-                           float(weight_decay)))
+        # theta stands in for the grad buffer: not written when want=False
+        return float(_loss_grad(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
+                                float(weight_decay), theta, False))
 
     def loss_grad(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
                   grad: np.ndarray) -> float:
         return float(_loss_grad(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
-                                float(weight_decay), grad))
+                                float(weight_decay), grad, True))
 
     def numerical_gradient(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
                            h: float, grad: np.ndarray) -> None:

@@ -100,6 +100,10 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
         raise ValueError(f"sampling must be 'epoch' or 'random', got {sampling!r}")
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if isinstance(optimizer, str):
+        optimizer = make_optimizer(optimizer, **({} if lr is None else {"lr": lr}))
+    elif not isinstance(optimizer, Optimizer):
+        raise TypeError("optimizer must be a name or a pyfastgrad Optimizer")
     X = as_batch(x_train, net.sizes[0], net.dtype, "x_train")
     T = as_targets(t_train, X.shape[0], net.sizes[-1], net.dtype, "t_train")
     n = X.shape[0]
@@ -108,10 +112,6 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({n} samples)")
-    if isinstance(optimizer, str):
-        optimizer = make_optimizer(optimizer, **({} if lr is None else {"lr": lr}))
-    elif not isinstance(optimizer, Optimizer):
-        raise TypeError("optimizer must be a name or a pyfastgrad Optimizer")
     steps = int(iters_per_epoch) if iters_per_epoch else n // batch_size
     if steps < 1:
         raise ValueError(f"iters_per_epoch must be >= 1, got {iters_per_epoch}")
@@ -194,7 +194,7 @@ class Trainer:
         self.history.loss += h.loss
         self.history.epoch += [e + offset for e in h.epoch]
         self.history.train_acc += h.train_acc
-        self.history.test_acc += h.test_acc
+        self.history.test_acc += h.test_acc or [float("nan")] * len(h.epoch)  # keep epochs aligned
         self.history.epoch_time += h.epoch_time
         self.history.stopped = h.stopped
         return self.history

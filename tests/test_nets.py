@@ -91,10 +91,14 @@ def test_two_layer_net_mnist_numerical_gradient(backend, mnist_batch):
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_gradient_check_mnist(backend, mnist_batch):
     x, t = mnist_batch
-    for net in (pfg.TwoLayerNet(784, 50, 10, seed=0, backend=backend),
-                pfg.MultiLayerNet(784, [40, 30, 20], 10, activation="tanh", weight_decay=0.1, seed=0,
-                                  backend=backend)):
-        res = pfg.gradient_check(net, x, t)
+    # ReLU has a kink at 0: with 100 images some pre-activations lie within h*x of it and the
+    # central difference straddles the kink (~1e-3 error there). The tutorials check on 3 images.
+    cases = [(pfg.TwoLayerNet(784, 50, 10, seed=0, backend=backend), 10),
+             (pfg.TwoLayerNet(784, 50, 10, activation="sigmoid", seed=0, backend=backend), 100),
+             (pfg.MultiLayerNet(784, [40, 30, 20], 10, activation="tanh", weight_decay=0.1, seed=0,
+                                backend=backend), 100)]
+    for net, n in cases:
+        res = pfg.gradient_check(net, x[:n], t[:n])
         assert res.passed and res.max_rel < 1e-6, str(res)
 
 
@@ -110,10 +114,11 @@ def test_backends_agree_on_mnist(backend, dtype, mnist_batch):
 
 
 @settings(max_examples=25, deadline=None)
-@given(sizes=st.lists(st.integers(1, 12), min_size=2, max_size=4), n=st.integers(1, 17),
+@given(sizes=st.lists(st.integers(1, 12), min_size=1, max_size=3), n_out=st.integers(2, 6), n=st.integers(1, 17),
        act=st.sampled_from(["relu", "sigmoid", "tanh"]), loss=st.sampled_from(["softmax", "mse", "hinge"]),
        seed=st.integers(0, 2 ** 16))
-def test_random_shapes_agree(sizes, n, act, loss, seed):
+def test_random_shapes_agree(sizes, n_out, n, act, loss, seed):
+    sizes = sizes + [n_out]  # >= 2 classes: with one output, labels and one-hot are ambiguous
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, sizes[0]))
     t = rng.integers(0, sizes[-1], n)

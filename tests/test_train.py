@@ -97,7 +97,7 @@ def test_nan_loss_stops_cleanly(backend):
     x, t = rng.random((40, 5)) * 100, rng.integers(0, 3, 40)
     net = pfg.TwoLayerNet(5, 4, 3, seed=0, weight_init_std=1.0, backend=backend)
     with pytest.warns(RuntimeWarning, match="non-finite loss"):
-        hist = pfg.fit(net, x, t, optimizer="sgd", lr=1e30, epochs=5, batch_size=10, progress=False)
+        hist = pfg.fit(net, x, t, optimizer="sgd", lr=1e300, epochs=5, batch_size=10, progress=False)
     assert hist.stopped and "smaller learning rate" in hist.stopped
     assert np.isfinite(net.theta).all()  # the step that blew up was not applied
     with pytest.raises(FloatingPointError):
@@ -125,6 +125,6 @@ def test_cli_train(tmp_path, capsys, mnist):
                "--data", str(mnist_dir()), "--save", str(tmp_path / "n.npz")])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "MNIST" in out and "test accuracy" in out
+    assert "data: mnist" in out and "test accuracy" in out
     net = pfg.load_net(tmp_path / "n.npz")
     assert net.sizes == [784, 20, 10]

@@ -1,0 +1,113 @@
+"""Type stub of the C++ extension ``pyfastgrad._core`` (pybind11, OpenBLAS, OpenMP).
+
+Import ``scipy_openblas32`` first (it preloads the OpenBLAS this module links to).
+Array arguments are never converted or copied: they must already be C-contiguous numpy arrays
+of the exact dtype (float64 or float32, the same for all float arrays of one call; int64 for
+``idx``; float64 for ``hyper`` and ``losses``), else the call raises TypeError. Shape mismatches
+raise ValueError before any memory is touched. Semantics: ``pyfastgrad._numpy_kernels``.
+"""
+from typing import Callable, Generic, List, Sequence, TypeVar, overload
+
+import numpy as np
+import numpy.typing as npt
+
+F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+_A = TypeVar("_A", F64, F32)
+
+# ------------------------------------------------------------------------------------- BLAS
+def blas_config() -> str:
+    """OpenBLAS build configuration string."""
+
+def blas_num_threads() -> int:
+    """Threads OpenBLAS uses."""
+
+def blas_set_num_threads(n: int) -> None:
+    """Set the number of OpenBLAS threads."""
+
+def openmp_max_threads() -> int:
+    """OpenMP threads available to the kernels (1 when built without OpenMP)."""
+
+# ------------------------------------------------------------------------------------- nets
+class _Mlp(Generic[_A]):
+    """Fully connected net on a flat parameter vector: W1 (n0 x n1, row-major), b1, W2, b2, ...
+
+    Hidden layers use ``activation`` ('relu' | 'sigmoid' | 'tanh'); the last layer is affine and
+    feeds ``loss`` ('softmax' | 'mse' | 'hinge'). Targets are dense (N, n_out). Calls on one object
+    from several threads are serialised (it owns reusable scratch buffers); the GIL is released.
+    """
+
+    def __init__(self, sizes: Sequence[int], activation: str, loss: str) -> None: ...
+    @property
+    def n_params(self) -> int: ...
+    @property
+    def sizes(self) -> List[int]: ...
+    @property
+    def activation(self) -> str: ...
+    @property
+    def loss_name(self) -> str: ...
+    def predict(self, theta: _A, x: _A, out: _A) -> None:
+        """out (N, n_out) = logits of x (N, n_in)."""
+    def loss(self, theta: _A, x: _A, t: _A, weight_decay: float) -> float:
+        """Mean loss over the N >= 1 rows plus 0.5 * weight_decay * sum W^2."""
+    def loss_grad(self, theta: _A, x: _A, t: _A, weight_decay: float, grad: _A) -> float:
+        """Loss as ``loss``; writes its gradient (backprop) into grad (n_params)."""
+    def train_steps(self, theta: _A, X: _A, T: _A, idx: I64, weight_decay: float, opt: str, hyper: F64,
+                    state1: _A, state2: _A, step0: int, losses: F64) -> int:
+        """Mini-batch steps: step s uses rows idx[s] (idx (n_steps, B), every index checked first)
+        of X/T, computes loss and gradient and applies ``opt_update(opt, .., step0 + s + 1)`` in
+        place. losses[s] = loss of step s, NaN for steps not done; stops at the first non-finite
+        loss without applying that step. Returns the number of steps done. state1/state2 need
+        n_params entries when the optimizer uses them (sgd: none; adam: both; others: state1).
+        """
+
+class Mlp64(_Mlp[F64]):
+    """float64 net."""
+
+class Mlp32(_Mlp[F32]):
+    """float32 net."""
+
+# ------------------------------------------------------------------------------- optimizers
+@overload
+def opt_update(opt: str, theta: F64, grad: F64, state1: F64, state2: F64, hyper: F64, step: int) -> None: ...
+@overload
+def opt_update(opt: str, theta: F32, grad: F32, state1: F32, state2: F32, hyper: F64, step: int) -> None:
+    """One optimizer update of theta in place. opt: 'sgd' | 'momentum' | 'nesterov' | 'adagrad' |
+    'rmsprop' | 'adam'; hyper = [lr, a, b] (a = momentum / decay_rate / beta1, b = beta2);
+    step = 1 for the first update (Adam's bias correction)."""
+
+# ---------------------------------------------------------------------- element-wise kernels
+@overload
+def softmax(x: F64, out: F64) -> None: ...
+@overload
+def softmax(x: F32, out: F32) -> None:
+    """out = row-wise softmax of x (N, C); out may be x."""
+
+@overload
+def cross_entropy_error(y: F64, t: F64) -> float: ...
+@overload
+def cross_entropy_error(y: F32, t: F32) -> float:
+    """-sum(t * log(y + 1e-7)) / N for dense (N, C) y and t."""
+
+@overload
+def mean_squared_error(y: F64, t: F64) -> float: ...
+@overload
+def mean_squared_error(y: F32, t: F32) -> float:
+    """0.5 * sum((y - t)**2) / N for dense (N, C) y and t."""
+
+# ---------------------------------------------------------------------- numerical gradients
+@overload
+def mlp_numerical_gradient(sizes: Sequence[int], activation: str, loss: str, theta: F64, x: F64, t: F64,
+                           weight_decay: float, h: float, grad: F64) -> None: ...
+@overload
+def mlp_numerical_gradient(sizes: Sequence[int], activation: str, loss: str, theta: F32, x: F32, t: F32,
+                           weight_decay: float, h: float, grad: F32) -> None:
+    """Central-difference gradient of the full net loss (as ``_Mlp.loss``) for every parameter of
+    the flat layout, written to grad; theta is only read."""
+
+def numerical_gradient_callback(f: Callable[[np.ndarray], float], x: np.ndarray, h: float, forward: bool,
+                                out: np.ndarray) -> None:
+    """Per-element differences of f at x (float64/float32, any strides; perturbed in place and
+    restored bit-exactly) into the C-contiguous out of x's shape and dtype:
+    (f(x+h) - f(x-h)) / 2h, or (f(x+h) - f(x)) / h when forward."""

@@ -36,8 +36,8 @@ namespace pfg {
 
 namespace ng {
 
-// Below these magnitudes the truncated series are exact to double precision (remainders < 1e-19
-// relative), which is far cheaper than exp/log1p calls in the inner loops.
+// Below these magnitudes the truncated series are exact to double precision (remainders below
+// ~1e-17 absolute on O(1) quantities), and far cheaper than exp/log1p calls in the inner loops.
 constexpr double kExpTau = 2e-3;  // expm1: 5 terms, remainder u^6/720
 constexpr double kActTau = 5e-4;  // sigmoid/tanh: 4 Taylor terms, remainder <= 16 dz^5/120
 constexpr double kLogTau = 1e-4;  // log1p: 4 terms, remainder x^5/5
@@ -122,15 +122,16 @@ inline double out_diff_general(Loss loss, const OutRows& o, int64_t n, const dou
     return d;
 }
 
-// ---- the hot loop: last hidden layer, softmax or mse, one row (n, j), all its nonzero inputs ----
-// Branch-free so that it vectorises; it only counts the entries where a series may be inexact
-// (|s w| > kExpTau or, for sigmoid/tanh, |dz| > kActTau) and the caller redoes such rows exactly.
+// ---- the hot loop: a rank-1 row (n, j) with softmax or mse, over all its nonzero inputs ----
+// Branch-free so that it vectorises; it only counts the entries where the shortcut may be inexact
+// and then leaves the row to the caller, which redoes it exactly.
 struct Rank1Row {
     double z, a;      // base pre-activation and activation of unit j in row n
     double c[4];      // Taylor coefficients of the activation at z (sigmoid/tanh)
     double k[5];      // softmax: mu_1..mu_5; mse: A1, B2
     double tot, lin;  // softmax: sum_k t_k, sum_k t_k w_k
-    double lim_s, lim_z;
+    double lim_s;     // |s| beyond which the exp series is inexact or a later ReLU switches
+    double lim_z;     // |dz| beyond which the activation's Taylor polynomial is inexact
 };
 
 #if defined(__GNUC__)
@@ -139,11 +140,9 @@ struct Rank1Row {
 #define PFG_NG_INLINE inline
 #endif
 template <bool Relu, bool Softmax>
-PFG_NG_INLINE int64_t rank1_body(int64_t cnt, const int64_t* __restrict idx,
-                                                         const double* __restrict val,
-                                                         const double* __restrict dp,
-                                                         const double* __restrict dm, const Rank1Row& r,
-                                                         double* __restrict out, double* __restrict acc) {
+PFG_NG_INLINE int64_t rank1_body(int64_t cnt, const int64_t* __restrict idx, const double* __restrict val,
+                                 const double* __restrict dp, const double* __restrict dm, const Rank1Row& r,
+                                 double* __restrict out, double* __restrict acc) {
     const double z = r.z, a = r.a, c0 = r.c[0], c1 = r.c[1], c2 = r.c[2], c3 = r.c[3];
     const double k1 = r.k[0], k2 = r.k[1], k3 = r.k[2], k4 = r.k[3], k5 = r.k[4];
     const double tot = r.tot, lin = r.lin, lim_s = r.lim_s, lim_z = r.lim_z;

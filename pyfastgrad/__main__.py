@@ -48,7 +48,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _data(load_data, args, dtype):
-    (data, source) = load_data(args.data, dtype=dtype)
+    (data, source) = load_data(args.data, dtype=dtype, warn=False)
+    if source != "mnist":
+        print("MNIST not found (searched --data, $PYFASTGRAD_DATA and the cache dir). Training on the small "
+              "embedded digit set instead. To use MNIST: pass --data DIR with the four IDX files, set "
+              "PYFASTGRAD_DATA=DIR, or run python -c 'import pyfastgrad.datasets as d; d.download_mnist()'.")
     (x_train, t_train), (x_test, t_test) = data
     if args.train_size:
         x_train, t_train = x_train[: args.train_size], t_train[: args.train_size]

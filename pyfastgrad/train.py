@@ -54,7 +54,10 @@ class History:
             ax2.plot(self.epoch, self.train_acc, "o-", label="train")
         if self.test_acc:
             ax2.plot(self.epoch, self.test_acc, "s--", label="test")
-        ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+        accs = [a for a in self.train_acc + self.test_acc if a == a]  # drop NaN
+        low = max(0.0, min(accs) - 0.02) if accs else 0.0  # zoom in: the interesting part is near 1
+        ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(low, 1))
+        ax2.grid(alpha=0.3)
         ax2.legend(loc="lower right")
         fig.tight_layout()
         if path is not None:

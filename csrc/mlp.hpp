@@ -232,9 +232,13 @@ public:
             const double l = forward_loss_dz(theta, xb, tb, B, wd, g);
             // The float32 reference computes the loss in float32: overflow there counts too.
             if (!std::isfinite(l) || !std::isfinite(static_cast<T>(l))) break;
-            backward(theta, xb, B, wd, g);
             losses[s] = l;
-            opt_update(opt, theta, g, s1, s2, n_params_, hyper, step0 + s + 1);
+            if (opt == Opt::Sgd) {
+                backward_sgd(theta, xb, B, wd, g, hyper[0]);  // update fused into the gemms
+            } else {
+                backward(theta, xb, B, wd, g);
+                opt_update(opt, theta, g, s1, s2, n_params_, hyper, step0 + s + 1);
+            }
         }
         for (std::int64_t r = s; r < n_steps; ++r) losses[r] = std::numeric_limits<double>::quiet_NaN();
         return s;
@@ -319,6 +323,38 @@ private:
                 T* db = grad + boff_[l - 1];
                 std::fill(db, db + k, T(0));
                 activation_backward(act_, da, acts_[l - 1].data(), db, rows, k);
+                dz = da;
+            }
+        }
+    }
+
+    // Plain SGD fused into backprop: W <- (1 - lr*wd) W - lr A^T dZ is one gemm writing straight into
+    // theta (beta = 1 - lr*wd), so the gradient of W is never stored and no separate update pass reads
+    // it back. dA = dZ W^T is taken before W changes. Biases: b -= lr * db from the small buffer `g`.
+    void backward_sgd(T* theta, const T* x, std::int64_t rows, double wd, T* g, double lr) {
+        const int m = static_cast<int>(rows);
+        const T alpha = static_cast<T>(-lr), beta = static_cast<T>(1.0 - lr * wd);
+        T* dz = zl_.data();
+        T* bufs[2] = {d0_.data(), d1_.data()};
+        int which = 0;
+        for (int l = L_ - 1; l >= 0; --l) {
+            const int k = static_cast<int>(sizes_[l]), n = static_cast<int>(sizes_[l + 1]);
+            const T* a_in = (l == 0) ? x : acts_[l - 1].data();
+            T* w = theta + woff_[l];
+            T* da = nullptr;
+            if (l > 0) {
+                da = bufs[which];
+                which ^= 1;
+                gemm(false, true, m, k, n, T(1), dz, n, w, n, T(0), da, k);  // old W
+            }
+            gemm(true, false, k, n, m, alpha, a_in, k, dz, n, beta, w, n);
+            T* b = theta + boff_[l];
+            const T* db = g + boff_[l];  // filled by forward_loss_dz / activation_backward
+            for (int j = 0; j < n; ++j) b[j] -= static_cast<T>(lr) * db[j];
+            if (l > 0) {
+                T* dbp = g + boff_[l - 1];
+                std::fill(dbp, dbp + k, T(0));
+                activation_backward(act_, da, acts_[l - 1].data(), dbp, rows, k);
                 dz = da;
             }
         }

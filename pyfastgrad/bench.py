@@ -77,6 +77,7 @@ TARGETS: Dict[str, str] = {
 }
 
 _H = 1e-4  # the tutorials' step for central differences
+GEMM_SHAPES_CASE = "5 gemms of 784-100-10 backprop, N=100"
 
 
 # ---------------------------------------------------------------------------------------- timing
@@ -88,7 +89,9 @@ class Config:
     loop count is calibrated so one repeat lasts at least ``min_repeat_time``, and
     as many repeats as fit in ``budget`` seconds are taken, clamped to
     ``[min_repeats, max_repeats]`` (``min_repeats_slow`` when even that exceeds
-    ``slow_limit`` seconds).
+    ``slow_limit`` seconds). The repeats of the rows compared with each other are
+    taken in ``rounds`` interleaved rounds, so a slow drift of the machine (another
+    process, the host) affects them alike instead of one row.
     """
 
     quick: bool = False
@@ -98,13 +101,14 @@ class Config:
     max_repeats: int = 100
     min_repeats_slow: int = 3
     slow_limit: float = 8.0
-    pause: float = 0.15  # idle seconds before each measurement (see ``measure``)
+    pause: float = 0.15  # idle seconds before a different backend's repeats (see ``run_jobs``)
+    rounds: int = 5
 
     @classmethod
     def for_mode(cls, quick: bool) -> "Config":
         if quick:
             return cls(quick=True, budget=0.12, min_repeat_time=0.004, min_repeats=3, max_repeats=15,
-                       min_repeats_slow=1, slow_limit=0.6, pause=0.05)
+                       min_repeats_slow=1, slow_limit=0.6, pause=0.05, rounds=2)
         return cls()
 
 
@@ -117,6 +121,7 @@ class Timing:
     first_call_s: float  # the warm-up call (JIT compile, cache load, first touch)
     per: int = 1  # work units per call (steps of a fused loop)
     scale: float = 1.0  # extrapolation factor (subset of the work, scaled linearly)
+    busy_other: Optional[float] = None  # share of the CPUs other processes used while timing
 
     @property
     def median(self) -> float:
@@ -135,10 +140,136 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
+_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_snapshot() -> Optional[Tuple[float, float, float]]:
+    """(busy seconds of all CPUs, total seconds of all CPUs, CPU seconds of this process), Linux only."""
+    try:
+        with open("/proc/stat") as fh:
+            v = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    busy = sum(v[:8]) - idle  # user nice system irq softirq steal (guest is inside user)
+    t = os.times()
+    return busy / _HZ, (busy + idle) / _HZ, t.user + t.system
+
+
+class Job:
+    """One thing to time (see :func:`measure` for the parameters) and what it has measured so far."""
+
+    def __init__(self, fn: Callable[[], Any], *, setup: Optional[Callable[[], Any]] = None,
+                 warmup: Optional[Callable[[], Any]] = None, per: int = 1, scale: float = 1.0,
+                 budget: Optional[float] = None, group: str = "") -> None:
+        self.fn, self.setup, self.warmup = fn, setup, warmup
+        self.per, self.scale, self.budget, self.group = per, scale, budget, group
+        self.first = 0.0
+        self.number = 1
+        self.repeats = 0
+        self.samples: List[float] = []
+        self.other = 0.0  # CPU seconds used by other processes while this job was timed
+        self.capacity = 0.0  # CPU seconds available meanwhile
+        self.error: Optional[BaseException] = None
+
+    def prepare(self, cfg: Config) -> None:
+        """Warm up, estimate, calibrate the loop count and the number of repeats."""
+        budget = cfg.budget if self.budget is None else self.budget
+        if self.setup is not None:
+            self.setup()
+        self.first = _timed(self.warmup if self.warmup is not None else self.fn)
+        if self.setup is not None:
+            self.setup()
+        est = _timed(self.fn)  # steady-state estimate (JIT compiled, caches warm)
+        if est >= cfg.min_repeat_time or self.setup is not None:
+            self.number = 1
+            self.samples.append(est)  # a valid steady-state repeat: keep it
+        else:
+            n = 1  # timeit-style autorange: grow the loop until it is long enough to time
+            while True:
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    self.fn()
+                dt = time.perf_counter() - t0
+                if dt >= 0.2 * cfg.min_repeat_time or n >= 1 << 22:
+                    break
+                n *= 4
+            self.number = max(1, int(math.ceil(n * cfg.min_repeat_time / max(dt, 1e-9))))
+        per_repeat = max(est, 1e-9) * self.number
+        if per_repeat * cfg.min_repeats > max(budget, cfg.slow_limit):
+            self.repeats = cfg.min_repeats_slow
+        else:
+            self.repeats = int(min(cfg.max_repeats, max(cfg.min_repeats, budget // per_repeat)))
+
+    def sample(self, k: int) -> None:
+        """Take ``k`` more repeats, and account for the CPU use of other processes meanwhile."""
+        s0 = _cpu_snapshot()
+        w0 = time.perf_counter()
+        for _ in range(k):
+            if self.setup is not None:
+                self.setup()
+            t0 = time.perf_counter()
+            for _ in range(self.number):
+                self.fn()
+            self.samples.append((time.perf_counter() - t0) / self.number)
+        s1 = _cpu_snapshot()
+        if s0 is not None and s1 is not None:
+            wall = time.perf_counter() - w0
+            busy, total = s1[0] - s0[0], s1[1] - s0[1]
+            self.other += max(0.0, busy - (s1[2] - s0[2]))
+            self.capacity += max(total, wall)
+
+    def timing(self) -> Timing:
+        factor = self.scale / self.per
+        busy = min(1.0, self.other / self.capacity) if self.capacity >= 0.05 else None
+        return Timing([s * factor for s in self.samples], self.number, self.first, self.per, self.scale, busy)
+
+
+def run_jobs(jobs: Sequence[Job], cfg: Config, rounds: Optional[int] = None) -> None:
+    """Time ``jobs`` (rows compared with each other) in interleaved rounds, garbage collector off.
+
+    Every job is warmed up and calibrated first; then its repeats are spread over
+    ``rounds`` rounds that visit the jobs in turn. Before a job whose ``group``
+    (the library) differs from the previous one the process idles ``cfg.pause``
+    seconds: BLAS/OpenMP worker threads busy-wait for a while after their last call
+    and would steal a core from the next library's threads. A job that raises keeps
+    its exception in ``job.error`` and is dropped; the others go on.
+    """
+    rounds = cfg.rounds if rounds is None else rounds
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()  # a collection inside a timed loop is noise, not cost
+    try:
+        for job in jobs:
+            time.sleep(cfg.pause)
+            try:
+                job.prepare(cfg)
+            except Exception as exc:
+                job.error = exc
+        prev = None
+        for r in range(max(1, rounds)):
+            for job in jobs:
+                if job.error is not None:
+                    continue
+                k = -(-(job.repeats - len(job.samples)) // (max(1, rounds) - r))  # ceil: spread evenly
+                if k <= 0:
+                    continue
+                if job.group != prev:
+                    time.sleep(cfg.pause)
+                prev = job.group
+                try:
+                    job.sample(k)
+                except Exception as exc:
+                    job.error = exc
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def measure(fn: Callable[[], Any], cfg: Config, *, setup: Optional[Callable[[], Any]] = None,
             warmup: Optional[Callable[[], Any]] = None, per: int = 1, scale: float = 1.0,
             budget: Optional[float] = None) -> Timing:
-    """Time ``fn`` adaptively (see :class:`Config`), garbage collector off.
+    """Time ``fn`` adaptively (see :class:`Config`); raises what ``fn`` raises.
 
     Parameters
     ----------
@@ -160,53 +291,11 @@ def measure(fn: Callable[[], Any], cfg: Config, *, setup: Optional[Callable[[], 
     -------
     Timing
     """
-    budget = cfg.budget if budget is None else budget
-    was_enabled = gc.isenabled()
-    gc.collect()
-    # Idle first: BLAS/OpenMP worker threads of the previous measurement (often another library's)
-    # busy-wait for a while after their last call and would steal a core from this one.
-    time.sleep(cfg.pause)
-    gc.disable()  # a collection inside a timed loop is noise, not cost
-    try:
-        if setup is not None:
-            setup()
-        first = _timed(warmup if warmup is not None else fn)
-        if setup is not None:
-            setup()
-        est = _timed(fn)  # steady-state estimate (JIT compiled, caches warm)
-        samples: List[float] = []
-        if est >= cfg.min_repeat_time or setup is not None:
-            number = 1
-            samples.append(est)  # a valid steady-state repeat: reuse it
-        else:
-            # timeit-style autorange: grow the loop until it is long enough to time
-            n = 1
-            while True:
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                dt = time.perf_counter() - t0
-                if dt >= 0.2 * cfg.min_repeat_time or n >= 1 << 22:
-                    break
-                n *= 4
-            number = max(1, int(math.ceil(n * cfg.min_repeat_time / max(dt, 1e-9))))
-        per_repeat = max(est, 1e-9) * number
-        if per_repeat * cfg.min_repeats > max(budget, cfg.slow_limit):
-            repeats = cfg.min_repeats_slow
-        else:
-            repeats = int(min(cfg.max_repeats, max(cfg.min_repeats, budget // per_repeat)))
-        while len(samples) < repeats:
-            if setup is not None:
-                setup()
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            samples.append((time.perf_counter() - t0) / number)
-    finally:
-        if was_enabled:
-            gc.enable()
-    factor = scale / per
-    return Timing([s * factor for s in samples], number, first, per, scale)
+    job = Job(fn, setup=setup, warmup=warmup, per=per, scale=scale, budget=budget)
+    run_jobs([job], cfg, rounds=1)
+    if job.error is not None:
+        raise job.error
+    return job.timing()
 
 
 # ---------------------------------------------------------------------------------------- results
@@ -230,6 +319,7 @@ class Row:
     first_call_s: float
     per: int = 1
     scale: float = 1.0
+    busy_other: Optional[float] = None  # share of the CPUs used by other processes while timed
     times_s: List[float] = field(default_factory=list)
     is_ref: bool = False
     ratio: Optional[float] = None  # reference median / this median
@@ -243,6 +333,7 @@ class Row:
     gbps: Optional[float] = None
     target: Optional[str] = None
     target_met: Optional[bool] = None
+    target_reliable: Optional[bool] = None  # False when this row or its basis was timed on a busy machine
     note: str = ""
     extra: Dict[str, Any] = field(default_factory=dict)
 
@@ -282,12 +373,19 @@ def _fmt_ratio(r: Optional[float]) -> str:
     return f"{r:.3g}x"
 
 
+BUSY_FLAG = 0.15  # rows timed while other processes used more of the CPUs than this are flagged
+
+
 def _spread(r: Row) -> str:
     if r.repeats < 2 or r.median_s <= 0:
-        return f"n={r.repeats}"
-    lo = (r.min_s / r.median_s - 1) * 100
-    hi = (r.max_s / r.median_s - 1) * 100
-    return f"{lo:+.0f}/{hi:+.0f}% n={r.repeats}"
+        s = f"n={r.repeats}"
+    else:
+        lo = (r.min_s / r.median_s - 1) * 100
+        hi = (r.max_s / r.median_s - 1) * 100
+        s = f"{lo:+.0f}/{hi:+.0f}% n={r.repeats}"
+    if r.busy_other is not None and r.busy_other >= BUSY_FLAG:
+        s += f" busy{100 * r.busy_other:.0f}%"
+    return s
 
 
 def _throughput(r: Row) -> str:
@@ -301,10 +399,15 @@ def _throughput(r: Row) -> str:
     return "-"
 
 
+def _busy(r: Optional[Row]) -> bool:
+    return r is not None and r.busy_other is not None and r.busy_other >= BUSY_FLAG
+
+
 def _target_cell(r: Row) -> str:
     if r.target is None:
         return ""
-    return f"{'met' if r.target_met else 'MISSED'}: {r.target}"
+    flag = "" if r.target_reliable is not False else " (busy machine: unreliable)"
+    return f"{'met' if r.target_met else 'MISSED'}{flag}: {r.target}"
 
 
 _COLUMNS = ("case", "backend", "dtype", "median", "spread", "x ref", "throughput", "target")
@@ -568,7 +671,6 @@ class _Runner:
         self.rows: List[Row] = []
         self.notes: Dict[str, List[str]] = {}
         self.errors: List[Dict[str, str]] = []
-        self.skipped: List[str] = []
         self.gemm: Dict[str, Dict[str, float]] = {}
         self.scaling: List[Dict[str, Any]] = []
         self.backends = available_backends()
@@ -577,6 +679,7 @@ class _Runner:
         self.torch, self.torch_status = _import_torch()
         self.jax, self.jax_status = _import_jax()
         self._images: Optional[Tuple[np.ndarray, np.ndarray, str]] = None
+        self._pending: List[Tuple[Job, Dict[str, Any]]] = []
 
     # -- plumbing ---------------------------------------------------------------------------
     def images(self) -> Tuple[np.ndarray, np.ndarray]:
@@ -590,26 +693,49 @@ class _Runner:
         if text not in lst:
             lst.append(text)
 
-    def time(self, bench: str, what: str, fn: Callable[[], Any], **kw) -> Optional[Timing]:
-        """``measure`` that records a failure instead of aborting the benchmark."""
-        try:
-            return measure(fn, self.cfg, **kw)
-        except Exception as exc:
-            self.errors.append({"bench": bench, "what": what, "error": f"{type(exc).__name__}: {exc}",
-                                "traceback": traceback.format_exc(limit=4)})
-            print(f"  ! {bench} / {what}: {type(exc).__name__}: {exc}", flush=True)
-            return None
+    def job(self, bench: str, case: str, backend: str, variant: str, dtype, fn: Callable[[], Any], *,
+            setup: Optional[Callable[[], Any]] = None, warmup: Optional[Callable[[], Any]] = None,
+            per: int = 1, scale: float = 1.0, budget: Optional[float] = None, flops: Optional[float] = None,
+            nbytes: Optional[float] = None, gemm_basis: str = "shapes", is_ref: bool = False,
+            extra_fn: Optional[Callable[[], Dict[str, Any]]] = None, **extra: Any) -> None:
+        """Queue one row; :meth:`flush` times the queued rows together (interleaved)."""
+        j = Job(fn, setup=setup, warmup=warmup, per=per, scale=scale, budget=budget, group=backend)
+        row = dict(bench=bench, case=case, backend=backend, variant=variant, dtype=dtype, flops=flops,
+                   nbytes=nbytes, gemm_basis=gemm_basis, is_ref=is_ref, extra_fn=extra_fn, extra=extra)
+        self._pending.append((j, row))
 
-    def add(self, bench: str, case: str, backend: str, variant: str, dtype, timing: Optional[Timing],
+    def flush(self) -> List[Row]:
+        """Time the queued rows in interleaved rounds and add them; failures are recorded, not raised."""
+        pending, self._pending = self._pending, []
+        run_jobs([j for j, _ in pending], self.cfg)
+        out = []
+        for j, kw in pending:
+            what = f"{kw['case']} / {kw['backend']} ({kw['variant']}) {np.dtype(kw['dtype']).name}"
+            if j.error is not None:
+                exc = j.error
+                self.errors.append({"bench": kw["bench"], "what": what, "error": f"{type(exc).__name__}: {exc}",
+                                    "traceback": "".join(traceback.format_exception(
+                                        type(exc), exc, exc.__traceback__, limit=6))})
+                print(f"  ! {kw['bench']} / {what}: {type(exc).__name__}: {exc}", flush=True)
+                continue
+            extra = dict(kw.pop("extra"))
+            extra_fn = kw.pop("extra_fn")
+            if extra_fn is not None:
+                try:
+                    extra.update(extra_fn())
+                except Exception as exc:  # a failed sanity check is reported, the timing kept
+                    extra["extra_error"] = f"{type(exc).__name__}: {exc}"
+            out.append(self.add(timing=j.timing(), **kw, **extra))
+        return out
+
+    def add(self, bench: str, case: str, backend: str, variant: str, dtype, timing: Timing,
             flops: Optional[float] = None, nbytes: Optional[float] = None, gemm_basis: str = "shapes",
-            is_ref: bool = False, note: str = "", **extra: Any) -> Optional[Row]:
-        if timing is None:
-            return None
+            is_ref: bool = False, **extra: Any) -> Row:
         st = timing.stats()
         r = Row(bench=bench, case=case, backend=backend, variant=variant, dtype=np.dtype(dtype).name,
                 repeats=len(timing.times), number=timing.number, first_call_s=timing.first_call_s,
-                per=timing.per, scale=timing.scale, times_s=list(map(float, timing.times)), is_ref=is_ref,
-                note=note, extra=extra, **st)
+                per=timing.per, scale=timing.scale, busy_other=timing.busy_other,
+                times_s=list(map(float, timing.times)), is_ref=is_ref, extra=extra, **st)
         if flops is not None:
             r.flops = float(flops)
             r.gflops = flops / r.median_s / 1e9
@@ -638,6 +764,11 @@ class _Runner:
                 r.ratio = base.median_s / r.median_s
                 r.ref_row = base.label
 
+    def set_target(self, row: Row, text: str, met: bool, basis: Sequence[Optional[Row]] = ()) -> None:
+        """Record a target check on ``row``; unreliable when it or a row it is compared with was busy."""
+        row.target, row.target_met = text, bool(met)
+        row.target_reliable = not any(_busy(r) for r in (row, *basis))
+
     def find(self, bench: str, backend: str, case: Optional[str] = None, variant: Optional[str] = None,
              dtype: Optional[str] = None) -> Optional[Row]:
         for r in self.rows:
@@ -650,44 +781,39 @@ class _Runner:
     # -- gemm baseline ----------------------------------------------------------------------
     def bench_gemm(self) -> None:
         rng = np.random.default_rng(0)
+        m, n, sizes = 1024, 100, [784, 100, 10]
         for dtype in (np.float32, np.float64):
-            name = np.dtype(dtype).name
-            self.gemm[name] = {}
             # the five gemms of 784-100-10 backprop at N = 100, with the same transposes
-            n, sizes = 100, [784, 100, 10]
             x = rng.random((n, 784)).astype(dtype)
             W1, W2 = rng.standard_normal((784, 100)).astype(dtype), rng.standard_normal((100, 10)).astype(dtype)
             a1, z2 = np.empty((n, 100), dtype), np.empty((n, 10), dtype)
             d2, d1 = rng.standard_normal((n, 10)).astype(dtype), np.empty((n, 100), dtype)
             dW1, dW2 = np.empty_like(W1), np.empty_like(W2)
 
-            def shapes():
+            def shapes(x=x, W1=W1, W2=W2, a1=a1, z2=z2, d2=d2, d1=d1, dW1=dW1, dW2=dW2):
                 np.matmul(x, W1, out=a1)
                 np.matmul(a1, W2, out=z2)
                 np.matmul(a1.T, d2, out=dW2)
                 np.matmul(d2, W2.T, out=d1)
                 np.matmul(x.T, d1, out=dW1)
 
-            t = self.time("gemm", f"shapes {name}", shapes)
-            r = self.add("gemm", "5 gemms of 784-100-10 backprop, N=100", "numpy", "matmul", dtype, t,
-                         flops=mlp_flops(sizes, n))
-            if r is not None:  # best repeat: the machine's capability, robust to a busy moment
-                self.gemm[name]["shapes"] = r.flops / r.min_s / 1e9
-                self.gemm[name]["shapes_median"] = r.gflops
-            m = 1024
             A, Bm = rng.standard_normal((m, m)).astype(dtype), rng.standard_normal((m, m)).astype(dtype)
             C = np.empty((m, m), dtype)
-            t = self.time("gemm", f"1024 {name}", lambda: np.matmul(A, Bm, out=C))
-            r = self.add("gemm", "1024x1024 @ 1024x1024", "numpy", "matmul", dtype, t, flops=2.0 * m ** 3)
-            if r is not None:
-                self.gemm[name]["large"] = r.flops / r.min_s / 1e9
-                self.gemm[name]["large_median"] = r.gflops
-        for r in self.rows:  # the rows above were added before their own rates existed
+            self.job("gemm", GEMM_SHAPES_CASE, "numpy", "matmul", dtype, shapes,
+                     flops=mlp_flops(sizes, n))
+            self.job("gemm", "1024x1024 @ 1024x1024", "numpy", "matmul", dtype,
+                     lambda A=A, Bm=Bm, C=C: np.matmul(A, Bm, out=C), flops=2.0 * m ** 3)
+        for r in self.flush():
+            key = "large" if r.case.startswith("1024") else "shapes"
+            # the best repeat: the machine's capability, robust to a busy moment
+            self.gemm.setdefault(r.dtype, {})[key] = r.flops / r.min_s / 1e9
+            self.gemm[r.dtype][key + "_median"] = r.gflops
+        for r in self.rows:  # the rows above were added before the rates existed
             if r.bench == "gemm" and r.gflops is not None:
-                big = self.gemm[r.dtype].get("large")
+                big = self.gemm.get(r.dtype, {}).get("large")
                 r.pct_gemm_large = r.gflops / big if big else None
-                r.pct_gemm, r.gemm_basis = r.pct_gemm_large, (("s" if r.dtype == "float32" else "d")
-                                                              + "gemm 1024^3")
+                r.pct_gemm = r.pct_gemm_large
+                r.gemm_basis = ("s" if r.dtype == "float32" else "d") + "gemm 1024^3"
         self.note("gemm", "numpy matmul (numpy's own OpenBLAS) with preallocated outputs; the rate of the best "
                           "repeat on the same shapes is the basis of the backprop/train-step/epoch percentages, "
                           "the 1024^3 one of the scaling percentages")
@@ -700,37 +826,38 @@ class _Runner:
         import pyfastgrad as pfg
         B = "numgrad_func"
         x0 = np.random.default_rng(0).standard_normal(1000)
+        exact = 2 * x0
 
         def f(x):  # the tutorials' function_2
             return np.sum(x ** 2)
 
-        exact = 2 * x0
+        def err_of(grad_fn):
+            return lambda: {"max_abs_err": float(np.abs(grad_fn() - exact).max())}
+
         case = "sum(x**2), n=1000, Python f"
         for b in self.order:
             x = x0.copy()
-            t = self.time(B, b, lambda: pfg.numerical_gradient(f, x, backend=b))
-            err = float(np.abs(pfg.numerical_gradient(f, x, backend=b) - exact).max()) if t else None
-            self.add(B, case, b, "numerical_gradient", np.float64, t, is_ref=(b == "numpy"), max_abs_err=err)
+            g = (lambda x=x, b=b: pfg.numerical_gradient(f, x, backend=b))
+            self.job(B, case, b, "numerical_gradient", np.float64, g, is_ref=(b == "numpy"), extra_fn=err_of(g))
         if "numba" in self.backends:
             self.note(B, "the numba backend runs a Python f through the plain Python loop (like numpy); "
                          "only a numba-jitted f gets the nopython loop")
         try:
             from scipy.optimize import approx_fprime
             x = x0.copy()
-            t = self.time(B, "scipy", lambda: approx_fprime(x, f, _H))
-            self.add(B, case, "scipy", "approx_fprime (forward: n+1 evals)", np.float64, t,
-                     max_abs_err=float(np.abs(approx_fprime(x, f, _H) - exact).max()) if t else None)
+            g = (lambda x=x: approx_fprime(x, f, _H))
+            self.job(B, case, "scipy", "approx_fprime (forward: n+1 evals)", np.float64, g, extra_fn=err_of(g))
         except ImportError:
             self.note(B, "scipy not installed: approx_fprime skipped")
         try:
             import numdifftools as nd
             G = nd.Gradient(f, step=_H, method="central", order=2)
             x = x0.copy()
-            t = self.time(B, "numdifftools", lambda: G(x))
-            self.add(B, case, "numdifftools", "Gradient(step=1e-4, central)", np.float64, t,
-                     max_abs_err=float(np.abs(G(x) - exact).max()) if t else None)
+            g = (lambda x=x: G(x))
+            self.job(B, case, "numdifftools", "Gradient(step=1e-4, central)", np.float64, g, extra_fn=err_of(g))
         except ImportError:
             self.note(B, "numdifftools not installed: skipped")
+        self.flush()
         try:
             import numba
         except ImportError:
@@ -747,10 +874,9 @@ class _Runner:
         case = "sum(x**2), n=1000, numba-jitted f"
         for b in self.order:
             x = x0.copy()
-            t = self.time(B, f"{b} jitted", lambda: pfg.numerical_gradient(f_jit, x, backend=b))
-            self.add(B, case, b, "numerical_gradient", np.float64, t, is_ref=(b == "numpy"),
-                     max_abs_err=float(np.abs(pfg.numerical_gradient(f_jit, x, backend=b) - exact).max())
-                     if t else None)
+            g = (lambda x=x, b=b: pfg.numerical_gradient(f_jit, x, backend=b))
+            self.job(B, case, b, "numerical_gradient", np.float64, g, is_ref=(b == "numpy"), extra_fn=err_of(g))
+        self.flush()
         self.note(B, "first_call_s of the jitted-f rows includes numba compiling f (numpy row) and the "
                      "nopython loop specialised on f (numba row); both are excluded from the medians")
 
@@ -789,10 +915,9 @@ class _Runner:
                     g[i] = (f1 - f2) / (2 * _H)
                     p[i] = tmp
 
-        tm = self.time(B, "reference", ref_subset, warmup=lambda: rnet.loss(x, t), scale=scale)
-        self.add(B, case, "numpy", f"reference loop on {n_sub:,} params, x{scale:.1f}", np.float64, tm,
-                 is_ref=True, subset=f"first {K} of W1 + all {n_w2} of W2", subset_params=n_sub,
-                 subset_seconds=tm.median / scale if tm else None)
+        self.job(B, case, "numpy", f"reference loop on {n_sub:,} params, x{scale:.1f}", np.float64, ref_subset,
+                 warmup=lambda: rnet.loss(x, t), scale=scale, is_ref=True,
+                 subset=f"first {K} of W1 + all {n_w2} of W2", subset_params=n_sub)
         self.note(B, f"reference: pyfastgrad.reference's central difference timed on {n_sub:,} of the "
                      f"{n_total:,} parameters (first {K} of W1, all of W2) and scaled by {scale:.2f}: its cost "
                      "per parameter is constant (a full forward pass per evaluation)")
@@ -810,25 +935,27 @@ class _Runner:
                 approx_fprime(v0, f_sub, _H)
                 f_sub(v0)  # restore the parameters
 
-            tm = self.time(B, "scipy", scipy_run, warmup=lambda: f_sub(v0), scale=scale)
-            self.add(B, case, "scipy", f"approx_fprime (forward) on {n_sub:,} params, x{scale:.1f}",
-                     np.float64, tm)
+            self.job(B, case, "scipy", f"approx_fprime (forward) on {n_sub:,} params, x{scale:.1f}", np.float64,
+                     scipy_run, warmup=lambda: f_sub(v0), scale=scale)
         except ImportError:
             pass
         for b in self.fast:
             net = pfg.TwoLayerNet(784, 50, 10, seed=0, backend=b)
             net.theta[:] = proto.theta
-            tm = self.time(B, b, lambda: net.numerical_gradient(x, t))
-            err = None
-            if tm is not None:
+
+            def check(net=net):
                 g = net.numerical_gradient(x, t)
-                err = float(max(np.abs(g["W1"].reshape(-1)[:K] - g_ref["W1"]).max(),
-                                np.abs(g["W2"].reshape(-1) - g_ref["W2"]).max()))
-            self.add(B, case, b, "net.numerical_gradient", np.float64, tm, max_abs_diff_vs_reference=err)
+                return {"max_abs_diff_vs_reference": float(max(
+                    np.abs(g["W1"].reshape(-1)[:K] - g_ref["W1"]).max(),
+                    np.abs(g["W2"].reshape(-1) - g_ref["W2"]).max()))}
+
+            self.job(B, case, b, "net.numerical_gradient", np.float64,
+                     lambda net=net: net.numerical_gradient(x, t), extra_fn=check)
+        self.flush()
         self.finish(B)
         r = self.find(B, "cpp")
         if r is not None and r.ratio is not None:
-            r.target, r.target_met = f">=1000x ref ({r.ratio:,.0f}x)", r.ratio >= 1000
+            self.set_target(r, f">=1000x ref ({r.ratio:,.0f}x)", r.ratio >= 1000, [self.find(B, "numpy")])
 
     # -- 3. backprop -------------------------------------------------------------------------
     def bench_backprop(self) -> None:
@@ -841,36 +968,36 @@ class _Runner:
         for dtype in (np.float32, np.float64):
             x = np.ascontiguousarray(X[:n], dtype=dtype)
             t = _one_hot(labels[:n], 10, dtype)
-            theta0 = None
+            proto = pfg.TwoLayerNet(784, 100, 10, seed=0, dtype=dtype, backend="numpy")
+            theta0 = proto.theta.copy()
             for b in self.order:
                 net = pfg.TwoLayerNet(784, 100, 10, seed=0, dtype=dtype, backend=b)
-                theta0 = net.theta.copy()
                 mlp = net._mlp()
                 grad = np.empty_like(net.theta)
-                tm = self.time(B, f"{b} kernel", lambda: mlp.loss_grad(net.theta, x, t, 0.0, grad))
-                self.add(B, case, b, "kernel Mlp.loss_grad", dtype, tm, flops=flops, is_ref=(b == "numpy"))
-                tm = self.time(B, f"{b} api", lambda: net.gradient(x, t))
-                self.add(B, case, b, "net.gradient()", dtype, tm, flops=flops)
-            if self.torch is not None and theta0 is not None:
+                self.job(B, case, b, "kernel Mlp.loss_grad", dtype,
+                         lambda mlp=mlp, net=net, grad=grad: mlp.loss_grad(net.theta, x, t, 0.0, grad),
+                         flops=flops, is_ref=(b == "numpy"))
+                self.job(B, case, b, "net.gradient()", dtype, lambda net=net: net.gradient(x, t), flops=flops)
+            if self.torch is not None:
                 torch = self.torch
                 params, forward, _ = _torch_mlp(torch, sizes, theta0)
                 xt, yt = torch.from_numpy(x), torch.from_numpy(labels[:n].astype(np.int64))
                 ce = torch.nn.functional.cross_entropy
 
-                def torch_grad():
+                def torch_grad(params=params, forward=forward, xt=xt, yt=yt):
                     for p in params:
                         p.grad = None
                     ce(forward(xt), yt).backward()
 
-                tm = self.time(B, "torch", torch_grad)
-                self.add(B, case, "torch", "eager fwd+bwd", dtype, tm, flops=flops)
-            if self.jax is not None and theta0 is not None:
+                self.job(B, case, "torch", "eager fwd+bwd", dtype, torch_grad, flops=flops)
+            if self.jax is not None:
                 jax = self.jax
-                params, loss = _jax_mlp(jax, sizes, theta0)
+                jparams, loss = _jax_mlp(jax, sizes, theta0)
                 g = jax.jit(jax.grad(loss))
                 xj, tj = jax.numpy.asarray(x), jax.numpy.asarray(t)
-                tm = self.time(B, "jax", lambda: jax.block_until_ready(g(params, xj, tj)))
-                self.add(B, case, "jax", "jit(grad)", dtype, tm, flops=flops)
+                self.job(B, case, "jax", "jit(grad)", dtype,
+                         lambda g=g, p=jparams, xj=xj, tj=tj: jax.block_until_ready(g(p, xj, tj)), flops=flops)
+            self.flush()
         self.note(B, "flops: forward 2N(784*100 + 100*10), dW the same, dX of layer 2 only 2N*10*100 "
                      f"= {flops / 1e6:.2f} MFLOP per call; % is of the numpy gemm rate on the same shapes")
         self.note(B, "the numpy reference's loss_grad runs the forward pass twice (loss, then gradient), as "
@@ -894,9 +1021,9 @@ class _Runner:
                     k = kernels(b)
                     theta, grad = theta_src.astype(dtype), grad_src.astype(dtype)
                     s1, s2 = np.zeros_like(theta), np.zeros_like(theta)
-                    tm = self.time(B, f"{opt} {b}",
-                                   lambda: k.opt_update(opt, theta, grad, s1, s2, hyper, 10))
-                    self.add(B, case, b, "kernel opt_update", dtype, tm, nbytes=nbytes, is_ref=(b == "numpy"))
+                    self.job(B, case, b, "kernel opt_update", dtype,
+                             lambda k=k, th=theta, g=grad, s1=s1, s2=s2: k.opt_update(opt, th, g, s1, s2, hyper, 10),
+                             nbytes=nbytes, is_ref=(b == "numpy"))
                 if self.torch is not None:
                     torch = self.torch
                     cls = torch.optim.SGD if opt == "sgd" else torch.optim.Adam
@@ -908,8 +1035,8 @@ class _Runner:
                         except Exception as exc:  # fused needs a recent torch
                             self.note(B, f"{variant} unavailable: {exc}")
                             continue
-                        tm = self.time(B, f"{opt} torch {variant}", o.step)
-                        self.add(B, case, "torch", variant, dtype, tm, nbytes=nbytes)
+                        self.job(B, case, "torch", variant, dtype, o.step, nbytes=nbytes)
+                self.flush()
         self.note(B, "GB/s: 3 (SGD) or 7 (Adam) vectors of the parameter count read or written per update")
         self.finish(B)
 
@@ -931,72 +1058,70 @@ class _Runner:
             T = _one_hot(ld, sizes[-1], dtype)
             idx = rng.integers(0, Xd.shape[0], size=(S, bs)).astype(np.int64)
             xb, tb, yb = Xd[idx[0]], T[idx[0]], ld[idx[0]]
-            theta0 = None
+            theta0 = pfg.TwoLayerNet(*sizes, seed=0, dtype=dtype, backend="numpy").theta.copy()
+            hyper = np.array([0.1, 0.0, 0.0])
             for b in self.order:
                 net = pfg.TwoLayerNet(*sizes, seed=0, dtype=dtype, backend=b)
-                theta0 = net.theta.copy() if theta0 is None else theta0
                 mlp = net._mlp()
                 s1, s2 = np.zeros_like(net.theta), np.zeros_like(net.theta)
-                hyper = np.array([0.1, 0.0, 0.0])
                 steps = S_ref if b == "numpy" else S
                 part = np.ascontiguousarray(idx[:steps])
                 losses: List[np.ndarray] = []
 
-                def fused():
+                def fused(mlp=mlp, net=net, s1=s1, s2=s2, part=part, losses=losses):
                     losses.append(mlp.train_steps(net.theta, Xd, T, part, 0.0, "sgd", hyper, s1, s2, 0))
+                    del losses[:-1]
 
-                tm = self.time(B, f"{b} fused", fused, per=steps,
-                               warmup=lambda: mlp.train_steps(net.theta, Xd, T, part[:2], 0.0, "sgd", hyper,
-                                                              s1, s2, 0))
-                finite = bool(losses) and bool(np.isfinite(losses[-1]).all())
-                self.add(B, case, b, f"fused loop, {steps} steps/call", dtype, tm, flops=flops,
-                         is_ref=(b == "numpy"), steps_per_call=steps, losses_finite=finite)
+                self.job(B, case, b, f"fused loop, {steps} steps/call", dtype, fused, per=steps,
+                         warmup=lambda mlp=mlp, net=net, s1=s1, s2=s2, part=part:
+                         mlp.train_steps(net.theta, Xd, T, part[:2], 0.0, "sgd", hyper, s1, s2, 0),
+                         flops=flops, is_ref=(b == "numpy"), steps_per_call=steps,
+                         extra_fn=lambda losses=losses: {"losses_finite": bool(np.isfinite(losses[-1]).all())})
                 opt = pfg.SGD(lr=0.1)
-                tm = self.time(B, f"{b} per call", lambda: net.train_step(xb, tb, opt))
-                self.add(B, case, b, "per Python call net.train_step", dtype, tm, flops=flops)
-            if self.torch is not None and theta0 is not None:
+                self.job(B, case, b, "per Python call net.train_step", dtype,
+                         lambda net=net, opt=opt: net.train_step(xb, tb, opt), flops=flops)
+            if self.torch is not None:
                 torch = self.torch
                 params, forward, _ = _torch_mlp(torch, sizes, theta0)
                 o = torch.optim.SGD(params, lr=0.1)
                 xt, yt = torch.from_numpy(xb), torch.from_numpy(yb.astype(np.int64))
                 ce = torch.nn.functional.cross_entropy
 
-                def torch_step():
+                def torch_step(o=o, forward=forward, xt=xt, yt=yt):
                     o.zero_grad(set_to_none=True)
                     ce(forward(xt), yt).backward()
                     o.step()
 
-                tm = self.time(B, "torch", torch_step)
-                self.add(B, case, "torch", "eager step per call", dtype, tm, flops=flops)
-            if self.jax is not None and theta0 is not None:
+                self.job(B, case, "torch", "eager step per call", dtype, torch_step, flops=flops)
+            if self.jax is not None:
                 jax = self.jax
-                params, loss = _jax_mlp(jax, sizes, theta0)
+                jparams, loss = _jax_mlp(jax, sizes, theta0)
 
-                @jax.jit
-                def jstep(p, x, t):
+                def _step(p, x, t, loss=loss):
                     g = jax.grad(loss)(p, x, t)
                     return tuple(a - 0.1 * d for a, d in zip(p, g))
 
+                jstep = jax.jit(_step)
                 xj, tj = jax.numpy.asarray(xb), jax.numpy.asarray(tb)
-                state = [params]
+                state = [jparams]
 
-                def jax_step():
+                def jax_step(jstep=jstep, state=state, xj=xj, tj=tj):
                     state[0] = jstep(state[0], xj, tj)
                     jax.block_until_ready(state[0])
 
-                tm = self.time(B, "jax", jax_step)
-                self.add(B, case, "jax", "jit step per call", dtype, tm, flops=flops)
+                self.job(B, case, "jax", "jit step per call", dtype, jax_step, flops=flops)
+            self.flush()
             self.note(B, f"{case}: data {src}; fused rows gather a random batch per step inside the kernel; "
                          "per-call rows (pyfastgrad, torch, jax) reuse one pre-gathered batch")
         self.note(B, "fused: Mlp.train_steps over many steps in one call, time divided by the steps")
         self.finish(B)
         big = self.find(B, "cpp", case="784-100-10, batch 100", variant="fused")
         if big is not None and big.pct_gemm is not None:
-            big.target, big.target_met = f">=80% sgemm ({100 * big.pct_gemm:.0f}%)", big.pct_gemm >= 0.8
+            self.set_target(big, f">=80% sgemm ({100 * big.pct_gemm:.0f}%)", big.pct_gemm >= 0.8,
+                            [self.find("gemm", "numpy", dtype="float32", case=GEMM_SHAPES_CASE)])
         tiny = self.find(B, "cpp", case="64-32-10, batch 32", variant="fused")
         if tiny is not None:
-            tiny.target, tiny.target_met = (f"<=10 us/step ({tiny.median_s * 1e6:.2f} us)",
-                                            tiny.median_s <= 10e-6)
+            self.set_target(tiny, f"<=10 us/step ({tiny.median_s * 1e6:.2f} us)", tiny.median_s <= 10e-6)
 
     # -- 6. epoch ----------------------------------------------------------------------------
     def bench_epoch(self) -> None:
@@ -1013,8 +1138,7 @@ class _Runner:
         T = _one_hot(labels, 10, dtype)
         case = f"784-100-10, {steps} steps x {bs}"
         flops = mlp_flops(sizes, bs) * steps
-        proto = pfg.TwoLayerNet(784, 100, 10, seed=0, dtype=dtype, backend="numpy")
-        theta0 = proto.theta.copy()
+        theta0 = pfg.TwoLayerNet(784, 100, 10, seed=0, dtype=dtype, backend="numpy").theta.copy()
         hyper = np.array([lr, 0.0, 0.0])
         k_all = 150 if q else steps  # quick: a stated subset of the steps, scaled to the epoch
 
@@ -1029,35 +1153,30 @@ class _Runner:
             part = np.ascontiguousarray(idx[:n_steps])
             out: List[np.ndarray] = []
 
-            def reset():
-                net.theta[:] = theta0
-
-            def run():
+            def run(mlp=mlp, net=net, s1=s1, s2=s2, part=part, out=out):
                 out.append(mlp.train_steps(net.theta, X, T, part, 0.0, "sgd", hyper, s1, s2, 0))
+                del out[:-1]
 
-            tm = self.time(B, b, run, setup=reset, scale=steps / n_steps,
-                           warmup=lambda: mlp.train_steps(net.theta, X, T, part[:2], 0.0, "sgd", hyper,
-                                                          s1, s2, 0))
-            variant = "kernel Mlp.train_steps" + how(n_steps)
-            last = float(out[-1][-1]) if out else None
-            self.add(B, case, b, variant, dtype, tm, flops=flops, is_ref=(b == "numpy"), last_loss=last)
+            self.job(B, case, b, "kernel Mlp.train_steps" + how(n_steps), dtype, run,
+                     setup=lambda net=net: net.theta.__setitem__(slice(None), theta0),
+                     warmup=lambda mlp=mlp, net=net, s1=s1, s2=s2, part=part:
+                     mlp.train_steps(net.theta, X, T, part[:2], 0.0, "sgd", hyper, s1, s2, 0),
+                     scale=steps / n_steps, flops=flops, is_ref=(b == "numpy"),
+                     extra_fn=lambda out=out: {"last_loss": float(out[-1][-1])})
         for b in ([] if q else self.fast):  # fit always runs the whole epoch: full mode only
             net = pfg.TwoLayerNet(784, 100, 10, seed=0, dtype=dtype, backend=b)
             kernel_s: List[float] = []
 
-            def reset_fit():
-                net.theta[:] = theta0
-
-            def run_fit():
+            def run_fit(net=net, kernel_s=kernel_s):
                 h = pfg.fit(net, X, labels, optimizer="sgd", lr=lr, epochs=1, batch_size=bs, progress=False,
                             seed=0)
                 kernel_s.append(h.epoch_time[0])
 
-            tm = self.time(B, f"{b} fit", run_fit, setup=reset_fit,
-                           warmup=lambda: pfg.fit(net, X[:1000], labels[:1000], lr=lr, epochs=1,
-                                                  batch_size=bs, progress=False))
-            self.add(B, case, b, "pfg.fit(epochs=1), wall", dtype, tm, flops=flops,
-                     fit_epoch_time_s=kernel_s[1:] or kernel_s)
+            self.job(B, case, b, "pfg.fit(epochs=1), wall", dtype, run_fit,
+                     setup=lambda net=net: net.theta.__setitem__(slice(None), theta0),
+                     warmup=lambda net=net: pfg.fit(net, X[:1000], labels[:1000], lr=lr, epochs=1,
+                                                    batch_size=bs, progress=False),
+                     flops=flops, extra_fn=lambda kernel_s=kernel_s: {"fit_epoch_time_s": kernel_s[1:]})
         if not q:
             self.note(B, "fit rows: wall time of pfg.fit(..., epochs=1), which also validates the inputs and "
                          "computes the training accuracy over all images; its own epoch_time is in the JSON")
@@ -1081,9 +1200,9 @@ class _Runner:
                     o.step()
                 last.append(float(loss.detach()))
 
-            tm = self.time(B, "torch", torch_epoch, setup=lambda: treset(theta0), warmup=lambda: torch_epoch(2),
-                           scale=steps / k_all)
-            self.add(B, case, "torch", "eager loop" + how(k_all), dtype, tm, flops=flops, last_loss=last[-1] if last else None)
+            self.job(B, case, "torch", "eager loop" + how(k_all), dtype, torch_epoch,
+                     setup=lambda: treset(theta0), warmup=lambda: torch_epoch(2), scale=steps / k_all,
+                     flops=flops, extra_fn=lambda: {"last_loss": last[-1]})
         if self.jax is not None:
             jax = self.jax
             jnp = jax.numpy
@@ -1108,19 +1227,19 @@ class _Runner:
                     p, lval = jstep(p, ij[s], Xj, Tj)
                 last_j.append(float(lval))
 
-            tm = self.time(B, "jax loop", jax_loop, warmup=lambda: jax_loop(2), scale=steps / k_all)
-            self.add(B, case, "jax", "jit step, Python loop" + how(k_all), dtype, tm, flops=flops,
-                     last_loss=last_j[-1] if last_j else None)
             last_s: List[float] = []
 
             def jax_scan():
                 _, ls = jepoch(params0, Xj, Tj, ij)
                 last_s.append(float(ls[-1]))
 
-            tm = self.time(B, "jax scan", jax_scan, scale=steps / k_all)
-            self.add(B, case, "jax", "jit(lax.scan) over the steps" + how(k_all), dtype, tm, flops=flops,
-                     last_loss=last_s[-1] if last_s else None)
+            self.job(B, case, "jax", "jit step, Python loop" + how(k_all), dtype, jax_loop,
+                     warmup=lambda: jax_loop(2), scale=steps / k_all, flops=flops,
+                     extra_fn=lambda: {"last_loss": last_j[-1]})
+            self.job(B, case, "jax", "jit(lax.scan) over the steps" + how(k_all), dtype, jax_scan,
+                     scale=steps / k_all, flops=flops, extra_fn=lambda: {"last_loss": last_s[-1]})
             self.note(B, "jax rows: first_call_s includes XLA compilation")
+        self.flush()
         self.finish(B)
         cpp = self.find(B, "cpp", variant="kernel")
         tr = self.find(B, "torch")
@@ -1132,7 +1251,7 @@ class _Runner:
                 cpp.extra["speedup_vs_torch"] = sp
                 txt += f"; >=2x torch ({sp:.2f}x)"
                 met = met and sp >= 2
-            cpp.target, cpp.target_met = txt, met
+            self.set_target(cpp, txt, met, [tr])
 
     # -- 7. scaling --------------------------------------------------------------------------
     def bench_scaling(self) -> None:
@@ -1165,30 +1284,29 @@ class _Runner:
                 hyper = np.array([0.01, 0.0, 0.0])
                 k = max(2, steps // 10) if b == "numpy" else steps
                 part = np.ascontiguousarray(idx[:k])
-                tm = self.time(B, f"{case} {b}",
-                               lambda: mlp.train_steps(net.theta, X, T, part, 0.0, "sgd", hyper, s1, s2, 0),
-                               per=k, budget=budget,
-                               warmup=lambda: mlp.train_steps(net.theta, X, T, part[:1], 0.0, "sgd", hyper,
-                                                              s1, s2, 0))
-                r = self.add(B, case, b, "train step (fused)", dtype, tm, flops=flops, gemm_basis="large",
-                             is_ref=(b == "numpy"), axis=axis, value=value)
-                if r is not None:
-                    self.scaling.append({"kind": "train_step", "axis": axis, "value": value, "backend": b,
-                                         "seconds": r.median_s, "gflops": r.gflops, "pct_sgemm": r.pct_gemm})
+                self.job(B, case, b, "train step (fused)", dtype,
+                         lambda mlp=mlp, net=net, s1=s1, s2=s2, part=part:
+                         mlp.train_steps(net.theta, X, T, part, 0.0, "sgd", hyper, s1, s2, 0),
+                         per=k, budget=budget,
+                         warmup=lambda mlp=mlp, net=net, s1=s1, s2=s2, part=part:
+                         mlp.train_steps(net.theta, X, T, part[:1], 0.0, "sgd", hyper, s1, s2, 0),
+                         flops=flops, gemm_basis="large", is_ref=(b == "numpy"), axis=axis, value=value)
+            for r in self.flush():
+                self.scaling.append({"kind": "train_step", "axis": axis, "value": value, "backend": r.backend,
+                                     "seconds": r.median_s, "gflops": r.gflops, "pct_sgemm": r.pct_gemm})
         # numerical gradient vs hidden size (float64, 100 images)
         x = X[:100].astype(np.float64)
         t = _one_hot(labels[:100], 10, np.float64)
+        n_sub = 100 if q else 250
         for h in ((10, 50) if q else (10, 25, 50, 100, 200)):
-            sizes = [784, h, 10]
             proto = pfg.TwoLayerNet(784, h, 10, seed=0, backend="numpy")
             case = f"numgrad hidden={h}: {proto.n_params:,} params, N=100"
             rnet = ref.TwoLayerNet(784, h, 10, seed=0)
             for key in rnet.params:
                 rnet.params[key][...] = proto.params[key]
-            n_sub = 100 if q else 250
             pw1 = rnet.params["W1"].reshape(-1)
 
-            def ref_sub():
+            def ref_sub(rnet=rnet, pw1=pw1):
                 for i in range(n_sub):
                     tmp = pw1[i]
                     pw1[i] = tmp + _H
@@ -1198,27 +1316,21 @@ class _Runner:
                     pw1[i] = tmp
                     _ = (f1 - f2) / (2 * _H)
 
-            tm = self.time(B, f"{case} numpy", ref_sub, scale=proto.n_params / n_sub, budget=budget,
-                           warmup=lambda: rnet.loss(x, t))
-            r = self.add(B, case, "numpy", f"reference, {n_sub} params scaled", np.float64, tm, is_ref=True,
-                         axis="numgrad_hidden", value=h)
-            if r is not None:
-                self.scaling.append({"kind": "numgrad", "axis": "hidden", "value": h, "backend": "numpy",
-                                     "seconds": r.median_s})
+            self.job(B, case, "numpy", f"reference, {n_sub} params scaled", np.float64, ref_sub,
+                     scale=proto.n_params / n_sub, budget=budget, warmup=lambda rnet=rnet: rnet.loss(x, t),
+                     is_ref=True, axis="numgrad_hidden", value=h)
             for b in self.fast:
-                if b == "numba" and h > 100 and not q:
-                    pass  # still measured: one repeat when slow (see Config.slow_limit)
                 net = pfg.TwoLayerNet(784, h, 10, seed=0, backend=b)
                 net.theta[:] = proto.theta
-                tm = self.time(B, f"{case} {b}", lambda: net.numerical_gradient(x, t), budget=budget)
-                r = self.add(B, case, b, "net.numerical_gradient", np.float64, tm, axis="numgrad_hidden",
-                             value=h)
-                if r is not None:
-                    self.scaling.append({"kind": "numgrad", "axis": "hidden", "value": h, "backend": b,
-                                         "seconds": r.median_s})
+                self.job(B, case, b, "net.numerical_gradient", np.float64,
+                         lambda net=net: net.numerical_gradient(x, t), budget=budget, axis="numgrad_hidden",
+                         value=h)
+            for r in self.flush():
+                self.scaling.append({"kind": "numgrad", "axis": "hidden", "value": h, "backend": r.backend,
+                                     "seconds": r.median_s})
         self.note(B, "GFLOP/s % of scaling rows are of the 1024^3 sgemm rate; the numpy reference is skipped "
-                     "where one call would exceed ~20 GFLOP, and its numerical gradient is timed on a "
-                     "subset of W1 and scaled")
+                     "where one call would exceed ~20 GFLOP, and its numerical gradient is timed on "
+                     f"{n_sub} elements of W1 and scaled")
         self.finish(B)
 
     # -- run ---------------------------------------------------------------------------------
@@ -1233,6 +1345,7 @@ class _Runner:
                 try:
                     getattr(self, f"bench_{name}")()
                 except Exception as exc:
+                    self._pending = []
                     self.errors.append({"bench": name, "what": "benchmark", "error": f"{type(exc).__name__}: {exc}",
                                         "traceback": traceback.format_exc(limit=6)})
                     print(f"  ! {name} failed: {type(exc).__name__}: {exc}", flush=True)
@@ -1269,7 +1382,8 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _targets(rows: Sequence[Row]) -> List[Dict[str, Any]]:
-    return [{"row": r.label, "target": r.target, "met": r.target_met, "median_s": r.median_s,
+    return [{"row": r.label, "target": r.target, "met": r.target_met, "reliable": r.target_reliable,
+             "median_s": r.median_s, "busy_other": r.busy_other,
              "ratio": r.ratio, "gflops": r.gflops, "pct_gemm": r.pct_gemm}
             for r in rows if r.target is not None]
 
@@ -1301,7 +1415,8 @@ def _markdown(meta: Dict[str, Any], rows: Sequence[Row], notes: Dict[str, List[s
                      f"{th.get('torch', {}).get('num_threads', '-')}. Data: {meta.get('data')}.")
         lines.append("")
     lines.append("`x ref`: the numpy reference's median time over this row's (same run, same case and dtype); "
-                 "spread: min/max around the median over n repeats.")
+                 "spread: min/max around the median over n repeats; `busyNN%`: other processes used NN% of "
+                 "the CPUs while the row was timed (the row is less reliable).")
     lines.append("")
     lines.append(markdown_table(rows))
     all_notes = [f"- {b}: {n}" for b, ns in notes.items() for n in ns]
@@ -1319,12 +1434,12 @@ def _plot_results(rows: Sequence[Row], path: Path) -> None:
     rs = [r for r in rows if r.ratio is not None and not (r.backend == "numpy") and r.bench != "scaling"]
     if not rs:
         return
-    fig = Figure(figsize=(11, 0.26 * len(rs) + 1.6))
+    fig = Figure(figsize=(13, 0.26 * len(rs) + 1.6), layout="constrained")  # room for the long labels
     ax = fig.subplots()
     ypos = np.arange(len(rs))[::-1]
     ax.barh(ypos, [r.ratio for r in rs], color=[_COLORS.get(r.backend, "#17becf") for r in rs])
     ax.set_yticks(ypos)
-    ax.set_yticklabels([f"{r.bench}: {r.case} [{r.dtype}] {r.backend} ({r.variant})"[:95] for r in rs],
+    ax.set_yticklabels([f"{r.bench}: {r.case} [{r.dtype}] {r.backend} ({r.variant})"[:110] for r in rs],
                        fontsize=7)
     ax.set_xscale("log")
     ax.axvline(1.0, color="k", lw=0.8)
@@ -1332,7 +1447,6 @@ def _plot_results(rows: Sequence[Row], path: Path) -> None:
         ax.text(r.ratio, y, f" {_fmt_ratio(r.ratio)}", va="center", fontsize=6)
     ax.set_xlabel("speedup vs the numpy reference (same run; log scale)")
     ax.set_title("pyfastgrad benchmarks: speedup over the numpy reference")
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
@@ -1435,7 +1549,8 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
     info = machine_info(runner.torch, runner.jax)  # again: every BLAS/OpenMP runtime is loaded by now
     info["numba_cache"] = _numba_cache_stats()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": quick, "selected": selected,
-            "total_s": total, "loadavg_start": load_start, "loadavg_end": _loadavg(), "config": asdict(cfg), "machine": info, "data": runner._images[2]
+            "total_s": total, "busy_flag": BUSY_FLAG,
+            "busy_rows": sum(_busy(r) for r in runner.rows), "loadavg_start": load_start, "loadavg_end": _loadavg(), "config": asdict(cfg), "machine": info, "data": runner._images[2]
             if runner._images else None, "torch": runner.torch_status, "jax": runner.jax_status,
             "argv": sys.argv}
     results = {"meta": meta, "gemm_gflops": runner.gemm, "descriptions": DESCRIPTIONS,
@@ -1468,9 +1583,15 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
         print(f"  numba on-disk cache: {info['numba_cache']} (a hit loads instead of compiling)")
     print("\n== targets")
     for tg in results["targets"]:
-        print(f"  [{'met' if tg['met'] else 'MISSED'}] {tg['row']}: {tg['target']}")
+        flag = "" if tg["reliable"] is not False else " (busy machine: unreliable)"
+        print(f"  [{'met' if tg['met'] else 'MISSED'}]{flag} {tg['row']}: {tg['target']}")
     if not results["targets"]:
         print("  (none evaluated in this selection)")
+    busy = [r for r in runner.rows if _busy(r)]
+    if busy:
+        print(f"\nWARNING: {len(busy)} of {len(runner.rows)} rows were timed while other processes used "
+              f">= {100 * BUSY_FLAG:.0f}% of the CPUs (marked busyNN%); rerun on an idle machine for "
+              "reliable figures")
     if runner.errors:
         print(f"\n{len(runner.errors)} measurement(s) failed:")
         for e in runner.errors:

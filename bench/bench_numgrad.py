@@ -1,4 +1,6 @@
-"""Benchmarks of numerical gradients of a function and of a net: ``python bench/bench_numgrad.py [--quick] [--out DIR]``.
+"""Benchmarks of numerical gradients of a function and of a net.
+
+``python bench/bench_numgrad.py [--quick] [--out DIR]``
 
 Runs ``pyfastgrad.bench`` with ``--only numgrad_func numgrad_net`` (unless ``--only`` is given).
 """

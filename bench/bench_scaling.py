@@ -1,4 +1,6 @@
-"""Benchmarks of cost against hidden size, batch size and depth: ``python bench/bench_scaling.py [--quick] [--out DIR]``.
+"""Benchmarks of cost against hidden size, batch size and depth.
+
+``python bench/bench_scaling.py [--quick] [--out DIR]``
 
 Runs ``pyfastgrad.bench`` with ``--only scaling`` (unless ``--only`` is given).
 """

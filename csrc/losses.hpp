@@ -22,7 +22,7 @@ inline void softmax_row(const T* z, T* y, std::int64_t c) {
     for (std::int64_t k = 1; k < c; ++k) m = z[k] > m ? z[k] : m;
     T s = T(0);
     for (std::int64_t k = 0; k < c; ++k) {
-        const T e = std::exp(z[k] - m);
+        const T e = exp_fast(z[k] - m);
         y[k] = e;
         s += e;
     }
@@ -65,7 +65,13 @@ inline double output_layer(Loss kind, T* z, const T* b, const T* t, std::int64_t
                            std::int64_t c, bool grad, T n_total, T* db) {
     double loss = 0.0;
     switch (kind) {
-        case Loss::Softmax:
+        case Loss::Softmax: {
+            // Three passes so the exps run as one flat, vectorised loop over the whole block:
+            // (1) z += b, shift each row by its max, accumulate t.(z - m) and sum t;
+            // (2) exp of every entry; (3) row sums, loss, dL/dz = (softmax - t) / N.
+            // -sum t * log_softmax = lse * sum t - sum t * (z - m), lse = log sum exp(z - m):
+            // for t >= 0 both parts are >= 0 (no cancellation).
+            double td = 0.0;
             for (std::int64_t r = 0; r < rows; ++r) {
                 T* zr = z + r * c;
                 const T* tr = t + r * c;
@@ -75,19 +81,24 @@ inline double output_layer(Loss kind, T* z, const T* b, const T* t, std::int64_t
                     zr[k] = v;
                     m = v > m ? v : m;
                 }
-                // -sum t * log_softmax = lse * sum t - sum t * (z - m), lse = log sum exp(z - m):
-                // one exp per entry, and for t >= 0 both parts are >= 0 (no cancellation).
-                T s = T(0);
-                double td = 0.0, tsum = 0.0;
                 for (std::int64_t k = 0; k < c; ++k) {
                     const T d = zr[k] - m;
-                    const T e = std::exp(d);
-                    zr[k] = e;
-                    s += e;
+                    zr[k] = d;
                     td += double(tr[k] * d);
-                    tsum += double(tr[k]);
                 }
-                const double row = td - double(std::log(s)) * tsum;
+            }
+            const std::int64_t total = rows * c;
+            for (std::int64_t i = 0; i < total; ++i) z[i] = exp_fast(z[i]);
+            for (std::int64_t r = 0; r < rows; ++r) {
+                T* zr = z + r * c;
+                const T* tr = t + r * c;
+                T s = T(0);
+                double trs = 0.0;
+                for (std::int64_t k = 0; k < c; ++k) {
+                    s += zr[k];
+                    trs += double(tr[k]);
+                }
+                loss += double(std::log(s)) * trs;
                 if (grad) {
                     for (std::int64_t k = 0; k < c; ++k) {
                         const T g = (zr[k] / s - tr[k]) / n_total;  // (softmax - t) / N
@@ -95,9 +106,10 @@ inline double output_layer(Loss kind, T* z, const T* b, const T* t, std::int64_t
                         db[k] += g;
                     }
                 }
-                loss -= row;
             }
+            loss -= td;
             break;
+        }
         case Loss::Mse: {
             double s = 0.0;
             for (std::int64_t r = 0; r < rows; ++r) {

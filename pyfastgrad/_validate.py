@@ -1,6 +1,7 @@
 """Input checks shared by the public API: clear exceptions before any kernel runs."""
 from __future__ import annotations
 
+import functools
 from typing import Optional, Tuple
 
 import numpy as np
@@ -42,6 +43,13 @@ def as_batch(x, n_features: int, dtype: np.dtype, name: str = "x") -> np.ndarray
     return x
 
 
+@functools.lru_cache(maxsize=16)
+def _eye(n_classes: int, dtype: np.dtype) -> np.ndarray:
+    e = np.eye(n_classes, dtype=dtype)
+    e.flags.writeable = False  # shared: take() copies out of it
+    return e
+
+
 def as_targets(t, n: int, n_classes: int, dtype: np.dtype, name: str = "t") -> np.ndarray:
     """Dense (n, n_classes) targets: integer labels become one-hot; one-hot/real targets are cast."""
     t = np.asarray(t)
@@ -49,12 +57,14 @@ def as_targets(t, n: int, n_classes: int, dtype: np.dtype, name: str = "t") -> n
     dense = t.size == n * n_classes and (n_classes > 1 or t.dtype.kind == "f")
     if not dense and t.dtype.kind in "iub" and t.ndim <= 2 and t.size == n:
         labels = t.reshape(-1)
-        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        lo = labels.min()
+        try:
+            if lo < 0:
+                raise IndexError
+            return _eye(n_classes, dtype).take(labels, axis=0)  # one-hot rows; raises past the end
+        except IndexError:
             raise ValueError(f"{name} has labels outside [0, {n_classes - 1}] "
-                             f"(min {labels.min()}, max {labels.max()})")
-        out = np.zeros((n, n_classes), dtype=dtype)
-        out[np.arange(n), labels] = 1
-        return out
+                             f"(min {lo}, max {labels.max()})") from None
     if not dense and t.dtype.kind in "iub" and t.ndim == 1:
         raise ValueError(f"{name} has {t.size} labels for {n} samples")
     if t.dtype.kind not in "fiub":

@@ -1022,7 +1022,8 @@ class _Runner:
                     theta, grad = theta_src.astype(dtype), grad_src.astype(dtype)
                     s1, s2 = np.zeros_like(theta), np.zeros_like(theta)
                     self.job(B, case, b, "kernel opt_update", dtype,
-                             lambda k=k, th=theta, g=grad, s1=s1, s2=s2: k.opt_update(opt, th, g, s1, s2, hyper, 10),
+                             lambda k=k, th=theta, g=grad, s1=s1, s2=s2:
+                             k.opt_update(opt, th, g, s1, s2, hyper, 10),
                              nbytes=nbytes, is_ref=(b == "numpy"))
                 if self.torch is not None:
                     torch = self.torch
@@ -1176,7 +1177,7 @@ class _Runner:
                      setup=lambda net=net: net.theta.__setitem__(slice(None), theta0),
                      warmup=lambda net=net: pfg.fit(net, X[:1000], labels[:1000], lr=lr, epochs=1,
                                                     batch_size=bs, progress=False),
-                     flops=flops, extra_fn=lambda kernel_s=kernel_s: {"fit_epoch_time_s": kernel_s[1:]})
+                     flops=flops, extra_fn=lambda kernel_s=kernel_s: {"fit_epoch_time_s": list(kernel_s)})
         if not q:
             self.note(B, "fit rows: wall time of pfg.fit(..., epochs=1), which also validates the inputs and "
                          "computes the training accuracy over all images; its own epoch_time is in the JSON")
@@ -1346,7 +1347,8 @@ class _Runner:
                     getattr(self, f"bench_{name}")()
                 except Exception as exc:
                     self._pending = []
-                    self.errors.append({"bench": name, "what": "benchmark", "error": f"{type(exc).__name__}: {exc}",
+                    self.errors.append({"bench": name, "what": "benchmark",
+                                        "error": f"{type(exc).__name__}: {exc}",
                                         "traceback": traceback.format_exc(limit=6)})
                     print(f"  ! {name} failed: {type(exc).__name__}: {exc}", flush=True)
             for w in caught:
@@ -1429,11 +1431,12 @@ _COLORS = {"numpy": "#7f7f7f", "cpp": "#d62728", "numba": "#1f77b4", "torch": "#
            "scipy": "#9467bd", "numdifftools": "#8c564b"}
 
 
-def _plot_results(rows: Sequence[Row], path: Path) -> None:
+def _plot_results(rows: Sequence[Row], path: Path) -> bool:
+    """Bar chart of the speedups; False when there is nothing to plot."""
     from matplotlib.figure import Figure
     rs = [r for r in rows if r.ratio is not None and not (r.backend == "numpy") and r.bench != "scaling"]
     if not rs:
-        return
+        return False
     fig = Figure(figsize=(13, 0.26 * len(rs) + 1.6), layout="constrained")  # room for the long labels
     ax = fig.subplots()
     ypos = np.arange(len(rs))[::-1]
@@ -1448,6 +1451,7 @@ def _plot_results(rows: Sequence[Row], path: Path) -> None:
     ax.set_xlabel("speedup vs the numpy reference (same run; log scale)")
     ax.set_title("pyfastgrad benchmarks: speedup over the numpy reference")
     fig.savefig(path, dpi=110)
+    return True
 
 
 def _plot_scaling(points: Sequence[Dict[str, Any]], gemm: Dict[str, Dict[str, float]], path: Path) -> None:
@@ -1549,10 +1553,10 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
     info = machine_info(runner.torch, runner.jax)  # again: every BLAS/OpenMP runtime is loaded by now
     info["numba_cache"] = _numba_cache_stats()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": quick, "selected": selected,
-            "total_s": total, "busy_flag": BUSY_FLAG,
-            "busy_rows": sum(_busy(r) for r in runner.rows), "loadavg_start": load_start, "loadavg_end": _loadavg(), "config": asdict(cfg), "machine": info, "data": runner._images[2]
-            if runner._images else None, "torch": runner.torch_status, "jax": runner.jax_status,
-            "argv": sys.argv}
+            "total_s": total, "busy_flag": BUSY_FLAG, "busy_rows": sum(_busy(r) for r in runner.rows),
+            "loadavg_start": load_start, "loadavg_end": _loadavg(), "config": asdict(cfg), "machine": info,
+            "data": runner._images[2] if runner._images else None, "torch": runner.torch_status,
+            "jax": runner.jax_status, "argv": sys.argv}
     results = {"meta": meta, "gemm_gflops": runner.gemm, "descriptions": DESCRIPTIONS,
                "targets_spec": TARGETS, "targets": _targets(runner.rows),
                "first_calls": _first_calls(runner.rows), "notes": runner.notes, "errors": runner.errors,
@@ -1565,8 +1569,8 @@ def main(args: Union[argparse.Namespace, Sequence[str], None] = None) -> int:
     if plot:
         try:
             import matplotlib  # noqa: F401
-            _plot_results(runner.rows, out / "results.png")
-            written.append("results.png")
+            if _plot_results(runner.rows, out / "results.png"):
+                written.append("results.png")
             if runner.scaling:
                 _plot_scaling(runner.scaling, runner.gemm, out / "scaling.png")
                 written.append("scaling.png")

@@ -32,7 +32,11 @@ class Optimizer:
 
     @property
     def hyper(self) -> np.ndarray:
-        return np.array([self.lr, self._a, self._b], dtype=np.float64)
+        """``[lr, a, b]`` as the kernels take them (rebuilt only when ``lr`` changes)."""
+        h = self.__dict__.get("_hyper")
+        if h is None or h[0] != self.lr:
+            h = self._hyper = np.array([self.lr, self._a, self._b], dtype=np.float64)
+        return h
 
     def _state_for(self, like: np.ndarray) -> list:
         n = max(self.needs, 1)

@@ -42,7 +42,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"final: test accuracy {hist.test_acc[-1]:.4f}, train accuracy {hist.train_acc[-1]:.4f}; "
               f"{total:.1f} s total, {np.mean(hist.epoch_time):.3f} s per epoch in the training loop")
     if args.save:
-        net.save(args.save)
+        net.save(args.save, optimizer=opt)
         print(f"saved net to {args.save}")
     if args.plot:
         try:

@@ -207,11 +207,19 @@ class Net:
         return loss
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path) -> None:
-        """Save parameters and configuration to ``.npz`` (bit-exact round trip)."""
+    def save(self, path, optimizer=None) -> None:
+        """Save parameters and configuration to ``.npz`` (bit-exact round trip).
+
+        With ``optimizer``, its kind, hyper-parameters, step count and state vectors are saved
+        too, so training can resume exactly (``load_net(path, with_optimizer=True)``).
+        """
         cfg = dict(sizes=np.array(self.sizes), activation=self.activation, loss=self.loss_name,
                    weight_decay=self.weight_decay, dtype=str(self.dtype), cls=type(self).__name__)
-        np.savez(path, theta=self.theta, **{f"cfg_{k}": v for k, v in cfg.items()})
+        extra = {}
+        if optimizer is not None:
+            extra = {f"opt_{k}": v for k, v in optimizer.state_dict().items()}
+            extra["opt_kind"] = np.array(optimizer.kind)
+        np.savez(path, theta=self.theta, **{f"cfg_{k}": v for k, v in cfg.items()}, **extra)
 
     @classmethod
     def load(cls, path, backend: Optional[str] = None) -> "Net":
@@ -294,8 +302,14 @@ class SimpleNet(Net):
         return SimpleNet(self.W.copy(), dtype=self.dtype, backend=self.backend)
 
 
-def load_net(path, backend: Optional[str] = None) -> Net:
-    """Load a net saved with ``Net.save`` (any of the net classes)."""
+def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False):
+    """Load a net saved with ``Net.save`` (any of the net classes).
+
+    With ``with_optimizer=True`` returns ``(net, optimizer)``; the optimizer is ``None`` when
+    none was saved.
+    """
+    from .optimizers import make_optimizer
+
     with np.load(path, allow_pickle=False) as z:
         theta = z["theta"]
         sizes = [int(s) for s in z["cfg_sizes"]]
@@ -305,9 +319,13 @@ def load_net(path, backend: Optional[str] = None) -> Net:
         if theta.shape != net.theta.shape:
             raise ValueError(f"{path}: {theta.size} parameters stored, sizes {sizes} need {net.theta.size}")
         net.theta[:] = theta
+        opt = None
+        if with_optimizer and "opt_kind" in z.files:
+            state = {k[4:]: z[k] for k in z.files if k.startswith("opt_") and k != "opt_kind"}
+            opt = make_optimizer(str(z["opt_kind"]), lr=float(state["hyper"][0]))
+            opt.load_state_dict(state)
     if cls == "SimpleNet":
-        out = SimpleNet(net.params["W1"].copy(), dtype=net.dtype, backend=backend)
-        return out
-    if cls in ("TwoLayerNet", "MultiLayerNet"):
+        net = SimpleNet(net.params["W1"].copy(), dtype=net.dtype, backend=backend)
+    elif cls in ("TwoLayerNet", "MultiLayerNet"):
         net.__class__ = TwoLayerNet if cls == "TwoLayerNet" else MultiLayerNet
-    return net
+    return (net, opt) if with_optimizer else net

@@ -77,13 +77,16 @@ class Optimizer:
                 params[key] = target
 
     def state_dict(self) -> Dict[str, np.ndarray]:
-        out = {"iter": np.array(self.iter), "hyper": self.hyper}
+        """Step count, ``[lr, a, b]`` and the flat state vectors (after a net's first step)."""
+        out = {"iter": np.array(self.iter), "hyper": self.hyper.copy()}
         if self._flat_state is not None:
             out["state1"], out["state2"] = self._flat_state
         return out
 
     def load_state_dict(self, state: Dict[str, np.ndarray]) -> None:
         self.iter = int(state["iter"])
+        if "hyper" in state:
+            self.lr, self._a, self._b = (float(v) for v in state["hyper"])
         if "state1" in state:
             self._flat_state = [np.array(state["state1"]), np.array(state["state2"])]
 

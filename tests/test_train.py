@@ -73,6 +73,25 @@ def test_mnist_accuracy(mnist):
     assert len(hist.loss) == 4 * 600 and hist.epoch == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+def test_optimizer_state_saved_with_net(tmp_path, name):
+    """Resuming from a saved net + optimizer gives exactly the uninterrupted run."""
+    rng = np.random.default_rng(0)
+    x, t = rng.random((60, 5)), rng.integers(0, 3, 60)
+    a = pfg.TwoLayerNet(5, 4, 3, seed=0)
+    opt = pfg.make_optimizer(name, lr=0.01)
+    pfg.fit(a, x, t, optimizer=opt, epochs=1, batch_size=20, seed=1, progress=False)
+    a.save(tmp_path / "ck.npz", optimizer=opt)
+    b, opt_b = pfg.load_net(tmp_path / "ck.npz", with_optimizer=True)
+    assert type(opt_b) is type(opt) and opt_b.iter == 3 and opt_b.lr == 0.01
+    pfg.fit(a, x, t, optimizer=opt, epochs=1, batch_size=20, seed=2, progress=False)
+    pfg.fit(b, x, t, optimizer=opt_b, epochs=1, batch_size=20, seed=2, progress=False)
+    np.testing.assert_array_equal(a.theta, b.theta)
+    assert pfg.load_net(tmp_path / "ck.npz", with_optimizer=True)[1] is not None
+    a.save(tmp_path / "plain.npz")
+    assert pfg.load_net(tmp_path / "plain.npz", with_optimizer=True)[1] is None
+
+
 def test_training_bad_input():
     rng = np.random.default_rng(0)
     x, t = rng.random((40, 5)), rng.integers(0, 3, 40)

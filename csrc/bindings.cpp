@@ -12,6 +12,7 @@
 
 #include "blas.hpp"
 #include "common.hpp"
+#include "sparse.hpp"
 
 namespace py = pybind11;
 
@@ -306,7 +307,46 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
              py::arg("hyper"), py::arg("state1"), py::arg("state2"), py::arg("step0"), py::arg("losses"),
              "Mini-batch steps over the rows idx[s] of X/T (idx int64 (n_steps, B)) with optimizer `opt`, "
              "updating theta and the state in place. Writes each step's loss into losses (NaN where not "
-             "done); stops at the first non-finite loss without applying that step. Returns the steps done.");
+             "done); stops at the first non-finite loss without applying that step. Returns the steps done.")
+        .def("train_steps_csr",
+             [](P& p, A theta, V<std::int64_t> indptr, V<std::int32_t> indices, A data, std::int64_t n_cols, A Tt,
+                V<std::int64_t> idx, double weight_decay, const std::string& opt, V<double> hyper, A state1,
+                A state2, std::int64_t step0, V<double> losses) -> std::int64_t {
+                 const std::int64_t np_ = p.net.n_params();
+                 need_vec(theta, "theta", np_);
+                 if (indptr.ndim != 1 || indptr.shape(0) < 1) bad_shape("indptr", "(N + 1,)", indptr);
+                 const std::int64_t nx = indptr.shape(0) - 1;
+                 if (indices.ndim != 1) bad_shape("indices", "(nnz,)", indices);
+                 const std::int64_t nnz = indices.shape(0);
+                 need_vec(data, "data", nnz);
+                 if (n_cols != p.net.n_in())
+                     throw std::invalid_argument("X has " + std::to_string(n_cols) + " columns, the net expects " +
+                                                 std::to_string(p.net.n_in()));
+                 need_mat(Tt, "T", nx, p.net.n_out());
+                 if (idx.ndim != 2) bad_shape("idx", "(n_steps, batch)", idx);
+                 const std::int64_t n_steps = idx.shape(0), B = idx.shape(1);
+                 need_vec(losses, "losses", n_steps);
+                 const pfg::Opt o = pfg::parse_opt(opt);
+                 const double* h = hyper_ptr(hyper);
+                 const int ns = pfg::opt_state_count(o);
+                 T* s1 = state_ptr(state1, "state1", np_, ns >= 1);
+                 T* s2 = state_ptr(state2, "state2", np_, ns >= 2);
+                 if (n_steps > 0 && B < 1) throw std::invalid_argument("idx must have at least 1 column (batch size)");
+                 T* th = writable(theta, "theta");
+                 double* ls = writable(losses, "losses");
+                 py::gil_scoped_release nogil;
+                 std::lock_guard<std::mutex> lock(p.mu);
+                 // train_steps_csr checks indptr, idx and the column indices of the rows it will read
+                 // before the first step.
+                 return p.net.train_steps_csr(th, indptr.ptr, indices.ptr, data.ptr, nx, nnz, Tt.ptr, idx.ptr,
+                                              n_steps, B, weight_decay, o, h, s1, s2, step0, ls);
+             },
+             py::arg("theta"), py::arg("indptr"), py::arg("indices"), py::arg("data"), py::arg("n_cols"),
+             py::arg("T"), py::arg("idx"), py::arg("weight_decay"), py::arg("opt"), py::arg("hyper"),
+             py::arg("state1"), py::arg("state2"), py::arg("step0"), py::arg("losses"),
+             "train_steps with X in CSR form: indptr int64 (N + 1,), indices int32 (nnz,), data (nnz,) of the "
+             "net's dtype, n_cols = the net's inputs. The first layer uses only the nonzeros; same results "
+             "as train_steps on the dense X up to the order of the sums.");
 }
 
 template <class T>
@@ -392,6 +432,13 @@ PYBIND11_MODULE(_core, m) {
         return 1;
 #endif
     }, "OpenMP threads available to the kernels (1 when built without OpenMP).");
+
+    m.def("_sparse_isa", [](int level) {
+              pfg::sparse::isa_request() = level;
+              return pfg::sparse::isa();
+          }, py::arg("level"),
+          "Testing hook: the instruction set of the sparse-input kernels (2 AVX-512, 1 AVX2, 0 baseline, -1 "
+          "the best available; capped at what the CPU has). Returns the level in use.");
 
     // ---- register: numerical gradient ----
     {

@@ -12,10 +12,12 @@
 // so a steady-state loss_grad / train step allocates nothing.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -25,6 +27,11 @@
 #include "common.hpp"
 #include "losses.hpp"
 #include "optim.hpp"
+#include "sparse.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace pfg {
 
@@ -139,6 +146,8 @@ inline void activation_backward(Act a, T* __restrict d, const T* __restrict out,
 template <class T>
 class Mlp {
 public:
+    // train_steps_csr uses threads when a step's first layer has at least this many multiply-adds.
+    static constexpr double kCsrParallelWork = 1 << 16;
     // predict/loss work through the rows in chunks of this many so big inputs need no big buffers.
     static constexpr std::int64_t kChunkRows = 1024;
 
@@ -263,7 +272,231 @@ public:
         return s;
     }
 
+    // train_steps with X in CSR form (indptr: nx + 1 offsets into ind/val, which hold nnz column
+    // indices, ascending within a row, and values): the same steps and results up to the order of the
+    // sums. The first layer works on the nonzeros only (sparse.hpp), the layers after it as in
+    // train_steps. Threads (OpenMP) split the first layer's columns; one of them also regroups the
+    // batch by column while another runs the small dense layers and the loss.
+    std::int64_t train_steps_csr(T* theta, const std::int64_t* indptr, const std::int32_t* ind, const T* val,
+                                 std::int64_t nx, std::int64_t nnz, const T* Tt, const std::int64_t* idx,
+                                 std::int64_t n_steps, std::int64_t B, double wd, Opt opt, const double* hyper,
+                                 T* s1, T* s2, std::int64_t step0, double* losses) {
+        if (n_steps < 0) throw std::invalid_argument("train_steps: n_steps must be >= 0");
+        if (n_steps == 0) return 0;
+        need_rows(B);
+        if (B > INT_MAX) throw std::invalid_argument("train_steps: batch too large for BLAS");
+        if (opt == Opt::Adam && step0 < 0)
+            throw std::invalid_argument("train_steps: step0 must be >= 0 for adam, got " + std::to_string(step0));
+        const std::int64_t max_nnz = check_csr(indptr, ind, nx, nnz, idx, n_steps, B);
+        reserve(B);
+        const std::int64_t n0 = sizes_.front(), n1 = sizes_[1], c = sizes_.back();
+        if (tb_.size() < static_cast<size_t>(B * c)) tb_.resize(B * c);
+        if (g_.size() != static_cast<size_t>(n_params_)) g_.resize(n_params_);
+        const bool sgd = opt == Opt::Sgd;
+        const double lr = hyper[0];
+        // 64-byte-aligned rows for the sparse kernels (they run at cache bandwidth, and a row split over
+        // lines costs two accesses): z and dZ of layer 0 always, W0 itself for plain SGD, whose update
+        // touches nothing else (it is copied back into theta at the end).
+        const std::int64_t ldp = sparse::padded_ld<T>(n1);
+        T* Zp = zp_.get(B * ldp);
+        T* Dp = dp_.get(B * ldp);
+        T* W0 = theta + woff_[0];
+        T* Wk = W0;  // the W0 the kernels use
+        std::int64_t ldw = n1;
+        if (sgd) {
+            Wk = w0p_.get(n0 * ldp);
+            ldw = ldp;
+            for (std::int64_t i = 0; i < n0; ++i) std::memcpy(Wk + i * ldp, W0 + i * n1, sizeof(T) * n1);
+        }
+        T* z0 = (L_ == 1) ? zl_.data() : acts_[0].data();
+        const sparse::CsrBatch<T> X0{nullptr, B, indptr, ind, val};
+        // Threads split the n1 columns in whole 64-byte lines (each keeps its part of W0 in its own
+        // cache, and no line is written by two); not worth it for small batches.
+        const std::int64_t nlines = ldp / sparse::line_elems<T>();
+        int nth = 1;
+#ifdef _OPENMP
+        if (double(max_nnz) * double(n1) >= kCsrParallelWork)
+            nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), std::max<std::int64_t>(1, nlines / 2), 8}));
+#else
+        (void)max_nnz;
+#endif
+        const int blas_threads = blas_num_threads();
+        if (nth > 1 && blas_threads > 1) blas_set_num_threads(1);  // the small gemms run inside our threads
+        std::int64_t done = 0;
+        std::atomic<bool> stop{false};
+        std::exception_ptr err_dense, err_build;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth) if (nth > 1)
+#endif
+        {
+#ifdef _OPENMP
+            const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+            const int tid = 0, nt = 1;
+#endif
+            const int builder = nt - 1;  // regroups the batch by column while thread 0 runs the dense part
+            const T alpha = sgd ? static_cast<T>(-lr) : T(1);
+            const std::int64_t le = sparse::line_elems<T>();
+            const std::int64_t j0 = std::min(n1, nlines * tid / nt * le);
+            const std::int64_t j1 = std::min(n1, nlines * (tid + 1) / nt * le);
+            sparse::CsrBatch<T> Xfirst = X0;
+            Xfirst.rows = idx;
+            sparse::prefetch_rows(Xfirst, 0, B);
+            for (std::int64_t s = 0; s < n_steps; ++s) {
+                sparse::CsrBatch<T> X = X0;
+                X.rows = idx + s * B;
+                sparse::csr_forward(X, Wk, ldw, Zp, ldp, j0, j1);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+                if (tid == 0) {
+                    try {
+                        if (dense_part_csr(theta, X, Zp, ldp, z0, Tt, B, wd, opt, lr, Wk, ldw, Dp, losses + s))
+                            done = s + 1;
+                        else
+                            stop = true;
+                    } catch (...) {
+                        err_dense = std::current_exception();
+                        stop = true;
+                    }
+                }
+                if (tid == builder) {
+                    try {
+                        csc_.build(X, 0, B, n0, alpha);
+                    } catch (...) {
+                        err_build = std::current_exception();
+                        stop = true;
+                    }
+                }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+                if (stop) break;
+                // All of the next batch's rows at once (every thread reads all of them), and for thread 0
+                // their targets, while this thread updates W0.
+                if (s + 1 < n_steps) {
+                    sparse::CsrBatch<T> Xn = X0;
+                    Xn.rows = idx + (s + 1) * B;
+                    sparse::prefetch_rows(Xn, 0, B);
+                    if (tid == 0)
+                        for (std::int64_t r = 0; r < B; ++r) sparse::prefetch_lines(Tt + Xn.rows[r] * c, sizeof(T) * c);
+                }
+                sparse::UpdateSpec<T> u{&csc_, 0, n0, true, T(0), nullptr, 0, Dp, ldp, nullptr, 0};
+                if (sgd) {  // W0 <- (1 - lr wd) W0 - lr X^T dZ, as the dense path's gemm
+                    u.beta = static_cast<T>(1.0 - lr * wd);
+                    u.all_rows = wd != 0.0;
+                    u.S = u.Y = Wk;
+                    u.lds = u.ldy = ldw;
+                    sparse::csc_update(u, j0, j1);
+                    // Each thread reads back only the columns it wrote: no barrier before the next step.
+                } else {  // g0 = X^T dZ + wd W0, then the optimizer over all of theta
+                    u.beta = static_cast<T>(wd);
+                    u.S = W0;
+                    u.lds = n1;
+                    u.Y = g_.data() + woff_[0];
+                    u.ldy = n1;
+                    sparse::csc_update(u, j0, j1);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+                    const std::int64_t k0 = n_params_ * tid / nt, k1 = n_params_ * (tid + 1) / nt;
+                    opt_update(opt, theta + k0, g_.data() + k0, s1 ? s1 + k0 : nullptr, s2 ? s2 + k0 : nullptr,
+                               k1 - k0, hyper, step0 + s + 1);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+                }
+            }
+        }
+        if (nth > 1 && blas_threads > 1) blas_set_num_threads(blas_threads);
+        if (sgd)
+            for (std::int64_t i = 0; i < n0; ++i) std::memcpy(W0 + i * n1, Wk + i * ldp, sizeof(T) * n1);
+        if (err_dense) std::rethrow_exception(err_dense);
+        if (err_build) std::rethrow_exception(err_build);
+        for (std::int64_t r = done; r < n_steps; ++r) losses[r] = std::numeric_limits<double>::quiet_NaN();
+        return done;
+    }
+
 private:
+    // One step's work after the first layer's product (train_steps_csr, thread 0): bias and
+    // activation of layer 0 (its product is in Zp), the dense layers, the loss into *loss_out, and
+    // the backward pass down to dL/dz of layer 0, copied into Dp for the sparse update of W0. Plain
+    // SGD also updates the dense layers and b0 here. Returns false (nothing updated) when the loss is
+    // not finite.
+    bool dense_part_csr(T* theta, const sparse::CsrBatch<T>& X, const T* Zp, std::int64_t ldp, T* z0, const T* Tt,
+                        std::int64_t B, double wd, Opt opt, double lr, const T* Wk, std::int64_t ldw, T* Dp,
+                        double* loss_out) {
+        const std::int64_t n1 = sizes_[1], c = sizes_.back();
+        T* tb = tb_.data();
+        T* g = g_.data();
+        for (std::int64_t r = 0; r < B; ++r) {
+            std::memcpy(z0 + r * n1, Zp + r * ldp, sizeof(T) * n1);
+            std::memcpy(tb + r * c, Tt + X.rows[r] * c, sizeof(T) * c);
+        }
+        if (L_ > 1) {
+            bias_activation(act_, z0, theta + boff_[0], B, n1);
+            forward(theta, z0, B, zl_.data(), 1);
+        }
+        const double l = loss_dz(theta, tb, B, wd, g, Wk, ldw);
+        // The float32 reference computes the loss in float32: overflow there counts too.
+        if (!std::isfinite(l) || !std::isfinite(static_cast<T>(l))) return false;
+        *loss_out = l;
+        const T* dz;
+        if (opt == Opt::Sgd) {
+            dz = backward_sgd(theta, nullptr, B, wd, g, lr, 1);
+            T* b0 = theta + boff_[0];
+            const T* db = g + boff_[0];
+            for (std::int64_t j = 0; j < n1; ++j) b0[j] -= static_cast<T>(lr) * db[j];
+        } else {
+            dz = backward(theta, nullptr, B, wd, g, 1);
+        }
+        for (std::int64_t r = 0; r < B; ++r) std::memcpy(Dp + r * ldp, dz + r * n1, sizeof(T) * n1);
+        return true;
+    }
+
+    // Every CSR row a step will read must be well formed before anything is touched: indptr
+    // non-decreasing inside [0, nnz], and the column indices of the rows idx names strictly increasing
+    // inside [0, n0). Only those rows are scanned (O(nnz of the batches), not O(nnz of X)).
+    // Returns the largest number of nonzeros in one batch.
+    std::int64_t check_csr(const std::int64_t* indptr, const std::int32_t* ind, std::int64_t nx, std::int64_t nnz,
+                           const std::int64_t* idx, std::int64_t n_steps, std::int64_t B) const {
+        if (nx < 0 || nnz < 0) throw std::invalid_argument("train_steps: bad CSR sizes");
+        if (indptr[0] < 0 || indptr[nx] > nnz)
+            throw std::invalid_argument("train_steps: CSR indptr must start >= 0 and end <= nnz (" +
+                                        std::to_string(nnz) + "), got " + std::to_string(indptr[0]) + " .. " +
+                                        std::to_string(indptr[nx]));
+        for (std::int64_t r = 0; r < nx; ++r)
+            if (indptr[r + 1] < indptr[r])
+                throw std::invalid_argument("train_steps: CSR indptr decreases at row " + std::to_string(r));
+        const std::int64_t n0 = sizes_.front();
+        std::int64_t max_nnz = 0;
+        for (std::int64_t s = 0; s < n_steps; ++s) {
+            std::int64_t step_nnz = 0;
+            for (std::int64_t k = s * B; k < (s + 1) * B; ++k) {
+                const std::int64_t row = idx[k];
+                if (row < 0 || row >= nx)
+                    throw std::invalid_argument("train_steps: idx[" + std::to_string(k / B) + ", " +
+                                                std::to_string(k % B) + "] = " + std::to_string(row) +
+                                                " is out of range [0, " + std::to_string(nx) + ")");
+                const std::int64_t p0 = indptr[row], p1 = indptr[row + 1];
+                if (p1 == p0) continue;
+                // Strictly increasing and inside [0, n0): the first >= 0, each step > 0, the last < n0.
+                // (Branch-free over the row so that the loop vectorises.)
+                std::int32_t bad = 0;
+                for (std::int64_t p = p0 + 1; p < p1; ++p) bad |= ind[p] <= ind[p - 1];
+                if (bad || ind[p0] < 0 || ind[p1 - 1] >= n0)
+                    throw std::invalid_argument("train_steps: CSR row " + std::to_string(row) +
+                                                " has column indices that are not strictly increasing "
+                                                "inside [0, " + std::to_string(n0) + ")");
+                step_nnz += p1 - p0;
+            }
+            if (step_nnz > INT_MAX)
+                throw std::invalid_argument("train_steps: more than 2^31-1 nonzeros in one batch");
+            max_nnz = std::max(max_nnz, step_nnz);
+        }
+        return max_nnz;
+    }
+
     // Pull the next batch's rows toward the cache while the BLAS threads run this step's gemms:
     // the gather from a large data set is otherwise a DRAM-latency-bound copy.
     static void prefetch_rows(const T* X, const std::int64_t* rows, std::int64_t B, std::int64_t n0) {
@@ -296,24 +529,31 @@ private:
         cap_ = rows;
     }
 
-    double decay_term(const T* theta, double wd) const {
+    // w0/ld0: layer 0's W when it lives outside theta (train_steps_csr's padded copy).
+    double decay_term(const T* theta, double wd, const T* w0 = nullptr, std::int64_t ld0 = 0) const {
         if (wd == 0.0) return 0.0;
         double s = 0.0;
         for (int l = 0; l < L_; ++l) {
-            const T* w = theta + woff_[l];
-            const std::int64_t nw = sizes_[l] * sizes_[l + 1];
+            const std::int64_t rows = sizes_[l], n = sizes_[l + 1];
+            const bool own = l == 0 && w0 != nullptr;
+            const T* w = own ? w0 : theta + woff_[l];
+            const std::int64_t ld = own ? ld0 : n;
             double sl = 0.0;
-            for (std::int64_t i = 0; i < nw; ++i) sl += double(w[i] * w[i]);
+            for (std::int64_t i = 0; i < rows; ++i) {
+                const T* wr = w + i * ld;
+                for (std::int64_t j = 0; j < n; ++j) sl += double(wr[j] * wr[j]);
+            }
             s += 0.5 * wd * sl;
         }
         return s;
     }
 
-    // Hidden activations into acts_, last layer's x.W (no bias) into zl (rows x nL).
-    void forward(const T* theta, const T* x, std::int64_t rows, T* zl) {
+    // Hidden activations into acts_, last layer's x.W (no bias) into zl (rows x nL). x is the input of
+    // layer l0 (the data for l0 = 0, acts_[l0 - 1] when the layers before were done elsewhere).
+    void forward(const T* theta, const T* x, std::int64_t rows, T* zl, int l0 = 0) {
         const T* a = x;
         const int m = static_cast<int>(rows);
-        for (int l = 0; l < L_; ++l) {
+        for (int l = l0; l < L_; ++l) {
             const int k = static_cast<int>(sizes_[l]), n = static_cast<int>(sizes_[l + 1]);
             T* z = (l == L_ - 1) ? zl : acts_[l].data();
             gemm(false, false, m, n, k, T(1), a, k, theta + woff_[l], n, T(0), z, n);
@@ -324,21 +564,29 @@ private:
 
     // Forward + loss; leaves dL/dz of the last layer in zl_ and its bias gradient in grad.
     double forward_loss_dz(const T* theta, const T* x, const T* t, std::int64_t n, double wd, T* grad) {
-        const std::int64_t c = sizes_.back();
         forward(theta, x, n, zl_.data());
+        return loss_dz(theta, t, n, wd, grad);
+    }
+
+    // The loss part of forward_loss_dz, on the logits (without bias) already in zl_.
+    double loss_dz(const T* theta, const T* t, std::int64_t n, double wd, T* grad, const T* w0 = nullptr,
+                   std::int64_t ld0 = 0) {
+        const std::int64_t c = sizes_.back();
         T* db = grad + boff_[L_ - 1];
         std::fill(db, db + c, T(0));
         const double s = output_layer(loss_, zl_.data(), theta + boff_[L_ - 1], t, n, c, true, T(n), db);
-        return s / double(n) + decay_term(theta, wd);
+        return s / double(n) + decay_term(theta, wd, w0, ld0);
     }
 
     // Backprop from dL/dz of the last layer (in zl_) into grad; the input layer's dX is skipped.
-    void backward(const T* theta, const T* x, std::int64_t rows, double wd, T* grad) {
+    // With l_stop = 1 layer 0's dW is left to the caller (sparse input): returns dL/dz of layer 0
+    // (and layer 0's bias gradient is in grad already).
+    T* backward(const T* theta, const T* x, std::int64_t rows, double wd, T* grad, int l_stop = 0) {
         const int m = static_cast<int>(rows);
         T* dz = zl_.data();
         T* bufs[2] = {d0_.data(), d1_.data()};
         int which = 0;
-        for (int l = L_ - 1; l >= 0; --l) {
+        for (int l = L_ - 1; l >= l_stop; --l) {
             const int k = static_cast<int>(sizes_[l]), n = static_cast<int>(sizes_[l + 1]);
             const T* a_in = (l == 0) ? x : acts_[l - 1].data();
             const T* w = theta + woff_[l];
@@ -359,18 +607,20 @@ private:
                 dz = da;
             }
         }
+        return dz;
     }
 
     // Plain SGD fused into backprop: W <- (1 - lr*wd) W - lr A^T dZ is one gemm writing straight into
     // theta (beta = 1 - lr*wd), so the gradient of W is never stored and no separate update pass reads
     // it back. dA = dZ W^T is taken before W changes. Biases: b -= lr * db from the small buffer `g`.
-    void backward_sgd(T* theta, const T* x, std::int64_t rows, double wd, T* g, double lr) {
+    // l_stop as in backward (layer 0's W and b are then left to the caller).
+    T* backward_sgd(T* theta, const T* x, std::int64_t rows, double wd, T* g, double lr, int l_stop = 0) {
         const int m = static_cast<int>(rows);
         const T alpha = static_cast<T>(-lr), beta = static_cast<T>(1.0 - lr * wd);
         T* dz = zl_.data();
         T* bufs[2] = {d0_.data(), d1_.data()};
         int which = 0;
-        for (int l = L_ - 1; l >= 0; --l) {
+        for (int l = L_ - 1; l >= l_stop; --l) {
             const int k = static_cast<int>(sizes_[l]), n = static_cast<int>(sizes_[l + 1]);
             const T* a_in = (l == 0) ? x : acts_[l - 1].data();
             T* w = theta + woff_[l];
@@ -391,6 +641,7 @@ private:
                 dz = da;
             }
         }
+        return dz;
     }
 
     std::vector<std::int64_t> sizes_;
@@ -405,6 +656,8 @@ private:
     std::vector<T> zl_;                    // logits, then dL/dz of the last layer
     std::vector<T> d0_, d1_;               // dA / dZ of hidden layers, ping-pong
     std::vector<T> xb_, tb_, g_;           // train_steps: gathered batch and gradient
+    sparse::Csc<T> csc_;                   // train_steps_csr: the batch by columns
+    sparse::AlignedBuf<T> zp_, dp_, w0p_;  // train_steps_csr: padded z0, dZ0 and (SGD) W0
 };
 
 }  // namespace pfg

@@ -14,6 +14,7 @@ import numpy.typing as npt
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
 _A = TypeVar("_A", F64, F32)
 
 # ------------------------------------------------------------------------------------- BLAS
@@ -28,6 +29,10 @@ def blas_set_num_threads(n: int) -> None:
 
 def openmp_max_threads() -> int:
     """OpenMP threads available to the kernels (1 when built without OpenMP)."""
+
+def _sparse_isa(level: int) -> int:
+    """Testing hook: the instruction set of the sparse-input kernels (2 AVX-512, 1 AVX2, 0 baseline,
+    -1 the best available; capped at what the CPU has). Returns the level in use."""
 
 # ------------------------------------------------------------------------------------- nets
 class _Mlp(Generic[_A]):
@@ -60,6 +65,14 @@ class _Mlp(Generic[_A]):
         place. losses[s] = loss of step s, NaN for steps not done; stops at the first non-finite
         loss without applying that step. Returns the number of steps done. state1/state2 need
         n_params entries when the optimizer uses them (sgd: none; adam: both; others: state1).
+        """
+    def train_steps_csr(self, theta: _A, indptr: I64, indices: I32, data: _A, n_cols: int, T: _A, idx: I64,
+                        weight_decay: float, opt: str, hyper: F64, state1: _A, state2: _A, step0: int,
+                        losses: F64) -> int:
+        """``train_steps`` with X in CSR form: row r's nonzeros are data[indptr[r]:indptr[r+1]] in the
+        columns indices[...] (strictly increasing); n_cols must be the net's inputs. indptr and the
+        rows idx names are checked before anything is touched. The first layer uses the nonzeros
+        only; results equal the dense call's up to the order of the sums.
         """
 
 class Mlp64(_Mlp[F64]):

@@ -6,13 +6,27 @@ still checks shapes (ValueError) and dtypes (TypeError) and never casts or copie
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Sequence
 
 import numpy as np
 
-import scipy_openblas32  # noqa: F401  (preloads the OpenBLAS that _core links to)
+# OpenBLAS worker threads busy-wait 2^28 cycles (~0.1 s) after every call before they sleep; with few
+# cores they then take the cores from the OpenMP threads of the sparse-input kernels (2-5x slower for
+# that long, e.g. after every accuracy evaluation in fit). 2^22 cycles (~2 ms) still keeps them awake
+# between the gemms of consecutive training steps. Read once, when the library loads; the user's
+# setting wins, and the process environment is left as it was.
+_SET_TIMEOUT = "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+if _SET_TIMEOUT:
+    os.environ["OPENBLAS_THREAD_TIMEOUT"] = "22"
+try:
+    import scipy_openblas32  # noqa: F401  (preloads the OpenBLAS that _core links to)
+finally:
+    if _SET_TIMEOUT:
+        del os.environ["OPENBLAS_THREAD_TIMEOUT"]
 
 from . import _core
+from ._sparse import CsrRows
 
 NAME = "cpp"
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
@@ -65,9 +79,16 @@ class Mlp:
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
                     state2: np.ndarray, step0: int) -> np.ndarray:
-        """See ``_numpy_kernels.Mlp.train_steps``; returns the float64 losses (NaN for steps not done)."""
+        """See ``_numpy_kernels.Mlp.train_steps``; returns the float64 losses (NaN for steps not done).
+
+        ``X`` may be a ``CsrRows`` (of the net's dtype): then the first layer's products use only its
+        nonzeros (``train_steps_csr``)."""
         losses = np.empty(idx.shape[0] if idx.ndim else 0, dtype=np.float64)
-        self._impl.train_steps(theta, X, T, idx, weight_decay, opt, hyper, state1, state2, step0, losses)
+        if isinstance(X, CsrRows):  # the first layer on the nonzeros only
+            self._impl.train_steps_csr(theta, X.indptr, X.indices, X.data, X.n_cols, T, idx, weight_decay, opt,
+                                       hyper, state1, state2, step0, losses)
+        else:
+            self._impl.train_steps(theta, X, T, idx, weight_decay, opt, hyper, state1, state2, step0, losses)
         return losses
 
 

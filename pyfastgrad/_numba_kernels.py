@@ -21,6 +21,7 @@ import numpy as np
 from numba import prange
 
 from . import _numpy_kernels as _npk
+from ._sparse import CsrRows
 
 NAME = "numba"
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
@@ -685,12 +686,15 @@ class Mlp:
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
                     state2: np.ndarray, step0: int) -> np.ndarray:
-        """See ``_numpy_kernels.Mlp.train_steps``; the whole loop runs in one jitted call."""
+        """See ``_numpy_kernels.Mlp.train_steps`` (``X`` dense or a ``CsrRows``); the whole loop runs in
+        one jitted call."""
         code = _code(_OPT, opt, "optimizer")
         s1, s2 = _states(code, theta, state1, state2)
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         if idx.ndim == 1:
             idx = idx.reshape(1, -1)
+        if isinstance(X, CsrRows):  # the rows the steps use, densified (same results as the dense X)
+            X, T, idx = X.dense_batches(idx, T)
         losses = np.full(idx.shape[0], np.nan)
         if idx.shape[0] == 0:
             return losses

@@ -17,6 +17,12 @@ labels; the Python layer converts). Losses:
 * ``hinge``:   sum_n sum_{k != c_n} max(0, z_nk - z_nc + 1) / N,  c_n = argmax t_n
 
 plus ``0.5 * weight_decay * sum_l sum(W_l**2)``.
+
+``Mlp.train_steps`` takes the training inputs ``X`` either as a dense (N, n0) array
+or as a ``_sparse.CsrRows`` (the nonzeros of each row, of the net's dtype): the
+results are the same up to the order of floating-point sums. The cpp backend then
+computes the first layer from the nonzeros only; the numpy and numba backends
+densify the rows the steps use.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from typing import Callable, Sequence, Tuple
 import numpy as np
 
 from . import reference as ref
+from ._sparse import CsrRows
 
 NAME = "numpy"
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
@@ -93,12 +100,15 @@ class Mlp:
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
                     state2: np.ndarray, step0: int) -> np.ndarray:
-        """Mini-batch steps: for each row of ``idx`` (n_steps, B) take X[idx[s]], T[idx[s]],
+        """Mini-batch steps: for each row of ``idx`` (n_steps, B) take X[idx[s]], T[idx[s]]
+        (``X`` dense or a ``CsrRows``),
         compute loss and gradient, update ``theta`` (and the optimizer state) in place.
 
         Returns the loss of every step (float64). Stops at the first non-finite loss,
         leaving the remaining entries NaN and ``theta`` as it was before that step.
         """
+        if isinstance(X, CsrRows):
+            X, T, idx = X.dense_batches(idx, T)
         losses = np.full(idx.shape[0], np.nan)
         grad = np.empty_like(theta)
         for s in range(idx.shape[0]):

@@ -1,0 +1,412 @@
+// Sparse-input kernels of the first layer: CSR rows of X times a dense W, and W's update by X^T dZ,
+// for inputs that are mostly zeros (MNIST: ~81%). Header-only, no pybind11.
+//
+// Only the nonzeros are touched, so per step the first layer costs ~2 nnz n1 multiply-adds instead
+// of 2 B n0 n1. Two kernels, each over a range [j0, j1) of the output columns (so threads can split
+// the columns and each keep its share of W in its own cache):
+//   csr_forward: z[r, j] = sum_p val[p] W[ind[p], j] over the nonzeros p of row rows[r];
+//   csc_update:  Y[i, j] = init + sum_e v_e D[r_e, j] over the batch's nonzeros e in column i,
+//                init = beta S[i, j] (0 when beta == 0), from the batch regrouped by column
+//                (Csc::build), so each row of Y is read and written once per step however many
+//                samples touch it.
+// Both have an AVX-512 version (up to 8 vectors of the output row in registers, masked tail) picked at
+// run time, and a portable one (also compiled for AVX2+FMA). They run at L1/L2 bandwidth, so callers
+// should give them rows aligned to 64 bytes (see padded_ld).
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define PFG_SPARSE_X86 1
+#endif
+
+namespace pfg {
+namespace sparse {
+
+// Entries per 64-byte line: the unit in which column ranges are split (no line is shared).
+template <class T>
+constexpr std::int64_t line_elems() { return 64 / static_cast<std::int64_t>(sizeof(T)); }
+
+// A row length rounded up to whole lines, so rows of a padded copy start on line boundaries.
+template <class T>
+inline std::int64_t padded_ld(std::int64_t n) { return (n + line_elems<T>() - 1) / line_elems<T>() * line_elems<T>(); }
+
+// Grow-only scratch whose data starts on a 64-byte boundary.
+template <class T>
+struct AlignedBuf {
+    std::vector<T> store;
+    T* ptr = nullptr;
+    std::int64_t cap = 0;
+    T* get(std::int64_t n) {
+        if (n > cap) {
+            store.assign(static_cast<size_t>(n + line_elems<T>()), T(0));
+            const std::uintptr_t a = reinterpret_cast<std::uintptr_t>(store.data());
+            ptr = reinterpret_cast<T*>((a + 63) & ~std::uintptr_t(63));
+            cap = n;
+        }
+        return ptr;
+    }
+};
+
+// The rows of X one step uses: rows[0..B) index the CSR arrays.
+template <class T>
+struct CsrBatch {
+    const std::int64_t* rows;
+    std::int64_t B;
+    const std::int64_t* indptr;
+    const std::int32_t* ind;
+    const T* val;
+};
+
+// Every 64-byte line of [p, p + n) (a range that starts mid-line needs one more line than n / 16 of
+// 4-byte entries: a stride loop from p leaves the last line to a miss in the middle of the kernel).
+inline void prefetch_lines(const void* p, std::size_t bytes) {
+#if defined(__GNUC__)
+    if (bytes == 0) return;
+    const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(p) + bytes;
+    for (std::uintptr_t a = reinterpret_cast<std::uintptr_t>(p) & ~std::uintptr_t(63); a < end; a += 64)
+        __builtin_prefetch(reinterpret_cast<const void*>(a), 0, 2);
+#else
+    (void)p; (void)bytes;
+#endif
+}
+
+// The nonzeros of the batch rows [r0, r1) toward the cache (rows are scattered over a large array:
+// fetched only when a kernel reaches them, each row starts with a miss to memory).
+template <class T>
+inline void prefetch_rows(const CsrBatch<T>& X, std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+        const std::int64_t p0 = X.indptr[X.rows[r]], n = X.indptr[X.rows[r] + 1] - p0;
+        prefetch_lines(X.ind + p0, sizeof(std::int32_t) * n);
+        prefetch_lines(X.val + p0, sizeof(T) * n);
+    }
+}
+
+// One nonzero of the batch, regrouped by column: its batch row and alpha * value. Packed so that a
+// scatter writes one line per column, not two (the scatter is bound by lines missing L1).
+template <class T>
+struct CscEntry {
+    std::int32_t r;
+    T v;
+};
+
+// The batch's nonzeros grouped by column (a counting sort; in row order within a column).
+// v = alpha * value, so the update needs no extra multiply.
+template <class T>
+struct Csc {
+    std::vector<std::int32_t> cptr;  // n0 + 1 column starts
+    std::vector<std::int32_t> next;  // fill positions while scattering
+    std::vector<std::int32_t> cols;  // the columns that have entries, ascending
+    std::vector<CscEntry<T>> ent;
+
+    // From the batch rows [r0, r1) (entries keep their batch row numbers).
+    void build(const CsrBatch<T>& X, std::int64_t r0, std::int64_t r1, std::int64_t n0, T alpha) {
+        cptr.assign(static_cast<size_t>(n0) + 1, 0);
+        std::int32_t* cp = cptr.data() + 1;
+        std::int64_t nnz = 0;
+        for (std::int64_t r = r0; r < r1; ++r) {
+            const std::int64_t p0 = X.indptr[X.rows[r]], p1 = X.indptr[X.rows[r] + 1];
+            for (std::int64_t p = p0; p < p1; ++p) ++cp[X.ind[p]];
+            nnz += p1 - p0;
+        }
+        if (ent.size() < static_cast<size_t>(nnz)) ent.resize(nnz);
+        cols.clear();
+        next.resize(static_cast<size_t>(n0));
+        for (std::int64_t i = 0; i < n0; ++i) {
+            if (cptr[i + 1]) cols.push_back(static_cast<std::int32_t>(i));
+            next[i] = cptr[i];
+            cptr[i + 1] += cptr[i];
+        }
+        std::int32_t* nx = next.data();
+        CscEntry<T>* en = ent.data();
+        for (std::int64_t r = r0; r < r1; ++r) {
+            const std::int64_t p1 = X.indptr[X.rows[r] + 1];
+            const std::int32_t r32 = static_cast<std::int32_t>(r);
+            for (std::int64_t p = X.indptr[X.rows[r]]; p < p1; ++p) en[nx[X.ind[p]]++] = CscEntry<T>{r32, alpha * X.val[p]};
+        }
+    }
+};
+
+// What csc_update writes: rows [i0, i1) of Y (all of them, or only those with entries).
+template <class T>
+struct UpdateSpec {
+    const Csc<T>* csc;
+    std::int64_t i0, i1;
+    bool all_rows;   // false: rows without entries are left alone (then S == Y and beta == 1)
+    T beta;          // init = beta * S (0: zeros, S not read)
+    const T* S;
+    std::int64_t lds;
+    const T* D;
+    std::int64_t ldd;
+    T* Y;
+    std::int64_t ldy;
+};
+
+// ---- portable kernels ------------------------------------------------------------------------
+template <class T>
+inline void csr_forward_body(const CsrBatch<T>& X, const T* W, std::int64_t ldw, T* z, std::int64_t ldz,
+                             std::int64_t j0, std::int64_t j1) {
+    for (std::int64_t r = 0; r < X.B; ++r) {
+        T* __restrict zr = z + r * ldz;
+        for (std::int64_t j = j0; j < j1; ++j) zr[j] = T(0);
+        const std::int64_t p1 = X.indptr[X.rows[r] + 1];
+        for (std::int64_t p = X.indptr[X.rows[r]]; p < p1; ++p) {
+            const T v = X.val[p];
+            const T* __restrict w = W + std::int64_t(X.ind[p]) * ldw;
+            for (std::int64_t j = j0; j < j1; ++j) zr[j] += v * w[j];
+        }
+    }
+}
+
+template <class T>
+inline void csc_update_row_body(const UpdateSpec<T>& u, std::int64_t i, std::int64_t j0, std::int64_t j1) {
+    T* __restrict y = u.Y + i * u.ldy;
+    if (u.beta == T(0)) {
+        for (std::int64_t j = j0; j < j1; ++j) y[j] = T(0);
+    } else if (!(u.beta == T(1) && u.S == u.Y)) {
+        const T* s = u.S + i * u.lds;
+        for (std::int64_t j = j0; j < j1; ++j) y[j] = u.beta * s[j];
+    }
+    const std::int32_t* cptr = u.csc->cptr.data();
+    const CscEntry<T>* en = u.csc->ent.data();
+    for (std::int32_t e = cptr[i]; e < cptr[i + 1]; ++e) {
+        const T a = en[e].v;
+        const T* __restrict d = u.D + std::int64_t(en[e].r) * u.ldd;
+        for (std::int64_t j = j0; j < j1; ++j) y[j] += a * d[j];
+    }
+}
+
+// (Plain loops, no lambdas: a lambda would not inherit the AVX2 clone's target attribute.)
+template <class T>
+inline void csc_update_body(const UpdateSpec<T>& u, std::int64_t j0, std::int64_t j1) {
+    if (u.all_rows) {
+        for (std::int64_t i = u.i0; i < u.i1; ++i) csc_update_row_body(u, i, j0, j1);
+    } else {
+        const auto& cols = u.csc->cols;
+        auto it = std::lower_bound(cols.begin(), cols.end(), static_cast<std::int32_t>(u.i0));
+        for (; it != cols.end() && *it < u.i1; ++it) csc_update_row_body(u, std::int64_t(*it), j0, j1);
+    }
+}
+
+#ifdef PFG_SPARSE_X86
+template <class T>
+__attribute__((target("avx2,fma"))) void csr_forward_avx2(const CsrBatch<T>& X, const T* W, std::int64_t ldw, T* z,
+                                                          std::int64_t ldz, std::int64_t j0, std::int64_t j1) {
+    csr_forward_body(X, W, ldw, z, ldz, j0, j1);
+}
+template <class T>
+__attribute__((target("avx2,fma"))) void csc_update_avx2(const UpdateSpec<T>& u, std::int64_t j0, std::int64_t j1) {
+    csc_update_body(u, j0, j1);
+}
+
+// ---- AVX-512 kernels -------------------------------------------------------------------------
+#define PFG_AVX512 __attribute__((target("avx512f"), always_inline)) inline
+
+template <class T>
+struct V512;
+template <>
+struct V512<float> {
+    using R = __m512;
+    using M = __mmask16;
+    static constexpr int W = 16;
+    static PFG_AVX512 R zero() { return _mm512_setzero_ps(); }
+    static PFG_AVX512 R set1(float v) { return _mm512_set1_ps(v); }
+    static PFG_AVX512 R load(const float* p) { return _mm512_loadu_ps(p); }
+    static PFG_AVX512 R loadm(M m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+    static PFG_AVX512 void store(float* p, R v) { _mm512_storeu_ps(p, v); }
+    static PFG_AVX512 void storem(float* p, M m, R v) { _mm512_mask_storeu_ps(p, m, v); }
+    static PFG_AVX512 R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+    static PFG_AVX512 R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+};
+template <>
+struct V512<double> {
+    using R = __m512d;
+    using M = __mmask8;
+    static constexpr int W = 8;
+    static PFG_AVX512 R zero() { return _mm512_setzero_pd(); }
+    static PFG_AVX512 R set1(double v) { return _mm512_set1_pd(v); }
+    static PFG_AVX512 R load(const double* p) { return _mm512_loadu_pd(p); }
+    static PFG_AVX512 R loadm(M m, const double* p) { return _mm512_maskz_loadu_pd(m, p); }
+    static PFG_AVX512 void store(double* p, R v) { _mm512_storeu_pd(p, v); }
+    static PFG_AVX512 void storem(double* p, M m, R v) { _mm512_mask_storeu_pd(p, m, v); }
+    static PFG_AVX512 R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+    static PFG_AVX512 R mul(R a, R b) { return _mm512_mul_pd(a, b); }
+};
+
+// NV vectors of each output row in registers (the last one masked), summed over the row's nonzeros.
+template <class T, int NV>
+__attribute__((target("avx512f"))) void csr_forward_tile(const CsrBatch<T>& X, const T* W, std::int64_t ldw,
+                                                         T* z, std::int64_t ldz, typename V512<T>::M last) {
+    using V = V512<T>;
+    for (std::int64_t r = 0; r < X.B; ++r) {
+        const std::int64_t p0 = X.indptr[X.rows[r]], p1 = X.indptr[X.rows[r] + 1];
+        typename V::R acc[NV];
+#pragma GCC unroll 8
+        for (int k = 0; k < NV; ++k) acc[k] = V::zero();
+        for (std::int64_t p = p0; p < p1; ++p) {
+            const typename V::R v = V::set1(X.val[p]);
+            const T* w = W + std::int64_t(X.ind[p]) * ldw;
+#pragma GCC unroll 8
+            for (int k = 0; k < NV - 1; ++k) acc[k] = V::fma(v, V::load(w + k * V::W), acc[k]);
+            acc[NV - 1] = V::fma(v, V::loadm(last, w + (NV - 1) * V::W), acc[NV - 1]);
+        }
+        T* zr = z + r * ldz;
+#pragma GCC unroll 8
+        for (int k = 0; k < NV - 1; ++k) V::store(zr + k * V::W, acc[k]);
+        V::storem(zr + (NV - 1) * V::W, last, acc[NV - 1]);
+    }
+}
+
+// Row i of the update, NV vectors from column j0.
+template <class T, int NV>
+__attribute__((target("avx512f"), always_inline)) inline void csc_update_row(const UpdateSpec<T>& u, std::int64_t i,
+                                                                            std::int64_t j0,
+                                                                            typename V512<T>::M last, bool in_place) {
+    using V = V512<T>;
+    T* y = u.Y + i * u.ldy + j0;
+    typename V::R acc[NV];
+    if (u.beta == T(0)) {
+#pragma GCC unroll 8
+        for (int k = 0; k < NV; ++k) acc[k] = V::zero();
+    } else {
+        const T* s = u.S + i * u.lds + j0;
+#pragma GCC unroll 8
+        for (int k = 0; k < NV - 1; ++k) acc[k] = V::load(s + k * V::W);
+        acc[NV - 1] = V::loadm(last, s + (NV - 1) * V::W);
+        if (!in_place) {
+            const typename V::R beta = V::set1(u.beta);
+#pragma GCC unroll 8
+            for (int k = 0; k < NV; ++k) acc[k] = V::mul(beta, acc[k]);
+        }
+    }
+    const CscEntry<T>* en = u.csc->ent.data();
+    const std::int32_t e1 = u.csc->cptr[i + 1];
+    for (std::int32_t e = u.csc->cptr[i]; e < e1; ++e) {
+        const typename V::R a = V::set1(en[e].v);
+        const T* d = u.D + std::int64_t(en[e].r) * u.ldd + j0;
+#pragma GCC unroll 8
+        for (int k = 0; k < NV - 1; ++k) acc[k] = V::fma(a, V::load(d + k * V::W), acc[k]);
+        acc[NV - 1] = V::fma(a, V::loadm(last, d + (NV - 1) * V::W), acc[NV - 1]);
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < NV - 1; ++k) V::store(y + k * V::W, acc[k]);
+    V::storem(y + (NV - 1) * V::W, last, acc[NV - 1]);
+}
+
+template <class T, int NV>
+__attribute__((target("avx512f"))) void csc_update_tile(const UpdateSpec<T>& u, std::int64_t j0,
+                                                        typename V512<T>::M last) {
+    const bool in_place = u.beta == T(1) && u.S == u.Y;
+    if (u.all_rows) {
+        for (std::int64_t i = u.i0; i < u.i1; ++i) csc_update_row<T, NV>(u, i, j0, last, in_place);
+    } else {
+        const auto& cols = u.csc->cols;
+        auto it = std::lower_bound(cols.begin(), cols.end(), static_cast<std::int32_t>(u.i0));
+        for (; it != cols.end() && *it < u.i1; ++it) csc_update_row<T, NV>(u, *it, j0, last, in_place);
+    }
+}
+
+constexpr int kMaxTileVecs = 8;  // 8 accumulators + operands stay well inside the 32 zmm registers
+
+// Splits [j0, j1) into tiles of up to kMaxTileVecs vectors: f(tile start, vectors, last vector's mask).
+template <class T, class F>
+inline void for_each_tile(std::int64_t j0, std::int64_t j1, F&& f) {
+    constexpr std::int64_t W = V512<T>::W;
+    for (std::int64_t t0 = j0; t0 < j1; t0 += kMaxTileVecs * W) {
+        const std::int64_t width = std::min<std::int64_t>(j1 - t0, kMaxTileVecs * W);
+        const int nv = static_cast<int>((width + W - 1) / W);
+        const int tail = static_cast<int>(width - (nv - 1) * W);  // 1..W
+        f(t0, nv, static_cast<typename V512<T>::M>((1u << tail) - 1u));
+    }
+}
+
+#define PFG_TILE_SWITCH(NV, CALL) \
+    switch (NV) {                 \
+        case 1: CALL(1); break;   \
+        case 2: CALL(2); break;   \
+        case 3: CALL(3); break;   \
+        case 4: CALL(4); break;   \
+        case 5: CALL(5); break;   \
+        case 6: CALL(6); break;   \
+        case 7: CALL(7); break;   \
+        default: CALL(8); break;  \
+    }
+
+template <class T>
+void csr_forward_avx512(const CsrBatch<T>& X, const T* W, std::int64_t ldw, T* z, std::int64_t ldz,
+                        std::int64_t j0, std::int64_t j1) {
+    for_each_tile<T>(j0, j1, [&](std::int64_t t0, int nv, typename V512<T>::M mask) {
+#define PFG_CALL(K) csr_forward_tile<T, K>(X, W + t0, ldw, z + t0, ldz, mask)
+        PFG_TILE_SWITCH(nv, PFG_CALL)
+#undef PFG_CALL
+    });
+}
+
+template <class T>
+void csc_update_avx512(const UpdateSpec<T>& u, std::int64_t j0, std::int64_t j1) {
+    for_each_tile<T>(j0, j1, [&](std::int64_t t0, int nv, typename V512<T>::M mask) {
+#define PFG_CALL(K) csc_update_tile<T, K>(u, t0, mask)
+        PFG_TILE_SWITCH(nv, PFG_CALL)
+#undef PFG_CALL
+    });
+}
+#undef PFG_TILE_SWITCH
+#undef PFG_AVX512
+
+// What the CPU supports: 2: AVX-512F, 1: AVX2 + FMA, 0: baseline.
+inline int isa_detected() {
+    static const int level = []() {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) return 2;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+        return 0;
+    }();
+    return level;
+}
+#endif  // PFG_SPARSE_X86
+
+// Tests pick lower levels to check every version of the kernels (-1: the best the CPU has).
+inline int& isa_request() {
+    static int level = -1;
+    return level;
+}
+inline int isa() {
+#ifdef PFG_SPARSE_X86
+    const int best = isa_detected();
+#else
+    const int best = 0;
+#endif
+    const int want = isa_request();
+    return want < 0 ? best : std::min(want, best);
+}
+
+// z[r, j0:j1) = X[rows[r]] . W[:, j0:j1) for r < B (CSR rows of X, dense row-major W).
+template <class T>
+inline void csr_forward(const CsrBatch<T>& X, const T* W, std::int64_t ldw, T* z, std::int64_t ldz,
+                        std::int64_t j0, std::int64_t j1) {
+    if (j1 <= j0) return;
+#ifdef PFG_SPARSE_X86
+    const int level = isa();
+    if (level == 2) return csr_forward_avx512(X, W, ldw, z, ldz, j0, j1);
+    if (level == 1) return csr_forward_avx2(X, W, ldw, z, ldz, j0, j1);
+#endif
+    csr_forward_body(X, W, ldw, z, ldz, j0, j1);
+}
+
+// Columns [j0, j1) of the update described by u (see the top of this file).
+template <class T>
+inline void csc_update(const UpdateSpec<T>& u, std::int64_t j0, std::int64_t j1) {
+    if (j1 <= j0 || u.i1 <= u.i0) return;
+#ifdef PFG_SPARSE_X86
+    const int level = isa();
+    if (level == 2) return csc_update_avx512(u, j0, j1);
+    if (level == 1) return csc_update_avx2(u, j0, j1);
+#endif
+    csc_update_body(u, j0, j1);
+}
+
+}  // namespace sparse
+}  // namespace pfg

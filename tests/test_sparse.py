@@ -1,0 +1,332 @@
+"""Training from rows of nonzeros (CsrRows): the same results as from the dense inputs, on every backend."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyfastgrad as pfg
+from pyfastgrad import _numpy_kernels as N
+from pyfastgrad._backend import kernels
+from pyfastgrad._sparse import SPARSE_DENSITY_MAX, CsrRows
+
+from conftest import BACKENDS, normwise
+
+TOL = {np.float64: 1e-10, np.float32: 1e-4}
+DTYPES = (np.float64, np.float32)
+OPTS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+ADAPTIVE = ("adagrad", "rmsprop", "adam")
+HYPER = {"sgd": [0.1, 0, 0], "momentum": [0.05, 0.9, 0], "nesterov": [0.05, 0.9, 0], "adagrad": [0.05, 0, 0],
+         "rmsprop": [0.005, 0.9, 0], "adam": [0.002, 0.9, 0.999]}
+
+HAS_CPP = "cpp" in BACKENDS
+if HAS_CPP:
+    from pyfastgrad._cpp_kernels import _core
+
+
+def sparse_data(rng, n, d, density, dtype, empty_rows=()):
+    x = rng.standard_normal((n, d))
+    x[rng.random((n, d)) >= density] = 0.0
+    x[list(empty_rows)] = 0.0
+    return x.astype(dtype)
+
+
+def theta_for(sizes, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for i in range(1, len(sizes)):
+        parts.append(rng.standard_normal(sizes[i - 1] * sizes[i]) * np.sqrt(2.0 / sizes[i - 1]))
+        parts.append(0.1 * rng.standard_normal(sizes[i]))
+    return np.concatenate(parts).astype(dtype)
+
+
+def run_steps(backend, sizes, X, T, idx, opt, wd, dtype, act="relu", loss="softmax"):
+    m = kernels(backend).Mlp(sizes, act, loss, dtype)
+    theta = theta_for(sizes, dtype)
+    s1, s2 = np.zeros_like(theta), np.zeros_like(theta)
+    losses = m.train_steps(theta, X, T, idx, wd, opt, np.array(HYPER[opt], dtype=np.float64), s1, s2, 0)
+    return theta, losses, s1, s2
+
+
+# ---------------------------------------------------------------------------------------- CsrRows
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_from_dense_round_trip(dtype):
+    rng = np.random.default_rng(0)
+    x = sparse_data(rng, 40, 23, 0.3, dtype, empty_rows=(0, 7, 39))
+    x[5, 3] = np.nan  # NaN is a nonzero
+    x[6, 4] = -0.0  # a zero
+    keep = x.copy()
+    c = CsrRows.from_dense(x)
+    assert np.array_equal(x, keep, equal_nan=True)  # never mutated
+    assert c.indptr.dtype == np.int64 and c.indptr.shape == (41,)
+    assert c.indices.dtype == np.int32 and c.data.dtype == dtype
+    assert c.shape == (40, 23) and c.n_rows == 40 and c.n_cols == 23
+    assert c.nnz == np.count_nonzero(x) and c.density == pytest.approx(c.nnz / x.size)
+    assert c.indptr[1] == 0 and c.indptr[8] == c.indptr[7] and c.indptr[-1] == c.indptr[-2]
+    for r in range(40):  # columns ascending within each row
+        seg = c.indices[c.indptr[r]:c.indptr[r + 1]]
+        assert np.all(np.diff(seg) > 0)
+    assert np.array_equal(c.to_dense(), x, equal_nan=True)
+    rows = np.array([3, 0, 3, 39, -1])
+    assert np.array_equal(c.rows_dense(rows), x[rows], equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_from_dense_layouts_and_edge_cases(dtype):
+    rng = np.random.default_rng(1)
+    x = sparse_data(rng, 30, 17, 0.4, dtype)
+    for a in (np.asfortranarray(x), x[::2], x[:, ::3], x[::-1], x.T):
+        c = CsrRows.from_dense(a)
+        assert np.array_equal(c.to_dense(), a)
+    z = CsrRows.from_dense(np.zeros((6, 5), dtype))
+    assert z.nnz == 0 and z.density == 0.0 and np.array_equal(z.indptr, np.zeros(7))
+    assert np.array_equal(z.to_dense(), np.zeros((6, 5)))
+    e = CsrRows.from_dense(np.zeros((0, 5), dtype))
+    assert e.shape == (0, 5) and e.nnz == 0 and e.to_dense().shape == (0, 5)
+    d = CsrRows.from_dense(np.ones((3, 4), dtype))
+    assert d.density == 1.0
+    with pytest.raises(ValueError):
+        CsrRows.from_dense(np.zeros(5))
+    assert CsrRows.from_dense(x).astype(np.float32).data.dtype == np.float32
+    assert "CsrRows(shape=(30, 17)" in repr(CsrRows.from_dense(x))
+
+
+def test_dense_batches_matches_fancy_indexing():
+    rng = np.random.default_rng(2)
+    x = sparse_data(rng, 25, 9, 0.3, np.float64, empty_rows=(4,))
+    t = rng.standard_normal((25, 3))
+    c = CsrRows.from_dense(x)
+    idx = rng.integers(-25, 25, size=(4, 6))
+    xs, ts, ids = c.dense_batches(idx, t)
+    assert ids.shape == idx.shape and ids.dtype == np.int64
+    assert np.array_equal(xs[ids], x[idx]) and np.array_equal(ts[ids], t[idx])
+    with pytest.raises(IndexError):
+        c.dense_batches(np.array([[25]]), t)
+
+
+# ----------------------------------------------------------------------- train_steps: CSR == dense
+def _compare(backend, sizes, X, T, idx, opt, wd, dtype, act="relu", loss="softmax"):
+    td, ld, s1d, s2d = run_steps(backend, sizes, X, T, idx, opt, wd, dtype, act, loss)
+    ts, ls, s1s, s2s = run_steps(backend, sizes, CsrRows.from_dense(X), T, idx, opt, wd, dtype, act, loss)
+    tol = TOL[dtype]
+    if dtype == np.float32 and opt in ADAPTIVE:
+        # g / sqrt(h) moves a parameter by ~lr whatever the size of g: a float32 gradient within rounding
+        # of 0 can change sign with the order of the sums (dense cpp, numba and numpy differ as much).
+        tol = 1e-3
+    assert np.isfinite(ld).all()
+    assert normwise(ts, td) <= tol
+    assert normwise(ls, ld) <= tol
+    if opt != "sgd":
+        assert normwise(s1s, s1d) <= tol
+    if opt == "adam":
+        assert normwise(s2s, s2d) <= tol
+
+
+@pytest.mark.parametrize("dtype, opt", [(np.float64, o) for o in OPTS] +
+                         [(np.float32, o) for o in ("sgd", "nesterov", "rmsprop", "adam")])
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+@pytest.mark.parametrize("backend", BACKENDS)  # outermost: one backend's cases run together
+def test_csr_equals_dense_on_mnist_rows(mnist, backend, dtype, opt, wd):
+    (x, t), _ = mnist
+    X = np.ascontiguousarray(x[:2000], dtype=dtype)
+    T = np.eye(10, dtype=dtype)[t[:2000]]
+    idx = np.random.default_rng(3).integers(0, 2000, size=(20, 100))  # the training shape: 784-100-10, B=100
+    _compare(backend, [784, 100, 10], X, T, idx, opt, wd, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes, act, loss, density, batch", [
+    ([37, 5, 4], "tanh", "softmax", 0.2, 7),        # one vector per row, small batch (no threads)
+    ([61, 150, 9, 3], "sigmoid", "mse", 0.1, 40),   # more than one register tile, two hidden layers
+    ([50, 33, 6], "relu", "hinge", 0.05, 64),       # masked tails, very sparse
+    ([45, 8], "relu", "softmax", 0.3, 30),          # no hidden layer: the sparse layer is the output
+    # enough work per step for the threaded kernel; tanh: with float32 ReLU a pre-activation within
+    # rounding of 0 may switch with the order of the sums, and the runs part (any two backends may)
+    ([300, 130, 10], "tanh", "softmax", 0.25, 80),
+])
+@pytest.mark.parametrize("opt, wd", [("sgd", 0.0), ("sgd", 0.01), ("adam", 0.01), ("nesterov", 0.0)])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_csr_equals_dense_on_random_sparse_data(backend, dtype, sizes, act, loss, density, batch, opt, wd):
+    rng = np.random.default_rng(4)
+    n = 120
+    X = sparse_data(rng, n, sizes[0], density, dtype, empty_rows=(0, 5, 17))
+    T = (rng.standard_normal((n, sizes[-1])) if loss == "mse" else np.eye(sizes[-1])[rng.integers(0, sizes[-1], n)])
+    T = T.astype(dtype)
+    idx = rng.integers(0, n, size=(20, batch))
+    idx[0, :3] = 0  # an empty row, and a row twice in one batch
+    _compare(backend, sizes, X, T, idx, opt, wd, dtype, act, loss)
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+@pytest.mark.parametrize("level", [0, 1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_kernel_version(mnist, level, dtype):
+    """The portable, AVX2 and AVX-512 versions of the sparse kernels (those the CPU has)."""
+    (x, t), _ = mnist
+    X = np.ascontiguousarray(x[:1000], dtype=dtype)
+    T = np.eye(10, dtype=dtype)[t[:1000]]
+    idx = np.random.default_rng(5).integers(0, 1000, size=(10, 100))
+    used = _core._sparse_isa(level)
+    try:
+        assert used <= level
+        for opt, wd in (("sgd", 0.0), ("sgd", 0.01), ("rmsprop", 0.01)):
+            _compare("cpp", [784, 100, 10], X, T, idx, opt, wd, dtype)
+            _compare("cpp", [784, 37, 10], X, T, idx, opt, wd, dtype)
+    finally:
+        _core._sparse_isa(-1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_csr_stops_at_non_finite_loss_like_dense(backend, dtype):
+    rng = np.random.default_rng(6)
+    X = sparse_data(rng, 60, 40, 0.3, dtype) * 50
+    T = np.eye(5, dtype=dtype)[rng.integers(0, 5, 60)]
+    idx = rng.integers(0, 60, size=(30, 20))
+    m = kernels(backend).Mlp([40, 64, 5], "relu", "mse", dtype)
+    out = []
+    for data in (X, CsrRows.from_dense(X)):
+        theta = theta_for([40, 64, 5], dtype)
+        losses = m.train_steps(theta, data, T, idx, 0.0, "sgd", np.array([5.0, 0, 0]), theta[:0], theta[:0], 0)
+        out.append((theta, losses))
+    (td, ld), (ts, ls) = out
+    done = int(np.isfinite(ld).sum())
+    assert done < len(ld) and np.isnan(ld[done:]).all()  # it diverged
+    assert np.array_equal(np.isfinite(ls), np.isfinite(ld))
+    assert np.isfinite(ts).all() and normwise(ts, td) <= 100 * TOL[dtype]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_steps_and_all_zero_inputs(backend):
+    X = np.zeros((10, 12))
+    T = np.eye(3)[np.arange(10) % 3]
+    _compare(backend, [12, 6, 3], X, T, np.arange(40).reshape(4, 10) % 10, "momentum", 0.01, np.float64)
+    m = kernels(backend).Mlp([12, 6, 3], "relu", "softmax", np.float64)
+    theta = theta_for([12, 6, 3], np.float64)
+    losses = m.train_steps(theta, CsrRows.from_dense(X), T, np.empty((0, 5), np.int64), 0.0, "sgd",
+                           np.array([0.1, 0, 0]), theta[:0], theta[:0], 0)
+    assert losses.shape == (0,)
+
+
+# ------------------------------------------------------------------------------ bad CSR input (cpp)
+def _bad(c: CsrRows, **kw) -> CsrRows:
+    out = CsrRows(c.indptr.copy(), c.indices.copy(), c.data.copy(), c.n_cols)
+    for k, v in kw.items():
+        setattr(out, k, v)
+    return out
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_bad_csr_input_raises_before_touching_anything(opt):
+    from pyfastgrad import _cpp_kernels as C
+    rng = np.random.default_rng(7)
+    X = sparse_data(rng, 30, 20, 0.3, np.float64, empty_rows=(2,))
+    T = np.eye(4)[rng.integers(0, 4, 30)]
+    good = CsrRows.from_dense(X)
+    m = C.Mlp([20, 16, 4], "relu", "softmax", np.float64)
+    idx = np.arange(30).reshape(3, 10)
+    r = int(np.argmax(np.diff(good.indptr) >= 2))  # a row with at least two nonzeros
+    p = good.indptr[r]
+
+    def with_index(pos, value):
+        ind = good.indices.copy()
+        ind[pos] = value
+        return _bad(good, indices=ind)
+
+    def with_ptr(pos, value):
+        ptr = good.indptr.copy()
+        ptr[pos] = value
+        return _bad(good, indptr=ptr)
+
+    cases = [
+        with_index(p, 20),                      # column index == n_cols
+        with_index(p, -1),                      # negative column index
+        with_index(p + 1, good.indices[p]),     # repeated column within a row
+        with_index(slice(p, p + 2), good.indices[p:p + 2][::-1].copy()),  # columns not ascending
+        with_ptr(5, good.indptr[4] - 1),        # indptr decreases
+        with_ptr(-1, good.nnz + 1),             # indptr ends past the nonzeros
+        with_ptr(0, -1),                        # indptr starts below 0
+    ]
+    for bad in cases:
+        theta = theta_for([20, 16, 4], np.float64)
+        keep = theta.copy()
+        s1, s2 = np.ones_like(theta), np.ones_like(theta)
+        with pytest.raises(ValueError):
+            m.train_steps(theta, bad, T, idx, 0.0, opt, np.array(HYPER[opt]), s1, s2, 0)
+        assert np.array_equal(theta, keep) and (s1 == 1).all() and (s2 == 1).all()
+    theta = theta_for([20, 16, 4], np.float64)
+    keep = theta.copy()
+    with pytest.raises(ValueError, match="out of range"):
+        m.train_steps(theta, good, T, np.array([[0, 30]]), 0.0, "sgd", np.array([0.1, 0, 0]), theta, theta, 0)
+    with pytest.raises(ValueError, match="columns"):  # a CsrRows of another width
+        m.train_steps(theta, _bad(good, n_cols=21), T, idx, 0.0, "sgd", np.array([0.1, 0, 0]), theta, theta, 0)
+    with pytest.raises(ValueError):
+        m.train_steps(theta, _bad(good, data=good.data[:-1]), T, idx, 0.0, "sgd", np.array([0.1, 0, 0]),
+                      theta, theta, 0)
+    with pytest.raises(ValueError):  # T must have a row per CSR row
+        m.train_steps(theta, good, T[:-1], idx, 0.0, "sgd", np.array([0.1, 0, 0]), theta, theta, 0)
+    with pytest.raises(TypeError):  # data of another dtype is never cast
+        m.train_steps(theta, good.astype(np.float32), T, idx, 0.0, "sgd", np.array([0.1, 0, 0]), theta, theta, 0)
+    assert np.array_equal(theta, keep)
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+def test_only_the_rows_used_are_checked():
+    """A malformed row that no batch names is never read (validation is O(nnz of the batches))."""
+    rng = np.random.default_rng(8)
+    X = sparse_data(rng, 10, 8, 0.5, np.float64)
+    X[9] = 1.0
+    T = np.eye(2)[rng.integers(0, 2, 10)]
+    c = CsrRows.from_dense(X)
+    ind = c.indices.copy()
+    ind[c.indptr[9]] = 99
+    bad = _bad(c, indices=ind)
+    _, ld, _, _ = run_steps("cpp", [8, 4, 2], X, T, np.arange(9).reshape(3, 3), "sgd", 0.0, np.float64)
+    _, ls, _, _ = run_steps("cpp", [8, 4, 2], bad, T, np.arange(9).reshape(3, 3), "sgd", 0.0, np.float64)
+    assert normwise(ls, ld) <= 1e-12
+
+
+# ---------------------------------------------------------------------------------------------- fit
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+def test_fit_uses_csr_on_mnist_and_matches_numpy(mnist, monkeypatch):
+    (x, t), _ = mnist
+    xs, ts = x[:3000], t[:3000]
+    seen = []
+    histories = {}
+    for backend in ("numpy", "cpp"):
+        net = pfg.TwoLayerNet(784, 100, 10, seed=0, dtype=np.float64, backend=backend)
+        mlp = net._mlp()
+        orig = mlp.train_steps
+
+        def spy(theta, X, *args, orig=orig, backend=backend):
+            seen.append((backend, type(X).__name__))
+            return orig(theta, X, *args)
+
+        monkeypatch.setattr(mlp, "train_steps", spy)
+        histories[backend] = (pfg.fit(net, xs, ts, optimizer="sgd", lr=0.1, epochs=2, batch_size=100,
+                                      iters_per_epoch=15, progress=False, seed=1), net.theta.copy())
+    assert ("cpp", "CsrRows") in seen and ("numpy", "ndarray") in seen
+    (hn, thn), (hc, thc) = histories["numpy"], histories["cpp"]
+    assert len(hc.loss) == len(hn.loss) == 30
+    assert np.max(np.abs(np.array(hc.loss) - np.array(hn.loss))) <= 1e-9
+    assert normwise(thc, thn) <= 1e-9
+    assert hc.train_acc == pytest.approx(hn.train_acc, abs=1e-9)
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+def test_fit_keeps_dense_inputs_dense(monkeypatch):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((200, 12))  # no zeros
+    t = rng.integers(0, 3, 200)
+    net = pfg.TwoLayerNet(12, 8, 3, seed=0, backend="cpp")
+    mlp = net._mlp()
+    orig = mlp.train_steps
+    seen = []
+    monkeypatch.setattr(mlp, "train_steps", lambda theta, X, *a: (seen.append(type(X)), orig(theta, X, *a))[1])
+    pfg.fit(net, x, t, epochs=1, batch_size=20, progress=False)
+    assert seen and all(s is np.ndarray for s in seen)
+    assert 0 < SPARSE_DENSITY_MAX < 1
+
+
+def test_numpy_kernel_docstring_mentions_csr():
+    assert "CsrRows" in N.__doc__

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -96,6 +95,3 @@ def labels_of(t: np.ndarray) -> np.ndarray:
     t = np.asarray(t)
     return t.argmax(axis=1) if t.ndim == 2 else t.reshape(-1)
 
-
-def shape_str(shape: Optional[Tuple[int, ...]]) -> str:
-    return "x".join(str(s) for s in shape) if shape else "()"

@@ -216,6 +216,39 @@ inline const double* hyper_ptr(const V<double>& h) {
     return h.ptr;
 }
 
+// The arguments both training-loop bindings share, checked before anything is touched:
+// T (nx, n_out), idx (n_steps, B), losses (n_steps,), the optimizer, hyper and its state vectors.
+template <class T>
+struct StepArgs {
+    std::int64_t n_steps, B;
+    pfg::Opt opt;
+    const double* hyper;
+    T *s1, *s2, *theta;
+    double* losses;
+};
+template <class T>
+StepArgs<T> check_step_args(const pfg::Mlp<T>& net, const V<T>& theta, const V<T>& Tt, std::int64_t nx,
+                            const V<std::int64_t>& idx, const std::string& opt, const V<double>& hyper,
+                            const V<T>& state1, const V<T>& state2, const V<double>& losses) {
+    const std::int64_t np_ = net.n_params();
+    need_vec(theta, "theta", np_);
+    need_mat(Tt, "T", nx, net.n_out());
+    if (idx.ndim != 2) bad_shape("idx", "(n_steps, batch)", idx);
+    StepArgs<T> a;
+    a.n_steps = idx.shape(0);
+    a.B = idx.shape(1);
+    need_vec(losses, "losses", a.n_steps);
+    a.opt = pfg::parse_opt(opt);
+    a.hyper = hyper_ptr(hyper);
+    const int ns = pfg::opt_state_count(a.opt);
+    a.s1 = state_ptr(state1, "state1", np_, ns >= 1);
+    a.s2 = state_ptr(state2, "state2", np_, ns >= 2);
+    if (a.n_steps > 0 && a.B < 1) throw std::invalid_argument("idx must have at least 1 column (batch size)");
+    a.theta = writable(theta, "theta");
+    a.losses = writable(losses, "losses");
+    return a;
+}
+
 // The net plus a lock: its scratch buffers are shared by calls that run without the GIL.
 template <class T>
 struct PyMlp {
@@ -282,26 +315,14 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
         .def("train_steps",
              [](P& p, A theta, A X, A Tt, V<std::int64_t> idx, double weight_decay, const std::string& opt,
                 V<double> hyper, A state1, A state2, std::int64_t step0, V<double> losses) -> std::int64_t {
-                 const std::int64_t np_ = p.net.n_params();
-                 need_vec(theta, "theta", np_);
                  const std::int64_t nx = need_mat(X, "X", -1, p.net.n_in());
-                 need_mat(Tt, "T", nx, p.net.n_out());
-                 if (idx.ndim != 2) bad_shape("idx", "(n_steps, batch)", idx);
-                 const std::int64_t n_steps = idx.shape(0), B = idx.shape(1);
-                 need_vec(losses, "losses", n_steps);
-                 const pfg::Opt o = pfg::parse_opt(opt);
-                 const double* h = hyper_ptr(hyper);
-                 const int ns = pfg::opt_state_count(o);
-                 T* s1 = state_ptr(state1, "state1", np_, ns >= 1);
-                 T* s2 = state_ptr(state2, "state2", np_, ns >= 2);
-                 if (n_steps > 0 && B < 1) throw std::invalid_argument("idx must have at least 1 column (batch size)");
-                 T* th = writable(theta, "theta");
-                 double* ls = writable(losses, "losses");
+                 const StepArgs<T> a =
+                     check_step_args(p.net, theta, Tt, nx, idx, opt, hyper, state1, state2, losses);
                  py::gil_scoped_release nogil;
                  std::lock_guard<std::mutex> lock(p.mu);
                  // train_steps checks every index before the first step.
-                 return p.net.train_steps(th, X.ptr, nx, Tt.ptr, idx.ptr, n_steps, B, weight_decay, o, h, s1, s2,
-                                          step0, ls);
+                 return p.net.train_steps(a.theta, X.ptr, nx, Tt.ptr, idx.ptr, a.n_steps, a.B, weight_decay, a.opt,
+                                          a.hyper, a.s1, a.s2, step0, a.losses);
              },
              py::arg("theta"), py::arg("X"), py::arg("T"), py::arg("idx"), py::arg("weight_decay"), py::arg("opt"),
              py::arg("hyper"), py::arg("state1"), py::arg("state2"), py::arg("step0"), py::arg("losses"),
@@ -312,8 +333,6 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
              [](P& p, A theta, V<std::int64_t> indptr, V<std::int32_t> indices, A data, std::int64_t n_cols, A Tt,
                 V<std::int64_t> idx, double weight_decay, const std::string& opt, V<double> hyper, A state1,
                 A state2, std::int64_t step0, V<double> losses) -> std::int64_t {
-                 const std::int64_t np_ = p.net.n_params();
-                 need_vec(theta, "theta", np_);
                  if (indptr.ndim != 1 || indptr.shape(0) < 1) bad_shape("indptr", "(N + 1,)", indptr);
                  const std::int64_t nx = indptr.shape(0) - 1;
                  if (indices.ndim != 1) bad_shape("indices", "(nnz,)", indices);
@@ -322,24 +341,15 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
                  if (n_cols != p.net.n_in())
                      throw std::invalid_argument("X has " + std::to_string(n_cols) + " columns, the net expects " +
                                                  std::to_string(p.net.n_in()));
-                 need_mat(Tt, "T", nx, p.net.n_out());
-                 if (idx.ndim != 2) bad_shape("idx", "(n_steps, batch)", idx);
-                 const std::int64_t n_steps = idx.shape(0), B = idx.shape(1);
-                 need_vec(losses, "losses", n_steps);
-                 const pfg::Opt o = pfg::parse_opt(opt);
-                 const double* h = hyper_ptr(hyper);
-                 const int ns = pfg::opt_state_count(o);
-                 T* s1 = state_ptr(state1, "state1", np_, ns >= 1);
-                 T* s2 = state_ptr(state2, "state2", np_, ns >= 2);
-                 if (n_steps > 0 && B < 1) throw std::invalid_argument("idx must have at least 1 column (batch size)");
-                 T* th = writable(theta, "theta");
-                 double* ls = writable(losses, "losses");
+                 const StepArgs<T> a =
+                     check_step_args(p.net, theta, Tt, nx, idx, opt, hyper, state1, state2, losses);
                  py::gil_scoped_release nogil;
                  std::lock_guard<std::mutex> lock(p.mu);
                  // train_steps_csr checks indptr, idx and the column indices of the rows it will read
                  // before the first step.
-                 return p.net.train_steps_csr(th, indptr.ptr, indices.ptr, data.ptr, nx, nnz, Tt.ptr, idx.ptr,
-                                              n_steps, B, weight_decay, o, h, s1, s2, step0, ls);
+                 return p.net.train_steps_csr(a.theta, indptr.ptr, indices.ptr, data.ptr, nx, nnz, Tt.ptr, idx.ptr,
+                                              a.n_steps, a.B, weight_decay, a.opt, a.hyper, a.s1, a.s2, step0,
+                                              a.losses);
              },
              py::arg("theta"), py::arg("indptr"), py::arg("indices"), py::arg("data"), py::arg("n_cols"),
              py::arg("T"), py::arg("idx"), py::arg("weight_decay"), py::arg("opt"), py::arg("hyper"),

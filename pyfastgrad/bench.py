@@ -141,6 +141,20 @@ class Timing:
                 "q1_s": float(q1), "q3_s": float(q3), "mean_s": float(t.mean())}
 
 
+
+def _central_diff_prefix(loss: Callable[[], float], p: np.ndarray, n: int, out: Optional[np.ndarray] = None) -> None:
+    """The reference's per-element central difference over the first ``n`` entries of the flat view
+    ``p`` (perturbed in place and restored), into ``out[:n]`` when given: the timed reference loop."""
+    for i in range(n):
+        tmp = p[i]
+        p[i] = tmp + _H
+        f1 = loss()
+        p[i] = tmp - _H
+        f2 = loss()
+        p[i] = tmp  # restore
+        if out is not None:
+            out[i] = (f1 - f2) / (2 * _H)
+
 def _timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
@@ -916,16 +930,7 @@ class _Runner:
         def ref_subset() -> None:
             # the reference's per-element central difference, over the stated subset only
             for key, n in subset:
-                p = rnet.params[key].reshape(-1)  # a view
-                g = g_ref[key]
-                for i in range(n):
-                    tmp = p[i]
-                    p[i] = tmp + _H
-                    f1 = rnet.loss(x, t)
-                    p[i] = tmp - _H
-                    f2 = rnet.loss(x, t)
-                    g[i] = (f1 - f2) / (2 * _H)
-                    p[i] = tmp
+                _central_diff_prefix(lambda: rnet.loss(x, t), rnet.params[key].reshape(-1), n, g_ref[key])
 
         self.job(B, case, "numpy", f"reference loop on {n_sub:,} params, x{scale:.1f}", np.float64, ref_subset,
                  warmup=lambda: rnet.loss(x, t), scale=scale, is_ref=True,
@@ -1376,14 +1381,7 @@ class _Runner:
             pw1 = rnet.params["W1"].reshape(-1)
 
             def ref_sub(rnet=rnet, pw1=pw1):
-                for i in range(n_sub):
-                    tmp = pw1[i]
-                    pw1[i] = tmp + _H
-                    f1 = rnet.loss(x, t)
-                    pw1[i] = tmp - _H
-                    f2 = rnet.loss(x, t)
-                    pw1[i] = tmp
-                    _ = (f1 - f2) / (2 * _H)
+                _central_diff_prefix(lambda: rnet.loss(x, t), pw1, n_sub)
 
             self.job(B, case, "numpy", f"reference, {n_sub} params scaled", np.float64, ref_sub,
                      scale=proto.n_params / n_sub, budget=budget, warmup=lambda rnet=rnet: rnet.loss(x, t),

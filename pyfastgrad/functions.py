@@ -62,13 +62,7 @@ def _loss_inputs(y, t, name: str):
     y2 = _rows(y)
     if y.ndim > 2:
         raise ValueError(f"{name}: y must be 1-D (one sample) or 2-D (a batch), got shape {y.shape}")
-    t = np.asarray(t)
-    if t.size == y.size and t.dtype.kind in "fb" or (t.size == y.size and t.shape == y.shape):
-        t2 = np.ascontiguousarray(t.reshape(y2.shape), dtype=y2.dtype)
-        check_finite(t2, "t")
-    else:
-        t2 = as_targets(t.reshape(-1), y2.shape[0], y2.shape[1], y2.dtype)
-    return y2, t2
+    return y2, as_targets(t, y2.shape[0], y2.shape[1], y2.dtype)  # one-hot/dense or labels
 
 
 def mean_squared_error(y, t, backend: Optional[str] = None) -> float:

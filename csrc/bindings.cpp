@@ -299,19 +299,23 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
              py::arg("theta"), py::arg("x"), py::arg("t"), py::arg("weight_decay"),
              "Mean loss over the rows plus 0.5 * weight_decay * sum W^2.")
         .def("loss_grad",
-             [](P& p, A theta, A x, A t, double weight_decay, A grad) {
+             [](P& p, A theta, A x, A t, double weight_decay, A grad, std::optional<bool> sparse) {
                  need_vec(theta, "theta", p.net.n_params());
                  const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
                  need_mat(t, "t", n, p.net.n_out());
                  need_vec(grad, "grad", p.net.n_params());
                  if (n < 1) throw std::invalid_argument("x must have at least 1 row");
                  T* g = writable(grad, "grad");
+                 const int mode = sparse ? (*sparse ? 1 : 0) : -1;
                  py::gil_scoped_release nogil;
                  std::lock_guard<std::mutex> lock(p.mu);
-                 return p.net.loss_grad(theta.ptr, x.ptr, t.ptr, n, weight_decay, g);
+                 return p.net.loss_grad(theta.ptr, x.ptr, t.ptr, n, weight_decay, g, mode);
              },
              py::arg("theta"), py::arg("x"), py::arg("t"), py::arg("weight_decay"), py::arg("grad"),
-             "Loss (as loss()); writes its gradient by backprop into grad.")
+             py::arg("sparse") = py::none(),
+             "Loss (as loss()); writes its gradient by backprop into grad. sparse: None picks the first "
+             "layer's kernels from x's density (CSR kernels when at most half of x is nonzero), True / "
+             "False force the sparse / dense (gemm) ones. All give the same result up to rounding.")
         .def("train_steps",
              [](P& p, A theta, A X, A Tt, V<std::int64_t> idx, double weight_decay, const std::string& opt,
                 V<double> hyper, A state1, A state2, std::int64_t step0, V<double> losses) -> std::int64_t {

@@ -148,6 +148,9 @@ class Mlp {
 public:
     // train_steps_csr uses threads when a step's first layer has at least this many multiply-adds.
     static constexpr double kCsrParallelWork = 1 << 16;
+    // loss_grad runs the first layer on x's nonzeros when at most this fraction is nonzero (MNIST: 0.19;
+    // the sparse kernels beat the gemm up to ~0.6 there).
+    static constexpr double kSparseDensity = 0.5;
     // predict/loss work through the rows in chunks of this many so big inputs need no big buffers.
     static constexpr std::int64_t kChunkRows = 1024;
 
@@ -212,10 +215,17 @@ public:
     }
 
     // Loss as loss(), and grad (n_params) = its gradient by backprop.
-    double loss_grad(const T* theta, const T* x, const T* t, std::int64_t n, double wd, T* grad) {
+    // sparse: -1 picks (the sparse first layer when x is mostly zeros, see kSparseDensity), 0 always
+    // dense gemms, 1 the sparse first layer whenever it gives the same answer (theta's W1 finite).
+    double loss_grad(const T* theta, const T* x, const T* t, std::int64_t n, double wd, T* grad, int sparse = -1) {
         need_rows(n);
         if (n > INT_MAX) throw std::invalid_argument("loss_grad: batch too large for BLAS (> 2^31-1 rows)");
         reserve(n);
+        if (sparse != 0 && use_sparse_input(x, n, sparse == 1) && all_finite(theta + woff_[0], sizes_[0] * sizes_[1])) {
+            double l;
+            if (loss_grad_csr(theta, t, n, wd, grad, &l)) return l;
+            // Not finite somewhere: the dense path gives the IEEE answer (0 * inf) the zeros skip.
+        }
         const double l = forward_loss_dz(theta, x, t, n, wd, grad);
         backward(theta, x, n, wd, grad);
         return l;
@@ -454,6 +464,112 @@ private:
         return true;
     }
 
+    // Whether loss_grad should pack x into CSR (left in pk_*): a sample of the first rows decides
+    // whether to try, the packed count whether to go on. Sparse input needs n0 >= 32 to pay off.
+    bool use_sparse_input(const T* x, std::int64_t n, bool force) {
+        const std::int64_t n0 = sizes_.front();
+        if (!force) {
+            if (n0 < 32) return false;
+            const std::int64_t probe = std::min<std::int64_t>(n, 8) * n0;
+            if (double(sparse::count_nonzero(x, probe)) > kSparseDensity * 1.25 * double(probe)) return false;
+        }
+        if (n * n0 + sparse::kPackSlack > std::int64_t(INT_MAX)) return false;  // int32 CSC offsets
+        pk_indptr_.resize(static_cast<size_t>(n) + 1);
+        pk_ind_.resize(static_cast<size_t>(n * n0 + sparse::kPackSlack));
+        T* val = pk_val_.get(n * n0 + sparse::kPackSlack);
+        const std::int64_t nnz = sparse::pack_csr(x, n, n0, pk_indptr_.data(), pk_ind_.data(), val);
+        return force || double(nnz) <= kSparseDensity * double(n * n0);
+    }
+
+    static bool all_finite(const T* a, std::int64_t count) {
+        int bad = 0;  // an integer OR: vectorises (a float sum would be one long dependency chain)
+        for (std::int64_t i = 0; i < count; ++i) bad |= !(std::fabs(a[i]) <= std::numeric_limits<T>::max());
+        return !bad;
+    }
+
+    // loss_grad with the first layer on the CSR rows in pk_* (as train_steps_csr's steps, with the
+    // gradient in place of an update): threads split layer 0's columns for its product and its dW;
+    // between the two, thread 0 runs the dense layers and the loss while another regroups the
+    // batch by column. Returns false (grad undefined) if the loss or dL/dz of layer 0 is not finite.
+    bool loss_grad_csr(const T* theta, const T* t, std::int64_t n, double wd, T* grad, double* loss_out) {
+        const std::int64_t n0 = sizes_.front(), n1 = sizes_[1];
+        const std::int64_t ldp = sparse::padded_ld<T>(n1);
+        T* Zp = zp_.get(n * ldp);
+        T* Dp = dp_.get(n * ldp);
+        if (static_cast<std::int64_t>(pk_rows_.size()) < n) {
+            pk_rows_.resize(static_cast<size_t>(n));
+            for (std::int64_t r = 0; r < n; ++r) pk_rows_[r] = r;
+        }
+        const sparse::CsrBatch<T> X{pk_rows_.data(), n, pk_indptr_.data(), pk_ind_.data(), pk_val_.ptr};
+        const std::int64_t nnz = pk_indptr_[n];
+        const T* W0 = theta + woff_[0];
+        T* z0 = (L_ == 1) ? zl_.data() : acts_[0].data();
+        const std::int64_t nlines = ldp / sparse::line_elems<T>();
+        int nth = 1;
+#ifdef _OPENMP
+        if (double(nnz) * double(n1) >= kCsrParallelWork)
+            nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), std::max<std::int64_t>(1, nlines / 2), 8}));
+#endif
+        const int blas_threads = blas_num_threads();
+        if (nth > 1 && blas_threads > 1) blas_set_num_threads(1);  // the small gemms run inside our threads
+        bool ok = false;
+        std::exception_ptr err, err_build;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth) if (nth > 1)
+#endif
+        {
+#ifdef _OPENMP
+            const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+            const int tid = 0, nt = 1;
+#endif
+            const std::int64_t le = sparse::line_elems<T>();
+            const std::int64_t j0 = std::min(n1, nlines * tid / nt * le);
+            const std::int64_t j1 = std::min(n1, nlines * (tid + 1) / nt * le);
+            sparse::csr_forward(X, W0, n1, Zp, ldp, j0, j1);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            if (tid == 0) {
+                try {
+                    for (std::int64_t r = 0; r < n; ++r) std::memcpy(z0 + r * n1, Zp + r * ldp, sizeof(T) * n1);
+                    if (L_ > 1) {
+                        bias_activation(act_, z0, theta + boff_[0], n, n1);
+                        forward(theta, z0, n, zl_.data(), 1);
+                    }
+                    const double l = loss_dz(theta, t, n, wd, grad);
+                    if (std::isfinite(l) && std::isfinite(static_cast<T>(l))) {
+                        const T* dz = backward(theta, nullptr, n, wd, grad, 1);
+                        for (std::int64_t r = 0; r < n; ++r) std::memcpy(Dp + r * ldp, dz + r * n1, sizeof(T) * n1);
+                        ok = all_finite(dz, n * n1);
+                        *loss_out = l;
+                    }
+                } catch (...) {
+                    err = std::current_exception();
+                }
+            }
+            if (tid == nt - 1) {
+                try {
+                    csc_.build(X, 0, n, n0, T(1));
+                } catch (...) {
+                    err_build = std::current_exception();
+                }
+            }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            if (ok && !err && !err_build) {  // dW0 = X^T dZ0 (+ wd W0)
+                sparse::UpdateSpec<T> u{&csc_, 0, n0, true, static_cast<T>(wd), W0, n1, Dp, ldp,
+                                        grad + woff_[0], n1};
+                sparse::csc_update(u, j0, j1);
+            }
+        }
+        if (nth > 1 && blas_threads > 1) blas_set_num_threads(blas_threads);
+        if (err) std::rethrow_exception(err);
+        if (err_build) std::rethrow_exception(err_build);
+        return ok;
+    }
+
     // Every CSR row a step will read must be well formed before anything is touched: indptr
     // non-decreasing inside [0, nnz], and the column indices of the rows idx names strictly increasing
     // inside [0, n0). Only those rows are scanned (O(nnz of the batches), not O(nnz of X)).
@@ -658,6 +774,9 @@ private:
     std::vector<T> xb_, tb_, g_;           // train_steps: gathered batch and gradient
     sparse::Csc<T> csc_;                   // train_steps_csr: the batch by columns
     sparse::AlignedBuf<T> zp_, dp_, w0p_;  // train_steps_csr: padded z0, dZ0 and (SGD) W0
+    std::vector<std::int64_t> pk_indptr_, pk_rows_;  // loss_grad on sparse x: x packed as CSR, rows 0..n-1
+    std::vector<std::int32_t> pk_ind_;
+    sparse::AlignedBuf<T> pk_val_;
 };
 
 }  // namespace pfg

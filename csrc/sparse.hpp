@@ -220,6 +220,7 @@ struct V512<float> {
     static PFG_AVX512 void storem(float* p, M m, R v) { _mm512_mask_storeu_ps(p, m, v); }
     static PFG_AVX512 R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
     static PFG_AVX512 R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+    static PFG_AVX512 R add(R a, R b) { return _mm512_add_ps(a, b); }
 };
 template <>
 struct V512<double> {
@@ -234,6 +235,7 @@ struct V512<double> {
     static PFG_AVX512 void storem(double* p, M m, R v) { _mm512_mask_storeu_pd(p, m, v); }
     static PFG_AVX512 R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
     static PFG_AVX512 R mul(R a, R b) { return _mm512_mul_pd(a, b); }
+    static PFG_AVX512 R add(R a, R b) { return _mm512_add_pd(a, b); }
 };
 
 // NV vectors of each output row in registers (the last one masked), summed over the row's nonzeros.
@@ -243,16 +245,33 @@ __attribute__((target("avx512f"))) void csr_forward_tile(const CsrBatch<T>& X, c
     using V = V512<T>;
     for (std::int64_t r = 0; r < X.B; ++r) {
         const std::int64_t p0 = X.indptr[X.rows[r]], p1 = X.indptr[X.rows[r] + 1];
-        typename V::R acc[NV];
+        // Two sets of accumulators, two nonzeros at a time: with few vectors a row, one set would
+        // wait on the FMA latency.
+        typename V::R acc[NV], acc2[NV];
 #pragma GCC unroll 8
-        for (int k = 0; k < NV; ++k) acc[k] = V::zero();
-        for (std::int64_t p = p0; p < p1; ++p) {
+        for (int k = 0; k < NV; ++k) acc[k] = acc2[k] = V::zero();
+        std::int64_t p = p0;
+        for (; p + 1 < p1; p += 2) {
+            const typename V::R v = V::set1(X.val[p]), v2 = V::set1(X.val[p + 1]);
+            const T* w = W + std::int64_t(X.ind[p]) * ldw;
+            const T* w2 = W + std::int64_t(X.ind[p + 1]) * ldw;
+#pragma GCC unroll 8
+            for (int k = 0; k < NV - 1; ++k) {
+                acc[k] = V::fma(v, V::load(w + k * V::W), acc[k]);
+                acc2[k] = V::fma(v2, V::load(w2 + k * V::W), acc2[k]);
+            }
+            acc[NV - 1] = V::fma(v, V::loadm(last, w + (NV - 1) * V::W), acc[NV - 1]);
+            acc2[NV - 1] = V::fma(v2, V::loadm(last, w2 + (NV - 1) * V::W), acc2[NV - 1]);
+        }
+        if (p < p1) {
             const typename V::R v = V::set1(X.val[p]);
             const T* w = W + std::int64_t(X.ind[p]) * ldw;
 #pragma GCC unroll 8
             for (int k = 0; k < NV - 1; ++k) acc[k] = V::fma(v, V::load(w + k * V::W), acc[k]);
             acc[NV - 1] = V::fma(v, V::loadm(last, w + (NV - 1) * V::W), acc[NV - 1]);
         }
+#pragma GCC unroll 8
+        for (int k = 0; k < NV; ++k) acc[k] = V::add(acc[k], acc2[k]);
         T* zr = z + r * ldz;
 #pragma GCC unroll 8
         for (int k = 0; k < NV - 1; ++k) V::store(zr + k * V::W, acc[k]);
@@ -284,13 +303,31 @@ __attribute__((target("avx512f"), always_inline)) inline void csc_update_row(con
     }
     const CscEntry<T>* en = u.csc->ent.data();
     const std::int32_t e1 = u.csc->cptr[i + 1];
-    for (std::int32_t e = u.csc->cptr[i]; e < e1; ++e) {
+    std::int32_t e = u.csc->cptr[i];
+    typename V::R acc2[NV];  // second set, as in csr_forward_tile
+#pragma GCC unroll 8
+    for (int k = 0; k < NV; ++k) acc2[k] = V::zero();
+    for (; e + 1 < e1; e += 2) {
+        const typename V::R a = V::set1(en[e].v), a2 = V::set1(en[e + 1].v);
+        const T* d = u.D + std::int64_t(en[e].r) * u.ldd + j0;
+        const T* d2 = u.D + std::int64_t(en[e + 1].r) * u.ldd + j0;
+#pragma GCC unroll 8
+        for (int k = 0; k < NV - 1; ++k) {
+            acc[k] = V::fma(a, V::load(d + k * V::W), acc[k]);
+            acc2[k] = V::fma(a2, V::load(d2 + k * V::W), acc2[k]);
+        }
+        acc[NV - 1] = V::fma(a, V::loadm(last, d + (NV - 1) * V::W), acc[NV - 1]);
+        acc2[NV - 1] = V::fma(a2, V::loadm(last, d2 + (NV - 1) * V::W), acc2[NV - 1]);
+    }
+    if (e < e1) {
         const typename V::R a = V::set1(en[e].v);
         const T* d = u.D + std::int64_t(en[e].r) * u.ldd + j0;
 #pragma GCC unroll 8
         for (int k = 0; k < NV - 1; ++k) acc[k] = V::fma(a, V::load(d + k * V::W), acc[k]);
         acc[NV - 1] = V::fma(a, V::loadm(last, d + (NV - 1) * V::W), acc[NV - 1]);
     }
+#pragma GCC unroll 8
+    for (int k = 0; k < NV; ++k) acc[k] = V::add(acc[k], acc2[k]);
 #pragma GCC unroll 8
     for (int k = 0; k < NV - 1; ++k) V::store(y + k * V::W, acc[k]);
     V::storem(y + (NV - 1) * V::W, last, acc[NV - 1]);
@@ -368,6 +405,94 @@ inline int isa_detected() {
 }
 #endif  // PFG_SPARSE_X86
 
+
+// ---- dense rows to CSR ----------------------------------------------------------------------
+// Mlp::loss_grad gets x dense; when it is mostly zeros it packs x once and runs the kernels above.
+// The vector versions write up to one vector past the last nonzero: ind/val need
+// n * n0 + kPackSlack entries.
+constexpr std::int64_t kPackSlack = 16;
+
+// Columns [j0, n0) of one row; returns the number of nonzeros written from ind/val.
+template <class T>
+inline std::int64_t pack_row_body(const T* __restrict x, std::int64_t j0, std::int64_t n0,
+                                  std::int32_t* __restrict ind, T* __restrict val) {
+    std::int64_t p = 0;
+    for (std::int64_t j = j0; j < n0; ++j) {  // branch-free: write every entry, advance on nonzeros
+        ind[p] = static_cast<std::int32_t>(j);
+        val[p] = x[j];
+        p += x[j] != T(0);  // NaN != 0: kept, as the dense product sees it
+    }
+    return p;
+}
+
+#ifdef PFG_SPARSE_X86
+// AVX2: a compare mask per vector, then one store per set bit.
+template <class T>
+__attribute__((target("avx2,fma"))) std::int64_t pack_row_avx2(const T* x, std::int64_t n0, std::int32_t* ind,
+                                                              T* val) {
+    constexpr std::int64_t W = 32 / sizeof(T);
+    std::int64_t p = 0, j = 0;
+    for (; j + W <= n0; j += W) {
+        unsigned m;
+        if constexpr (sizeof(T) == 4)
+            m = static_cast<unsigned>(
+                _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(reinterpret_cast<const float*>(x) + j),
+                                                 _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+        else
+            m = static_cast<unsigned>(
+                _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(reinterpret_cast<const double*>(x) + j),
+                                                 _mm256_setzero_pd(), _CMP_NEQ_UQ)));
+        for (; m; m &= m - 1) {
+            const int b = __builtin_ctz(m);
+            ind[p] = static_cast<std::int32_t>(j + b);
+            val[p++] = x[j + b];
+        }
+    }
+    return p + pack_row_body(x, j, n0, ind + p, val + p);
+}
+
+// AVX-512: compress the nonzeros of 16 entries in registers and store whole vectors (a compress
+// straight to memory is microcoded and slow on some CPUs).
+__attribute__((target("avx512f"))) inline std::int64_t pack_row_avx512(const float* x, std::int64_t n0,
+                                                                      std::int32_t* ind, float* val) {
+    std::int64_t p = 0;
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i cols = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (std::int64_t j = 0; j < n0; j += 16) {
+        const __mmask16 in = n0 - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n0 - j)) - 1u);
+        const __m512 v = _mm512_maskz_loadu_ps(in, x + j);
+        const __mmask16 m = _mm512_mask_cmp_ps_mask(in, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        cols = _mm512_add_epi32(cols, step);
+        if (!m) continue;  // blank runs (image borders) are common
+        _mm512_storeu_ps(val + p, _mm512_maskz_compress_ps(m, v));
+        _mm512_storeu_si512(ind + p, _mm512_maskz_compress_epi32(m, _mm512_sub_epi32(cols, step)));
+        p += __builtin_popcount(m);
+    }
+    return p;
+}
+__attribute__((target("avx512f"))) inline std::int64_t pack_row_avx512(const double* x, std::int64_t n0,
+                                                                      std::int32_t* ind, double* val) {
+    std::int64_t p = 0;
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i cols = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (std::int64_t j = 0; j < n0; j += 16) {  // two vectors of doubles, one of their indices
+        const std::int64_t left = n0 - j;
+        const __mmask8 in0 = left >= 8 ? __mmask8(0xFF) : __mmask8((1u << left) - 1u);
+        const __mmask8 in1 = left >= 16 ? __mmask8(0xFF) : left <= 8 ? __mmask8(0) : __mmask8((1u << (left - 8)) - 1u);
+        const __m512d v0 = _mm512_maskz_loadu_pd(in0, x + j), v1 = _mm512_maskz_loadu_pd(in1, x + j + 8);
+        const __mmask8 m0 = _mm512_mask_cmp_pd_mask(in0, v0, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+        const __mmask8 m1 = _mm512_mask_cmp_pd_mask(in1, v1, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+        _mm512_storeu_si512(ind + p, _mm512_maskz_compress_epi32(__mmask16(m0 | (unsigned(m1) << 8)), cols));
+        _mm512_storeu_pd(val + p, _mm512_maskz_compress_pd(m0, v0));
+        p += __builtin_popcount(m0);
+        _mm512_storeu_pd(val + p, _mm512_maskz_compress_pd(m1, v1));
+        p += __builtin_popcount(m1);
+        cols = _mm512_add_epi32(cols, step);
+    }
+    return p;
+}
+#endif  // PFG_SPARSE_X86
+
 // Tests pick lower levels to check every version of the kernels (-1: the best the CPU has).
 inline int& isa_request() {
     static int level = -1;
@@ -406,6 +531,42 @@ inline void csc_update(const UpdateSpec<T>& u, std::int64_t j0, std::int64_t j1)
     if (level == 1) return csc_update_avx2(u, j0, j1);
 #endif
     csc_update_body(u, j0, j1);
+}
+
+// CSR of the nonzeros of x (n x n0, row-major): indptr (n + 1), ind / val (n * n0 + kPackSlack).
+// Returns nnz.
+template <class T>
+inline std::int64_t pack_csr(const T* x, std::int64_t n, std::int64_t n0, std::int64_t* indptr, std::int32_t* ind,
+                             T* val) {
+#ifdef PFG_SPARSE_X86
+    const int level = isa();
+#else
+    const int level = 0;
+#endif
+    std::int64_t p = 0;
+    indptr[0] = 0;
+    for (std::int64_t r = 0; r < n; ++r) {
+        const T* xr = x + r * n0;
+#ifdef PFG_SPARSE_X86
+        if (level == 2)
+            p += pack_row_avx512(xr, n0, ind + p, val + p);
+        else if (level == 1)
+            p += pack_row_avx2(xr, n0, ind + p, val + p);
+        else
+#endif
+            p += pack_row_body(xr, 0, n0, ind + p, val + p);
+        indptr[r + 1] = p;
+    }
+    (void)level;
+    return p;
+}
+
+// Nonzeros (NaN included) of x[0, count).
+template <class T>
+inline std::int64_t count_nonzero(const T* x, std::int64_t count) {
+    std::int64_t k = 0;
+    for (std::int64_t i = 0; i < count; ++i) k += x[i] != T(0);
+    return k;
 }
 
 }  // namespace sparse

@@ -6,7 +6,7 @@ of the exact dtype (float64 or float32, the same for all float arrays of one cal
 ``idx``; float64 for ``hyper`` and ``losses``), else the call raises TypeError. Shape mismatches
 raise ValueError before any memory is touched. Semantics: ``pyfastgrad._numpy_kernels``.
 """
-from typing import Callable, Generic, List, Sequence, TypeVar, overload
+from typing import Callable, Generic, List, Optional, Sequence, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -56,8 +56,12 @@ class _Mlp(Generic[_A]):
         """out (N, n_out) = logits of x (N, n_in)."""
     def loss(self, theta: _A, x: _A, t: _A, weight_decay: float) -> float:
         """Mean loss over the N >= 1 rows plus 0.5 * weight_decay * sum W^2."""
-    def loss_grad(self, theta: _A, x: _A, t: _A, weight_decay: float, grad: _A) -> float:
-        """Loss as ``loss``; writes its gradient (backprop) into grad (n_params)."""
+    def loss_grad(self, theta: _A, x: _A, t: _A, weight_decay: float, grad: _A,
+                  sparse: Optional[bool] = ...) -> float:
+        """Loss as ``loss``; writes its gradient (backprop) into grad (n_params).
+
+        sparse: None picks the first layer's kernels from x's density (CSR when at most half of x
+        is nonzero), True / False force the sparse / dense (gemm) ones; same result up to rounding."""
     def train_steps(self, theta: _A, X: _A, T: _A, idx: I64, weight_decay: float, opt: str, hyper: F64,
                     state1: _A, state2: _A, step0: int, losses: F64) -> int:
         """Mini-batch steps: step s uses rows idx[s] (idx (n_steps, B), every index checked first)

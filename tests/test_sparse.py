@@ -330,3 +330,86 @@ def test_fit_keeps_dense_inputs_dense(monkeypatch):
 
 def test_numpy_kernel_docstring_mentions_csr():
     assert "CsrRows" in N.__doc__
+
+
+# ------------------------------------------------------------- loss_grad on mostly-zero dense input
+def _loss_grad(m, theta, x, t, wd, **kw):
+    g = np.full_like(theta, np.nan)
+    return m.loss_grad(theta, x, t, wd, g, **kw), g
+
+
+def _ref_loss_grad(sizes, act, loss, dtype, theta, x, t, wd):
+    return _loss_grad(N.Mlp(sizes, act, loss, dtype), theta, x, t, wd)
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+@pytest.mark.parametrize("level", [0, 1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_loss_grad_sparse_path_on_mnist(mnist, level, dtype, wd):
+    """cpp's loss_grad packs mostly-zero x into CSR (auto or forced) and agrees with the reference
+    and with its own dense (gemm) path, in every kernel version the CPU has."""
+    (x, t), _ = mnist
+    xb = np.ascontiguousarray(x[:100], dtype=dtype)
+    tb = np.eye(10, dtype=dtype)[t[:100]]
+    keep = xb.copy()
+    used = _core._sparse_isa(level)
+    try:
+        assert used <= level
+        for sizes, act, loss in (([784, 100, 10], "relu", "softmax"), ([784, 37, 20, 10], "sigmoid", "mse"),
+                                 ([784, 10], "relu", "hinge")):
+            theta = theta_for(sizes, dtype)
+            lr, gr = _ref_loss_grad(sizes, act, loss, dtype, theta, xb, tb, wd)
+            m = kernels("cpp").Mlp(sizes, act, loss, dtype)
+            for mode in (None, True, False):
+                lc, gc = _loss_grad(m, theta, xb, tb, wd, sparse=mode)
+                assert abs(lc - lr) <= TOL[dtype] * abs(lr), (sizes, mode)
+                assert normwise(gc, gr) <= TOL[dtype], (sizes, mode)
+        assert np.array_equal(xb, keep)
+    finally:
+        _core._sparse_isa(-1)
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.3, 0.9])
+@pytest.mark.parametrize("shape", [(1, 33, 5, 3), (7, 40, 17, 4), (130, 257, 64, 10)])
+def test_loss_grad_sparse_path_random(dtype, density, shape):
+    n, d, h, c = shape
+    rng = np.random.default_rng(int(density * 100) + n)
+    x = sparse_data(rng, n, d, density, dtype, empty_rows=(0,))
+    t = np.eye(c, dtype=dtype)[rng.integers(0, c, n)]
+    sizes = [d, h, c]
+    theta = theta_for(sizes, dtype)
+    lr, gr = _ref_loss_grad(sizes, "tanh", "softmax", dtype, theta, x, t, 0.02)
+    m = kernels("cpp").Mlp(sizes, "tanh", "softmax", dtype)
+    for mode in (None, True, False):
+        lc, gc = _loss_grad(m, theta, x, t, 0.02, sparse=mode)
+        assert abs(lc - lr) <= TOL[dtype] * abs(lr) and normwise(gc, gr) <= TOL[dtype], mode
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_loss_grad_sparse_path_keeps_ieee_answers(dtype):
+    """Skipping zeros must not hide 0 * inf: a non-finite W1, input or loss gives what the dense path
+    (and the reference) gives."""
+    rng = np.random.default_rng(3)
+    sizes = [64, 16, 4]
+    x = sparse_data(rng, 20, 64, 0.2, dtype)
+    t = np.eye(4, dtype=dtype)[rng.integers(0, 4, 20)]
+    m = kernels("cpp").Mlp(sizes, "relu", "softmax", dtype)
+    cases = []
+    theta = theta_for(sizes, dtype)
+    theta[5] = np.inf  # W1[0, 5]: x[:, 0] has zeros, so every logit of those rows is NaN
+    cases.append((theta, x))
+    theta2 = theta_for(sizes, dtype)
+    x2 = x.copy()
+    x2[3, 7] = np.nan
+    cases.append((theta2, x2))
+    cases.append((theta2, x * dtype(1e30)))  # overflow in the loss
+    for th, xx in cases:
+        lr, gr = _ref_loss_grad(sizes, "relu", "softmax", dtype, th, xx, t, 0.0)
+        for mode in (None, True):
+            lc, gc = _loss_grad(m, th, xx, t, 0.0, sparse=mode)
+            assert np.isfinite(lc) == np.isfinite(lr)
+            assert np.array_equal(np.isfinite(gc), np.isfinite(gr)), mode

@@ -223,7 +223,7 @@ public:
         reserve(n);
         if (sparse != 0 && use_sparse_input(x, n, sparse == 1) && all_finite(theta + woff_[0], sizes_[0] * sizes_[1])) {
             double l;
-            if (loss_grad_csr(theta, t, n, wd, grad, &l)) return l;
+            if (loss_grad_sparse(theta, x, t, n, wd, grad, &l)) return l;
             // Not finite somewhere: the dense path gives the IEEE answer (0 * inf) the zeros skip.
         }
         const double l = forward_loss_dz(theta, x, t, n, wd, grad);
@@ -464,20 +464,18 @@ private:
         return true;
     }
 
-    // Whether loss_grad should pack x into CSR (left in pk_*): a sample of the first rows decides
-    // whether to try, the packed count whether to go on. Sparse input needs n0 >= 32 to pay off.
+    // Whether loss_grad should run the first layer on x's nonzeros: a sample of the first rows decides
+    // whether to count them all (into col_nnz_), the count whether to go on. Needs n0 >= 32 to pay off.
     bool use_sparse_input(const T* x, std::int64_t n, bool force) {
         const std::int64_t n0 = sizes_.front();
+        if (n * n0 > std::int64_t(INT_MAX)) return false;  // int32 CSC offsets
         if (!force) {
             if (n0 < 32) return false;
             const std::int64_t probe = std::min<std::int64_t>(n, 8) * n0;
             if (double(sparse::count_nonzero(x, probe)) > kSparseDensity * 1.25 * double(probe)) return false;
         }
-        if (n * n0 + sparse::kPackSlack > std::int64_t(INT_MAX)) return false;  // int32 CSC offsets
-        pk_indptr_.resize(static_cast<size_t>(n) + 1);
-        pk_ind_.resize(static_cast<size_t>(n * n0 + sparse::kPackSlack));
-        T* val = pk_val_.get(n * n0 + sparse::kPackSlack);
-        const std::int64_t nnz = sparse::pack_csr(x, n, n0, pk_indptr_.data(), pk_ind_.data(), val);
+        col_nnz_.resize(static_cast<size_t>(n0));
+        const std::int64_t nnz = sparse::count_columns(x, n, n0, col_nnz_.data());
         return force || double(nnz) <= kSparseDensity * double(n * n0);
     }
 
@@ -487,33 +485,44 @@ private:
         return !bad;
     }
 
-    // loss_grad with the first layer on the CSR rows in pk_* (as train_steps_csr's steps, with the
-    // gradient in place of an update): threads split layer 0's columns for its product and its dW;
-    // between the two, thread 0 runs the dense layers and the loss while another regroups the
-    // batch by column. Returns false (grad undefined) if the loss or dL/dz of layer 0 is not finite.
-    bool loss_grad_csr(const T* theta, const T* t, std::int64_t n, double wd, T* grad, double* loss_out) {
+    // loss_grad with the first layer on x's nonzeros. Threads split x's columns (and so W0's rows) in
+    // bands and share nothing until the sums: each regroups its band by column (its own Csc), adds
+    // its band's part of z0 = x W0 into its own buffer, and after thread 0 has summed those and run
+    // the dense layers and the loss, writes its rows of dW0 = x^T dZ0 (+ wd W0).
+    // Returns false (grad undefined) if the loss or dL/dz of layer 0 is not finite.
+    bool loss_grad_sparse(const T* theta, const T* x, const T* t, std::int64_t n, double wd, T* grad,
+                          double* loss_out) {
         const std::int64_t n0 = sizes_.front(), n1 = sizes_[1];
         const std::int64_t ldp = sparse::padded_ld<T>(n1);
-        T* Zp = zp_.get(n * ldp);
-        T* Dp = dp_.get(n * ldp);
-        if (static_cast<std::int64_t>(pk_rows_.size()) < n) {
-            pk_rows_.resize(static_cast<size_t>(n));
-            for (std::int64_t r = 0; r < n; ++r) pk_rows_[r] = r;
-        }
-        const sparse::CsrBatch<T> X{pk_rows_.data(), n, pk_indptr_.data(), pk_ind_.data(), pk_val_.ptr};
-        const std::int64_t nnz = pk_indptr_[n];
-        const T* W0 = theta + woff_[0];
-        T* z0 = (L_ == 1) ? zl_.data() : acts_[0].data();
-        const std::int64_t nlines = ldp / sparse::line_elems<T>();
         int nth = 1;
 #ifdef _OPENMP
-        if (double(nnz) * double(n1) >= kCsrParallelWork)
-            nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), std::max<std::int64_t>(1, nlines / 2), 8}));
+        // (a dense product's work over 5: about the sparse kernels' work at MNIST's density)
+        if (double(n) * double(n0) * double(n1) / 5 >= kCsrParallelWork)
+            nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), n0 / 16, 8}));
+        nth = std::max(nth, 1);
 #endif
+        T* Zp = zp_.get(nth * n * ldp);  // thread t's part of z0 at Zp + t n ldp
+        T* Dp = dp_.get(n * ldp);
+        const T* W0 = theta + woff_[0];
+        T* z0 = (L_ == 1) ? zl_.data() : acts_[0].data();
+        if (static_cast<int>(bands_.size()) < nth) bands_.resize(static_cast<size_t>(nth));
+        // Bands of about equal nonzeros (an image's middle rows hold most of them).
+        band_.assign(static_cast<size_t>(nth) + 1, n0);
+        band_[0] = 0;
+        {
+            std::int64_t total = 0, run = 0;
+            for (std::int64_t k = 0; k < n0; ++k) total += col_nnz_[k];
+            int b = 1;
+            for (std::int64_t k = 0; k < n0 && b < nth; ++k) {
+                run += col_nnz_[k];
+                while (b < nth && run * nth >= total * b) band_[b++] = k + 1;
+            }
+        }
         const int blas_threads = blas_num_threads();
         if (nth > 1 && blas_threads > 1) blas_set_num_threads(1);  // the small gemms run inside our threads
         bool ok = false;
-        std::exception_ptr err, err_build;
+        std::exception_ptr err;
+        std::atomic<bool> failed{false};
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nth) if (nth > 1)
 #endif
@@ -523,16 +532,28 @@ private:
 #else
             const int tid = 0, nt = 1;
 #endif
-            const std::int64_t le = sparse::line_elems<T>();
-            const std::int64_t j0 = std::min(n1, nlines * tid / nt * le);
-            const std::int64_t j1 = std::min(n1, nlines * (tid + 1) / nt * le);
-            sparse::csr_forward(X, W0, n1, Zp, ldp, j0, j1);
+            const std::int64_t k0 = band_[tid], k1 = band_[tid + 1];
+            T* Zt = Zp + tid * n * ldp;
+            std::fill(Zt, Zt + n * ldp, T(0));
+            try {
+                bands_[tid].build_dense(x, n, n0, k0, k1, col_nnz_.data());
+                sparse::csc_forward(bands_[tid], W0, n1, Zt, ldp, 0, n1);
+            } catch (...) {  // (only allocation can fail)
+                failed = true;
+            }
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-            if (tid == 0) {
+            if (tid == 0 && !failed) {
                 try {
-                    for (std::int64_t r = 0; r < n; ++r) std::memcpy(z0 + r * n1, Zp + r * ldp, sizeof(T) * n1);
+                    for (std::int64_t r = 0; r < n; ++r) {
+                        T* zr = z0 + r * n1;
+                        std::memcpy(zr, Zp + r * ldp, sizeof(T) * n1);
+                        for (int u = 1; u < nt; ++u) {
+                            const T* zu = Zp + (u * n + r) * ldp;
+                            for (std::int64_t j = 0; j < n1; ++j) zr[j] += zu[j];
+                        }
+                    }
                     if (L_ > 1) {
                         bias_activation(act_, z0, theta + boff_[0], n, n1);
                         forward(theta, z0, n, zl_.data(), 1);
@@ -548,25 +569,18 @@ private:
                     err = std::current_exception();
                 }
             }
-            if (tid == nt - 1) {
-                try {
-                    csc_.build(X, 0, n, n0, T(1));
-                } catch (...) {
-                    err_build = std::current_exception();
-                }
-            }
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-            if (ok && !err && !err_build) {  // dW0 = X^T dZ0 (+ wd W0)
-                sparse::UpdateSpec<T> u{&csc_, 0, n0, true, static_cast<T>(wd), W0, n1, Dp, ldp,
+            if (ok && !err) {
+                sparse::UpdateSpec<T> u{&bands_[tid], k0, k1, true, static_cast<T>(wd), W0, n1, Dp, ldp,
                                         grad + woff_[0], n1};
-                sparse::csc_update(u, j0, j1);
+                sparse::csc_update(u, 0, n1);
             }
         }
         if (nth > 1 && blas_threads > 1) blas_set_num_threads(blas_threads);
         if (err) std::rethrow_exception(err);
-        if (err_build) std::rethrow_exception(err_build);
+        if (failed) throw std::bad_alloc();
         return ok;
     }
 
@@ -657,6 +671,8 @@ private:
             double sl = 0.0;
             for (std::int64_t i = 0; i < rows; ++i) {
                 const T* wr = w + i * ld;
+                // Reordered into vector lanes: one serial chain of double adds costs 4 cycles per entry.
+#pragma omp simd reduction(+ : sl)
                 for (std::int64_t j = 0; j < n; ++j) sl += double(wr[j] * wr[j]);
             }
             s += 0.5 * wd * sl;
@@ -774,9 +790,9 @@ private:
     std::vector<T> xb_, tb_, g_;           // train_steps: gathered batch and gradient
     sparse::Csc<T> csc_;                   // train_steps_csr: the batch by columns
     sparse::AlignedBuf<T> zp_, dp_, w0p_;  // train_steps_csr: padded z0, dZ0 and (SGD) W0
-    std::vector<std::int64_t> pk_indptr_, pk_rows_;  // loss_grad on sparse x: x packed as CSR, rows 0..n-1
-    std::vector<std::int32_t> pk_ind_;
-    sparse::AlignedBuf<T> pk_val_;
+    std::vector<sparse::Csc<T>> bands_;    // loss_grad on sparse x: x by column, a band per thread,
+    std::vector<std::int64_t> band_;       // band t = columns [band_[t], band_[t+1]),
+    std::vector<std::int32_t> col_nnz_;    // from the nonzeros of each column
 };
 
 }  // namespace pfg

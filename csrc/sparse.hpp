@@ -128,6 +128,11 @@ struct Csc {
             for (std::int64_t p = X.indptr[X.rows[r]]; p < p1; ++p) en[nx[X.ind[p]]++] = CscEntry<T>{r32, alpha * X.val[p]};
         }
     }
+
+    // From the columns [k0, k1) of a dense x (n x n0, row-major; NaN counts as a nonzero), given the
+    // nonzeros of each column (count_columns): threads can each build one band. Other columns stay empty.
+    void build_dense(const T* x, std::int64_t n, std::int64_t n0, std::int64_t k0, std::int64_t k1,
+                     const std::int32_t* col_nnz);
 };
 
 // What csc_update writes: rows [i0, i1) of Y (all of them, or only those with entries).
@@ -196,6 +201,11 @@ template <class T>
 __attribute__((target("avx2,fma"))) void csr_forward_avx2(const CsrBatch<T>& X, const T* W, std::int64_t ldw, T* z,
                                                           std::int64_t ldz, std::int64_t j0, std::int64_t j1) {
     csr_forward_body(X, W, ldw, z, ldz, j0, j1);
+}
+template <class T>
+__attribute__((target("avx2,fma"))) void csc_forward_avx2(const Csc<T>& c, const T* W, std::int64_t ldw, T* z,
+                                                         std::int64_t ldz, std::int64_t j0, std::int64_t j1) {
+    csc_forward_body(c, W, ldw, z, ldz, j0, j1);
 }
 template <class T>
 __attribute__((target("avx2,fma"))) void csc_update_avx2(const UpdateSpec<T>& u, std::int64_t j0, std::int64_t j1) {
@@ -346,6 +356,28 @@ __attribute__((target("avx512f"))) void csc_update_tile(const UpdateSpec<T>& u, 
     }
 }
 
+template <class T, int NV>
+__attribute__((target("avx512f"))) void csc_forward_tile(const Csc<T>& c, const T* W, std::int64_t ldw, T* z,
+                                                         std::int64_t ldz, typename V512<T>::M last) {
+    using V = V512<T>;
+    const CscEntry<T>* en = c.ent.data();
+    for (const std::int32_t i : c.cols) {
+        const T* w = W + std::int64_t(i) * ldw;
+        typename V::R wv[NV];
+#pragma GCC unroll 8
+        for (int k = 0; k < NV - 1; ++k) wv[k] = V::load(w + k * V::W);
+        wv[NV - 1] = V::loadm(last, w + (NV - 1) * V::W);
+        const std::int32_t e1 = c.cptr[i + 1];
+        for (std::int32_t e = c.cptr[i]; e < e1; ++e) {
+            const typename V::R v = V::set1(en[e].v);
+            T* zr = z + std::int64_t(en[e].r) * ldz;
+#pragma GCC unroll 8
+            for (int k = 0; k < NV - 1; ++k) V::store(zr + k * V::W, V::fma(v, wv[k], V::load(zr + k * V::W)));
+            V::storem(zr + (NV - 1) * V::W, last, V::fma(v, wv[NV - 1], V::loadm(last, zr + (NV - 1) * V::W)));
+        }
+    }
+}
+
 constexpr int kMaxTileVecs = 8;  // 8 accumulators + operands stay well inside the 32 zmm registers
 
 // Splits [j0, j1) into tiles of up to kMaxTileVecs vectors: f(tile start, vectors, last vector's mask).
@@ -383,6 +415,16 @@ void csr_forward_avx512(const CsrBatch<T>& X, const T* W, std::int64_t ldw, T* z
 }
 
 template <class T>
+void csc_forward_avx512(const Csc<T>& c, const T* W, std::int64_t ldw, T* z, std::int64_t ldz, std::int64_t j0,
+                        std::int64_t j1) {
+    for_each_tile<T>(j0, j1, [&](std::int64_t t0, int nv, typename V512<T>::M mask) {
+#define PFG_CALL(K) csc_forward_tile<T, K>(c, W + t0, ldw, z + t0, ldz, mask)
+        PFG_TILE_SWITCH(nv, PFG_CALL)
+#undef PFG_CALL
+    });
+}
+
+template <class T>
 void csc_update_avx512(const UpdateSpec<T>& u, std::int64_t j0, std::int64_t j1) {
     for_each_tile<T>(j0, j1, [&](std::int64_t t0, int nv, typename V512<T>::M mask) {
 #define PFG_CALL(K) csc_update_tile<T, K>(u, t0, mask)
@@ -406,92 +448,81 @@ inline int isa_detected() {
 #endif  // PFG_SPARSE_X86
 
 
-// ---- dense rows to CSR ----------------------------------------------------------------------
-// Mlp::loss_grad gets x dense; when it is mostly zeros it packs x once and runs the kernels above.
-// The vector versions write up to one vector past the last nonzero: ind/val need
-// n * n0 + kPackSlack entries.
-constexpr std::int64_t kPackSlack = 16;
-
-// Columns [j0, n0) of one row; returns the number of nonzeros written from ind/val.
+// ---- dense columns to CSC, and the forward product from it -------------------------------------
+// cnt[k] = nonzeros (NaN included) in column k of x (n x n0); returns their total.
 template <class T>
-inline std::int64_t pack_row_body(const T* __restrict x, std::int64_t j0, std::int64_t n0,
-                                  std::int32_t* __restrict ind, T* __restrict val) {
-    std::int64_t p = 0;
-    for (std::int64_t j = j0; j < n0; ++j) {  // branch-free: write every entry, advance on nonzeros
-        ind[p] = static_cast<std::int32_t>(j);
-        val[p] = x[j];
-        p += x[j] != T(0);  // NaN != 0: kept, as the dense product sees it
+inline std::int64_t count_columns(const T* __restrict x, std::int64_t n, std::int64_t n0, std::int32_t* __restrict cnt) {
+    std::fill(cnt, cnt + n0, 0);
+    for (std::int64_t r = 0; r < n; ++r) {  // vectorises: one compare and add per entry
+        const T* xr = x + r * n0;
+        for (std::int64_t k = 0; k < n0; ++k) cnt[k] += xr[k] != T(0);
     }
-    return p;
+    std::int64_t total = 0;
+    for (std::int64_t k = 0; k < n0; ++k) total += cnt[k];
+    return total;
+}
+
+template <class T>
+inline void build_dense_scatter_body(const T* x, std::int64_t n, std::int64_t n0, std::int64_t k0, std::int64_t k1,
+                                     std::int32_t* nx, CscEntry<T>* en) {
+    for (std::int64_t r = 0; r < n; ++r) {
+        const T* xr = x + r * n0;
+        for (std::int64_t k = k0; k < k1; ++k)
+            if (xr[k] != T(0)) en[nx[k]++] = CscEntry<T>{static_cast<std::int32_t>(r), xr[k]};
+    }
 }
 
 #ifdef PFG_SPARSE_X86
-// AVX2: a compare mask per vector, then one store per set bit.
+// 16 columns at a time down all the rows: the entries go to only 16 columns' lists, whose ends stay
+// in L1 (row by row they would go to all the band's columns). One compare per 16 entries, one entry
+// per set bit (most 16-column runs of an image row are blank).
 template <class T>
-__attribute__((target("avx2,fma"))) std::int64_t pack_row_avx2(const T* x, std::int64_t n0, std::int32_t* ind,
-                                                              T* val) {
-    constexpr std::int64_t W = 32 / sizeof(T);
-    std::int64_t p = 0, j = 0;
-    for (; j + W <= n0; j += W) {
-        unsigned m;
-        if constexpr (sizeof(T) == 4)
-            m = static_cast<unsigned>(
-                _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(reinterpret_cast<const float*>(x) + j),
-                                                 _mm256_setzero_ps(), _CMP_NEQ_UQ)));
-        else
-            m = static_cast<unsigned>(
-                _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(reinterpret_cast<const double*>(x) + j),
-                                                 _mm256_setzero_pd(), _CMP_NEQ_UQ)));
-        for (; m; m &= m - 1) {
-            const int b = __builtin_ctz(m);
-            ind[p] = static_cast<std::int32_t>(j + b);
-            val[p++] = x[j + b];
+__attribute__((target("avx512f"))) void build_dense_scatter_avx512(const T* x, std::int64_t n, std::int64_t n0,
+                                                                   std::int64_t k0, std::int64_t k1,
+                                                                   std::int32_t* nx, CscEntry<T>* en) {
+    for (std::int64_t k = k0; k < k1; k += 16) {
+        const std::int64_t left = k1 - k;
+        const __mmask16 in = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+        for (std::int64_t r = 0; r < n; ++r) {
+            const T* xr = x + r * n0;
+            unsigned m;
+            if constexpr (sizeof(T) == 4) {
+                m = _mm512_mask_cmp_ps_mask(in, _mm512_maskz_loadu_ps(in, reinterpret_cast<const float*>(xr) + k),
+                                            _mm512_setzero_ps(), _CMP_NEQ_UQ);
+            } else {
+                const __mmask8 in0 = __mmask8(in & 0xFF), in1 = __mmask8(in >> 8);
+                const double* xd = reinterpret_cast<const double*>(xr) + k;
+                const unsigned m0 = _mm512_mask_cmp_pd_mask(in0, _mm512_maskz_loadu_pd(in0, xd), _mm512_setzero_pd(),
+                                                            _CMP_NEQ_UQ);
+                const unsigned m1 = _mm512_mask_cmp_pd_mask(in1, _mm512_maskz_loadu_pd(in1, xd + 8),
+                                                            _mm512_setzero_pd(), _CMP_NEQ_UQ);
+                m = m0 | (m1 << 8);
+            }
+            const std::int32_t r32 = static_cast<std::int32_t>(r);
+            for (; m; m &= m - 1) {
+                const std::int64_t c = k + __builtin_ctz(m);
+                en[nx[c]++] = CscEntry<T>{r32, xr[c]};
+            }
         }
     }
-    return p + pack_row_body(x, j, n0, ind + p, val + p);
 }
+#endif
 
-// AVX-512: compress the nonzeros of 16 entries in registers and store whole vectors (a compress
-// straight to memory is microcoded and slow on some CPUs).
-__attribute__((target("avx512f"))) inline std::int64_t pack_row_avx512(const float* x, std::int64_t n0,
-                                                                      std::int32_t* ind, float* val) {
-    std::int64_t p = 0;
-    const __m512i step = _mm512_set1_epi32(16);
-    __m512i cols = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (std::int64_t j = 0; j < n0; j += 16) {
-        const __mmask16 in = n0 - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n0 - j)) - 1u);
-        const __m512 v = _mm512_maskz_loadu_ps(in, x + j);
-        const __mmask16 m = _mm512_mask_cmp_ps_mask(in, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-        cols = _mm512_add_epi32(cols, step);
-        if (!m) continue;  // blank runs (image borders) are common
-        _mm512_storeu_ps(val + p, _mm512_maskz_compress_ps(m, v));
-        _mm512_storeu_si512(ind + p, _mm512_maskz_compress_epi32(m, _mm512_sub_epi32(cols, step)));
-        p += __builtin_popcount(m);
+// z[r, j] += sum over the entries (r, v) of column i of v W[i, j], for j in [j0, j1): each row of W
+// is read once (kept in registers by the vector version), z's rows are read and written in cache.
+template <class T>
+inline void csc_forward_body(const Csc<T>& c, const T* W, std::int64_t ldw, T* z, std::int64_t ldz,
+                             std::int64_t j0, std::int64_t j1) {
+    const CscEntry<T>* en = c.ent.data();
+    for (const std::int32_t i : c.cols) {
+        const T* __restrict w = W + std::int64_t(i) * ldw;
+        for (std::int32_t e = c.cptr[i]; e < c.cptr[i + 1]; ++e) {
+            T* __restrict zr = z + std::int64_t(en[e].r) * ldz;
+            const T v = en[e].v;
+            for (std::int64_t j = j0; j < j1; ++j) zr[j] += v * w[j];
+        }
     }
-    return p;
 }
-__attribute__((target("avx512f"))) inline std::int64_t pack_row_avx512(const double* x, std::int64_t n0,
-                                                                      std::int32_t* ind, double* val) {
-    std::int64_t p = 0;
-    const __m512i step = _mm512_set1_epi32(16);
-    __m512i cols = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    for (std::int64_t j = 0; j < n0; j += 16) {  // two vectors of doubles, one of their indices
-        const std::int64_t left = n0 - j;
-        const __mmask8 in0 = left >= 8 ? __mmask8(0xFF) : __mmask8((1u << left) - 1u);
-        const __mmask8 in1 = left >= 16 ? __mmask8(0xFF) : left <= 8 ? __mmask8(0) : __mmask8((1u << (left - 8)) - 1u);
-        const __m512d v0 = _mm512_maskz_loadu_pd(in0, x + j), v1 = _mm512_maskz_loadu_pd(in1, x + j + 8);
-        const __mmask8 m0 = _mm512_mask_cmp_pd_mask(in0, v0, _mm512_setzero_pd(), _CMP_NEQ_UQ);
-        const __mmask8 m1 = _mm512_mask_cmp_pd_mask(in1, v1, _mm512_setzero_pd(), _CMP_NEQ_UQ);
-        _mm512_storeu_si512(ind + p, _mm512_maskz_compress_epi32(__mmask16(m0 | (unsigned(m1) << 8)), cols));
-        _mm512_storeu_pd(val + p, _mm512_maskz_compress_pd(m0, v0));
-        p += __builtin_popcount(m0);
-        _mm512_storeu_pd(val + p, _mm512_maskz_compress_pd(m1, v1));
-        p += __builtin_popcount(m1);
-        cols = _mm512_add_epi32(cols, step);
-    }
-    return p;
-}
-#endif  // PFG_SPARSE_X86
 
 // Tests pick lower levels to check every version of the kernels (-1: the best the CPU has).
 inline int& isa_request() {
@@ -533,40 +564,44 @@ inline void csc_update(const UpdateSpec<T>& u, std::int64_t j0, std::int64_t j1)
     csc_update_body(u, j0, j1);
 }
 
-// CSR of the nonzeros of x (n x n0, row-major): indptr (n + 1), ind / val (n * n0 + kPackSlack).
-// Returns nnz.
-template <class T>
-inline std::int64_t pack_csr(const T* x, std::int64_t n, std::int64_t n0, std::int64_t* indptr, std::int32_t* ind,
-                             T* val) {
-#ifdef PFG_SPARSE_X86
-    const int level = isa();
-#else
-    const int level = 0;
-#endif
-    std::int64_t p = 0;
-    indptr[0] = 0;
-    for (std::int64_t r = 0; r < n; ++r) {
-        const T* xr = x + r * n0;
-#ifdef PFG_SPARSE_X86
-        if (level == 2)
-            p += pack_row_avx512(xr, n0, ind + p, val + p);
-        else if (level == 1)
-            p += pack_row_avx2(xr, n0, ind + p, val + p);
-        else
-#endif
-            p += pack_row_body(xr, 0, n0, ind + p, val + p);
-        indptr[r + 1] = p;
-    }
-    (void)level;
-    return p;
-}
-
 // Nonzeros (NaN included) of x[0, count).
 template <class T>
 inline std::int64_t count_nonzero(const T* x, std::int64_t count) {
     std::int64_t k = 0;
     for (std::int64_t i = 0; i < count; ++i) k += x[i] != T(0);
     return k;
+}
+
+// z[:, j0:j1) += the columns of c times W's rows (see csc_forward_body); z is not cleared first.
+template <class T>
+inline void csc_forward(const Csc<T>& c, const T* W, std::int64_t ldw, T* z, std::int64_t ldz, std::int64_t j0,
+                        std::int64_t j1) {
+    if (j1 <= j0) return;
+#ifdef PFG_SPARSE_X86
+    const int level = isa();
+    if (level == 2) return csc_forward_avx512(c, W, ldw, z, ldz, j0, j1);
+    if (level == 1) return csc_forward_avx2(c, W, ldw, z, ldz, j0, j1);
+#endif
+    csc_forward_body(c, W, ldw, z, ldz, j0, j1);
+}
+
+template <class T>
+void Csc<T>::build_dense(const T* x, std::int64_t n, std::int64_t n0, std::int64_t k0, std::int64_t k1,
+                         const std::int32_t* col_nnz) {
+    cptr.assign(static_cast<size_t>(n0) + 1, 0);
+    cols.clear();
+    next.resize(static_cast<size_t>(n0));
+    for (std::int64_t i = 0; i < n0; ++i) {
+        const std::int32_t c = (i >= k0 && i < k1) ? col_nnz[i] : 0;
+        if (c) cols.push_back(static_cast<std::int32_t>(i));
+        next[i] = cptr[i];
+        cptr[i + 1] = cptr[i] + c;
+    }
+    if (ent.size() < static_cast<size_t>(cptr[n0])) ent.resize(cptr[n0]);
+#ifdef PFG_SPARSE_X86
+    if (isa() == 2) return build_dense_scatter_avx512(x, n, n0, k0, k1, next.data(), ent.data());
+#endif
+    build_dense_scatter_body(x, n, n0, k0, k1, next.data(), ent.data());
 }
 
 }  // namespace sparse

@@ -61,8 +61,8 @@ inline std::int64_t argmax_row(const T* t, std::int64_t c) {
 // loss of these rows (already signed/scaled, so the caller only divides by N). With grad, z is
 // overwritten by dL/dz (divided by n_total, the whole batch size) and db += column sums of it.
 template <class T>
-inline double output_layer(Loss kind, T* z, const T* b, const T* t, std::int64_t rows,
-                           std::int64_t c, bool grad, T n_total, T* db) {
+inline double output_layer_impl(Loss kind, T* z, const T* b, const T* t, std::int64_t rows,
+                                std::int64_t c, bool grad, T n_total, T* db) {
     double loss = 0.0;
     switch (kind) {
         case Loss::Softmax: {
@@ -81,27 +81,30 @@ inline double output_layer(Loss kind, T* z, const T* b, const T* t, std::int64_t
                     zr[k] = v;
                     m = v > m ? v : m;
                 }
+                T tdr = T(0);  // a row's sum in T, the rows' in double: short dependency chains
                 for (std::int64_t k = 0; k < c; ++k) {
                     const T d = zr[k] - m;
                     zr[k] = d;
-                    td += double(tr[k] * d);
+                    tdr += tr[k] * d;
                 }
+                td += double(tdr);
             }
             const std::int64_t total = rows * c;
             for (std::int64_t i = 0; i < total; ++i) z[i] = exp_fast(z[i]);
+            const T inv_n = T(1) / n_total;
             for (std::int64_t r = 0; r < rows; ++r) {
                 T* zr = z + r * c;
                 const T* tr = t + r * c;
-                T s = T(0);
-                double trs = 0.0;
+                T s = T(0), trs = T(0);
                 for (std::int64_t k = 0; k < c; ++k) {
                     s += zr[k];
-                    trs += double(tr[k]);
+                    trs += tr[k];
                 }
-                loss += double(std::log(s)) * trs;
+                loss += double(std::log(s)) * double(trs);
                 if (grad) {
+                    const T inv_s = T(1) / s;  // multiplies instead of two divisions an entry
                     for (std::int64_t k = 0; k < c; ++k) {
-                        const T g = (zr[k] / s - tr[k]) / n_total;  // (softmax - t) / N
+                        const T g = (zr[k] * inv_s - tr[k]) * inv_n;  // (softmax - t) / N
                         zr[k] = g;
                         db[k] += g;
                     }
@@ -157,6 +160,26 @@ inline double output_layer(Loss kind, T* z, const T* b, const T* t, std::int64_t
             break;
     }
     return loss;
+}
+
+#if defined(__GNUC__) && defined(__x86_64__)
+// The same code compiled for AVX2+FMA (the exps are most of it), picked at run time.
+template <class T>
+__attribute__((target("avx2,fma"))) double output_layer_avx2(Loss kind, T* z, const T* b, const T* t,
+                                                              std::int64_t rows, std::int64_t c, bool grad,
+                                                              T n_total, T* db) {
+    return output_layer_impl(kind, z, b, t, rows, c, grad, n_total, db);
+}
+#endif
+
+template <class T>
+inline double output_layer(Loss kind, T* z, const T* b, const T* t, std::int64_t rows, std::int64_t c, bool grad,
+                           T n_total, T* db) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (avx2) return output_layer_avx2(kind, z, b, t, rows, c, grad, n_total, db);
+#endif
+    return output_layer_impl(kind, z, b, t, rows, c, grad, n_total, db);
 }
 
 }  // namespace pfg

@@ -74,3 +74,22 @@ def test_quick_run_writes_results(tmp_path):
         assert base["backend"] == "numpy"
         assert r["ratio"] == pytest.approx(base["median_s"] / r["median_s"])
     assert all(r["ratio"] == pytest.approx(1.0) for r in opt_rows if r["backend"] == "numpy")
+
+
+def test_quick_backprop_rows_and_target(tmp_path):
+    """The backprop benchmark times the cpp kernel on both of its first-layer paths and checks the
+    issue's float32 target (against the 1024^3 sgemm rate; against torch too when it is installed)."""
+    from pyfastgrad._backend import backends
+    if backends().get("cpp") != "available":
+        pytest.skip("C++ extension not built")
+    out = tmp_path / "res"
+    rc = bench.main(["--quick", "--only", "backprop", "--no-plot", "--out", str(out)])
+    data = json.loads((out / "results.json").read_text())
+    assert rc == 0, data["errors"]
+    rows = [r for r in data["results"] if r["bench"] == "backprop" and r["backend"] == "cpp"]
+    variants = {(r["variant"], r["dtype"]) for r in rows}
+    for dt in ("float32", "float64"):
+        assert ("kernel Mlp.loss_grad", dt) in variants and ("kernel Mlp.loss_grad(sparse=False)", dt) in variants
+    (k32,) = [r for r in rows if r["variant"] == "kernel Mlp.loss_grad" and r["dtype"] == "float32"]
+    assert ">=60% sgemm 1024^3" in k32["target"] and isinstance(k32["target_met"], bool)
+    assert all(r["gflops"] > 0 for r in rows)

@@ -308,7 +308,6 @@ public:
         // lines costs two accesses): z and dZ of layer 0 always, W0 itself for plain SGD, whose update
         // touches nothing else (it is copied back into theta at the end).
         const std::int64_t ldp = sparse::padded_ld<T>(n1);
-        T* Zp = zp_.get(B * ldp);
         T* Dp = dp_.get(B * ldp);
         T* W0 = theta + woff_[0];
         T* Wk = W0;  // the W0 the kernels use
@@ -320,16 +319,24 @@ public:
         }
         T* z0 = (L_ == 1) ? zl_.data() : acts_[0].data();
         const sparse::CsrBatch<T> X0{nullptr, B, indptr, ind, val};
-        // Threads split the n1 columns in whole 64-byte lines (each keeps its part of W0 in its own
-        // cache, and no line is written by two); not worth it for small batches.
-        const std::int64_t nlines = ldp / sparse::line_elems<T>();
+        // Threads split x's columns (W0's rows) in bands, as loss_grad_sparse does, each band of about
+        // equal nonzeros in the first batches; not worth it for small batches.
         int nth = 1;
 #ifdef _OPENMP
         if (double(max_nnz) * double(n1) >= kCsrParallelWork)
-            nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), std::max<std::int64_t>(1, nlines / 2), 8}));
+            nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), n0 / 16, 8}));
+        nth = std::max(nth, 1);
 #else
         (void)max_nnz;
 #endif
+        {
+            col_nnz_.assign(static_cast<size_t>(n0), 0);
+            for (std::int64_t k = 0, sample = std::min<std::int64_t>(n_steps * B, 2000); k < sample; ++k)
+                for (std::int64_t p = indptr[idx[k]]; p < indptr[idx[k] + 1]; ++p) ++col_nnz_[ind[p]];
+            set_bands(nth);
+        }
+        if (static_cast<int>(bands_.size()) < nth) bands_.resize(static_cast<size_t>(nth));
+        T* Zp = zp_.get(nth * B * ldp);  // thread t's part of z0 at Zp + t B ldp
         const int blas_threads = blas_num_threads();
         if (nth > 1 && blas_threads > 1) blas_set_num_threads(1);  // the small gemms run inside our threads
         std::int64_t done = 0;
@@ -344,24 +351,43 @@ public:
 #else
             const int tid = 0, nt = 1;
 #endif
-            const int builder = nt - 1;  // regroups the batch by column while thread 0 runs the dense part
-            const T alpha = sgd ? static_cast<T>(-lr) : T(1);
-            const std::int64_t le = sparse::line_elems<T>();
-            const std::int64_t j0 = std::min(n1, nlines * tid / nt * le);
-            const std::int64_t j1 = std::min(n1, nlines * (tid + 1) / nt * le);
+            const std::int64_t k0 = band_[tid], k1 = band_[tid + 1];
+            T* Zt = Zp + tid * B * ldp;
             sparse::CsrBatch<T> Xfirst = X0;
             Xfirst.rows = idx;
-            sparse::prefetch_rows(Xfirst, 0, B);
+            sparse::prefetch_row_parts(Xfirst, 0, B, tid, nt);
             for (std::int64_t s = 0; s < n_steps; ++s) {
                 sparse::CsrBatch<T> X = X0;
                 X.rows = idx + s * B;
-                sparse::csr_forward(X, Wk, ldw, Zp, ldp, j0, j1);
+                // The next batch's rows (scattered over a large array: each starts with a miss to memory)
+                // a whole step ahead, in four parts spread over the step (all at once, most of the
+                // prefetches would find no free fill buffer), each thread its share of every row;
+                // thread 0 their targets.
+                sparse::CsrBatch<T> Xn = X0;
+                Xn.rows = idx + (s + 1) * B;
+                const bool ahead = s + 1 < n_steps;
+                auto fetch = [&](int q) {
+                    if (ahead) sparse::prefetch_row_parts(Xn, B * q / 4, B * (q + 1) / 4, tid, nt);
+                };
+                fetch(0);
+                if (tid == 0 && ahead)
+                    for (std::int64_t r = 0; r < B; ++r) sparse::prefetch_lines(Tt + Xn.rows[r] * c, sizeof(T) * c);
+                try {  // this band's part of z0 = x W0
+                    bands_[tid].build_band(X, n0, k0, k1);
+                    fetch(1);
+                    std::fill(Zt, Zt + B * ldp, T(0));
+                    sparse::csc_forward(bands_[tid], Wk, ldw, Zt, ldp, 0, n1);
+                    fetch(2);
+                } catch (...) {
+                    if (tid == 0) err_build = std::current_exception();  // (allocation: every thread's fails alike)
+                    stop = true;
+                }
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-                if (tid == 0) {
+                if (tid == 0 && !stop) {
                     try {
-                        if (dense_part_csr(theta, X, Zp, ldp, z0, Tt, B, wd, opt, lr, Wk, ldw, Dp, losses + s))
+                        if (dense_part_csr(theta, X, Zp, ldp, nt, z0, Tt, B, wd, opt, lr, Wk, ldw, Dp, losses + s))
                             done = s + 1;
                         else
                             stop = true;
@@ -370,48 +396,32 @@ public:
                         stop = true;
                     }
                 }
-                if (tid == builder) {
-                    try {
-                        csc_.build(X, 0, B, n0, alpha);
-                    } catch (...) {
-                        err_build = std::current_exception();
-                        stop = true;
-                    }
-                }
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
                 if (stop) break;
-                // All of the next batch's rows at once (every thread reads all of them), and for thread 0
-                // their targets, while this thread updates W0.
-                if (s + 1 < n_steps) {
-                    sparse::CsrBatch<T> Xn = X0;
-                    Xn.rows = idx + (s + 1) * B;
-                    sparse::prefetch_rows(Xn, 0, B);
-                    if (tid == 0)
-                        for (std::int64_t r = 0; r < B; ++r) sparse::prefetch_lines(Tt + Xn.rows[r] * c, sizeof(T) * c);
-                }
-                sparse::UpdateSpec<T> u{&csc_, 0, n0, true, T(0), nullptr, 0, Dp, ldp, nullptr, 0};
-                if (sgd) {  // W0 <- (1 - lr wd) W0 - lr X^T dZ, as the dense path's gemm
+                fetch(3);
+                sparse::UpdateSpec<T> u{&bands_[tid], k0, k1, true, T(0), nullptr, 0, Dp, ldp, nullptr, 0};
+                if (sgd) {  // W0 <- (1 - lr wd) W0 + X^T (-lr dZ), as the dense path's gemm
                     u.beta = static_cast<T>(1.0 - lr * wd);
                     u.all_rows = wd != 0.0;
                     u.S = u.Y = Wk;
                     u.lds = u.ldy = ldw;
-                    sparse::csc_update(u, j0, j1);
-                    // Each thread reads back only the columns it wrote: no barrier before the next step.
+                    sparse::csc_update(u, 0, n1);
+                    // Each thread reads back only the rows of W0 it wrote: no barrier before the next step.
                 } else {  // g0 = X^T dZ + wd W0, then the optimizer over all of theta
                     u.beta = static_cast<T>(wd);
                     u.S = W0;
                     u.lds = n1;
                     u.Y = g_.data() + woff_[0];
                     u.ldy = n1;
-                    sparse::csc_update(u, j0, j1);
+                    sparse::csc_update(u, 0, n1);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-                    const std::int64_t k0 = n_params_ * tid / nt, k1 = n_params_ * (tid + 1) / nt;
-                    opt_update(opt, theta + k0, g_.data() + k0, s1 ? s1 + k0 : nullptr, s2 ? s2 + k0 : nullptr,
-                               k1 - k0, hyper, step0 + s + 1);
+                    const std::int64_t q0 = n_params_ * tid / nt, q1 = n_params_ * (tid + 1) / nt;
+                    opt_update(opt, theta + q0, g_.data() + q0, s1 ? s1 + q0 : nullptr, s2 ? s2 + q0 : nullptr,
+                               q1 - q0, hyper, step0 + s + 1);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
@@ -433,14 +443,19 @@ private:
     // the backward pass down to dL/dz of layer 0, copied into Dp for the sparse update of W0. Plain
     // SGD also updates the dense layers and b0 here. Returns false (nothing updated) when the loss is
     // not finite.
-    bool dense_part_csr(T* theta, const sparse::CsrBatch<T>& X, const T* Zp, std::int64_t ldp, T* z0, const T* Tt,
-                        std::int64_t B, double wd, Opt opt, double lr, const T* Wk, std::int64_t ldw, T* Dp,
-                        double* loss_out) {
+    bool dense_part_csr(T* theta, const sparse::CsrBatch<T>& X, const T* Zp, std::int64_t ldp, int nparts, T* z0,
+                        const T* Tt, std::int64_t B, double wd, Opt opt, double lr, const T* Wk, std::int64_t ldw,
+                        T* Dp, double* loss_out) {
         const std::int64_t n1 = sizes_[1], c = sizes_.back();
         T* tb = tb_.data();
         T* g = g_.data();
         for (std::int64_t r = 0; r < B; ++r) {
-            std::memcpy(z0 + r * n1, Zp + r * ldp, sizeof(T) * n1);
+            T* zr = z0 + r * n1;
+            std::memcpy(zr, Zp + r * ldp, sizeof(T) * n1);
+            for (int u = 1; u < nparts; ++u) {
+                const T* zu = Zp + (u * B + r) * ldp;
+                for (std::int64_t j = 0; j < n1; ++j) zr[j] += zu[j];
+            }
             std::memcpy(tb + r * c, Tt + X.rows[r] * c, sizeof(T) * c);
         }
         if (L_ > 1) {
@@ -460,7 +475,13 @@ private:
         } else {
             dz = backward(theta, nullptr, B, wd, g, 1);
         }
-        for (std::int64_t r = 0; r < B; ++r) std::memcpy(Dp + r * ldp, dz + r * n1, sizeof(T) * n1);
+        // Plain SGD's update of W0 is W0 + X^T Dp: the step -lr goes into Dp here.
+        const T scale = opt == Opt::Sgd ? static_cast<T>(-lr) : T(1);
+        for (std::int64_t r = 0; r < B; ++r) {
+            T* d = Dp + r * ldp;
+            const T* dr = dz + r * n1;
+            for (std::int64_t j = 0; j < n1; ++j) d[j] = scale * dr[j];
+        }
         return true;
     }
 
@@ -477,6 +498,21 @@ private:
         col_nnz_.resize(static_cast<size_t>(n0));
         const std::int64_t nnz = sparse::count_columns(x, n, n0, col_nnz_.data());
         return force || double(nnz) <= kSparseDensity * double(n * n0);
+    }
+
+    // band_ = nb bands of x's columns with about equal nonzeros by col_nnz_ (an image's middle rows
+    // hold most of them).
+    void set_bands(int nb) {
+        const std::int64_t n0 = sizes_.front();
+        band_.assign(static_cast<size_t>(nb) + 1, n0);
+        band_[0] = 0;
+        std::int64_t total = 0, run = 0;
+        for (std::int64_t k = 0; k < n0; ++k) total += col_nnz_[k];
+        int b = 1;
+        for (std::int64_t k = 0; k < n0 && b < nb; ++k) {
+            run += col_nnz_[k];
+            while (b < nb && run * nb >= total * b) band_[b++] = k + 1;
+        }
     }
 
     static bool all_finite(const T* a, std::int64_t count) {
@@ -506,18 +542,7 @@ private:
         const T* W0 = theta + woff_[0];
         T* z0 = (L_ == 1) ? zl_.data() : acts_[0].data();
         if (static_cast<int>(bands_.size()) < nth) bands_.resize(static_cast<size_t>(nth));
-        // Bands of about equal nonzeros (an image's middle rows hold most of them).
-        band_.assign(static_cast<size_t>(nth) + 1, n0);
-        band_[0] = 0;
-        {
-            std::int64_t total = 0, run = 0;
-            for (std::int64_t k = 0; k < n0; ++k) total += col_nnz_[k];
-            int b = 1;
-            for (std::int64_t k = 0; k < n0 && b < nth; ++k) {
-                run += col_nnz_[k];
-                while (b < nth && run * nth >= total * b) band_[b++] = k + 1;
-            }
-        }
+        set_bands(nth);
         const int blas_threads = blas_num_threads();
         if (nth > 1 && blas_threads > 1) blas_set_num_threads(1);  // the small gemms run inside our threads
         bool ok = false;
@@ -629,6 +654,8 @@ private:
 
     // Pull the next batch's rows toward the cache while the BLAS threads run this step's gemms:
     // the gather from a large data set is otherwise a DRAM-latency-bound copy.
+    // (Prefetch instructions, not sparse::prefetch_lines' loads: here the loads would stall the thread
+    // that also runs BLAS; measured ~3% slower.)
     static void prefetch_rows(const T* X, const std::int64_t* rows, std::int64_t B, std::int64_t n0) {
 #if defined(__GNUC__)
         const std::int64_t per_line = 64 / static_cast<std::int64_t>(sizeof(T));
@@ -788,7 +815,6 @@ private:
     std::vector<T> zl_;                    // logits, then dL/dz of the last layer
     std::vector<T> d0_, d1_;               // dA / dZ of hidden layers, ping-pong
     std::vector<T> xb_, tb_, g_;           // train_steps: gathered batch and gradient
-    sparse::Csc<T> csc_;                   // train_steps_csr: the batch by columns
     sparse::AlignedBuf<T> zp_, dp_, w0p_;  // train_steps_csr: padded z0, dZ0 and (SGD) W0
     std::vector<sparse::Csc<T>> bands_;    // loss_grad on sparse x: x by column, a band per thread,
     std::vector<std::int64_t> band_;       // band t = columns [band_[t], band_[t+1]),

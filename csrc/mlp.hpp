@@ -337,8 +337,7 @@ public:
         }
         if (static_cast<int>(bands_.size()) < nth) bands_.resize(static_cast<size_t>(nth));
         T* Zp = zp_.get(nth * B * ldp);  // thread t's part of z0 at Zp + t B ldp
-        const int blas_threads = blas_num_threads();
-        if (nth > 1 && blas_threads > 1) blas_set_num_threads(1);  // the small gemms run inside our threads
+        const BlasSingleThread blas_guard(nth > 1);  // the small gemms run inside our threads
         std::int64_t done = 0;
         std::atomic<bool> stop{false};
         std::exception_ptr err_dense, err_build;
@@ -428,7 +427,6 @@ public:
                 }
             }
         }
-        if (nth > 1 && blas_threads > 1) blas_set_num_threads(blas_threads);
         if (sgd)
             for (std::int64_t i = 0; i < n0; ++i) std::memcpy(W0 + i * n1, Wk + i * ldp, sizeof(T) * n1);
         if (err_dense) std::rethrow_exception(err_dense);
@@ -543,8 +541,7 @@ private:
         T* z0 = (L_ == 1) ? zl_.data() : acts_[0].data();
         if (static_cast<int>(bands_.size()) < nth) bands_.resize(static_cast<size_t>(nth));
         set_bands(nth);
-        const int blas_threads = blas_num_threads();
-        if (nth > 1 && blas_threads > 1) blas_set_num_threads(1);  // the small gemms run inside our threads
+        const BlasSingleThread blas_guard(nth > 1);  // the small gemms run inside our threads
         bool ok = false;
         std::exception_ptr err;
         std::atomic<bool> failed{false};
@@ -603,7 +600,6 @@ private:
                 sparse::csc_update(u, 0, n1);
             }
         }
-        if (nth > 1 && blas_threads > 1) blas_set_num_threads(blas_threads);
         if (err) std::rethrow_exception(err);
         if (failed) throw std::bad_alloc();
         return ok;

@@ -397,6 +397,37 @@ def test_concurrent_calls_on_one_net():
     assert not bad
 
 
+def test_concurrent_sparse_calls_on_separate_nets_keep_blas_threads():
+    """The sparse first-layer paths run BLAS single-threaded inside their own threads; concurrent calls
+    on different nets must give the single-call answers and leave OpenBLAS's thread count as it was."""
+    rng = np.random.default_rng(4)
+    sizes = [300, 64, 10]
+    before = _core.blas_num_threads()
+    x = rng.standard_normal((200, 300))
+    x[rng.random(x.shape) < 0.8] = 0.0
+    t = np.eye(10)[rng.integers(0, 10, 200)]
+    theta = make_net(rng, sizes, "softmax", np.float64, 1)[0]
+    ref = np.empty_like(theta)
+    lref = C.Mlp(sizes, "relu", "softmax", np.float64).loss_grad(theta, x, t, 0.01, ref, sparse=True)
+    bad = []
+
+    def work(k):
+        m = C.Mlp(sizes, "relu", "softmax", np.float64)
+        for _ in range(40):
+            g = np.empty_like(theta)
+            lk = m.loss_grad(theta, x, t, 0.01, g, sparse=True)
+            if abs(lk - lref) > 1e-12 * abs(lref) or np.max(np.abs(g - ref)) > 1e-12 * np.max(np.abs(ref)):
+                bad.append(k)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not bad
+    assert _core.blas_num_threads() == before
+
+
 # -------------------------------------------------------------------------- module interface
 def test_module_interface():
     public = {k for k in vars(N) if not k.startswith("_") and k not in ("annotations", "np", "ref", "Callable",

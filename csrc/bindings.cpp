@@ -388,6 +388,32 @@ void bind_elementwise(py::module_& m) {
           py::arg("step"),
           "One optimizer update of theta (and the state arrays) in place; hyper = float64 [lr, a, b], "
           "step = 1 for the first update.");
+    m.def("dense_to_csr",
+          [](A x) {
+              if (x.ndim != 2) bad_shape("x", "(N, D)", x);
+              const std::int64_t n = x.shape(0), d = x.shape(1);
+              if (d > INT32_MAX) throw std::invalid_argument("dense_to_csr: more than 2^31-1 columns");
+              py::array_t<std::int64_t> indptr(n + 1);
+              std::int64_t* ip = indptr.mutable_data();
+              {
+                  py::gil_scoped_release nogil;
+                  pfg::sparse::count_rows(x.ptr, n, d, ip + 1);
+                  ip[0] = 0;
+                  for (std::int64_t r = 0; r < n; ++r) ip[r + 1] += ip[r];
+              }
+              py::array_t<std::int32_t> indices(ip[n]);
+              py::array_t<T> data(ip[n]);
+              std::int32_t* ind = indices.mutable_data();
+              T* val = data.mutable_data();
+              {
+                  py::gil_scoped_release nogil;
+                  pfg::sparse::pack_rows(x.ptr, n, d, ip, ind, val);
+              }
+              return py::make_tuple(indptr, indices, data);
+          },
+          py::arg("x"),
+          "The nonzeros of x (N, D) by row (NaN counts as nonzero): (indptr int64 (N + 1,), indices int32 "
+          "(nnz,), data (nnz,)), columns ascending within a row. OpenMP threads split the rows.");
     m.def("softmax",
           [](A x, A out) {
               if (x.ndim != 2) bad_shape("x", "(N, C)", x);

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -645,6 +646,78 @@ void Csc<T>::build_dense(const T* x, std::int64_t n, std::int64_t n0, std::int64
     if (isa() == 2) return build_dense_scatter_avx512(x, n, n0, k0, k1, next.data(), ent.data());
 #endif
     build_dense_scatter_body(x, n, n0, k0, k1, next.data(), ent.data());
+}
+
+// ---- dense rows to CSR (fit's conversion of a whole data set) ------------------------------------
+// Nonzeros (NaN included) of each row of x (n x n0) into counts[n].
+template <class T>
+inline void count_rows(const T* x, std::int64_t n, std::int64_t n0, std::int64_t* counts) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n * n0 >= (1 << 18))
+#endif
+    for (std::int64_t r = 0; r < n; ++r) counts[r] = count_nonzero(x + r * n0, n0);
+}
+
+template <class T>
+inline void pack_row_body(const T* __restrict x, std::int64_t n0, std::int32_t* __restrict ind, T* __restrict val) {
+    std::int64_t p = 0;
+    for (std::int64_t j = 0; j < n0; ++j)
+        if (x[j] != T(0)) {  // NaN != 0: kept, as the dense product sees it
+            ind[p] = static_cast<std::int32_t>(j);
+            val[p++] = x[j];
+        }
+}
+
+#ifdef PFG_SPARSE_X86
+// 16 entries a compare; the nonzeros are compressed in registers and stored whole while a whole vector
+// still fits in the row's share of ind/val (a compress straight to memory is slow on some CPUs), with
+// a masked store at the row's end (rows are packed in parallel: nothing may spill into the next one).
+__attribute__((target("avx512f"))) inline void pack_row_avx512(const float* x, std::int64_t n0, std::int32_t* ind,
+                                                              float* val, std::int64_t len) {
+    std::int64_t p = 0;
+    __m512i cols = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i step = _mm512_set1_epi32(16);
+    for (std::int64_t j = 0; j < n0; j += 16, cols = _mm512_add_epi32(cols, step)) {
+        const __mmask16 in = n0 - j >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (n0 - j)) - 1u);
+        const __m512 v = _mm512_maskz_loadu_ps(in, x + j);
+        const __mmask16 m = _mm512_mask_cmp_ps_mask(in, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        if (!m) continue;
+        const int k = __builtin_popcount(m);
+        if (p + 16 <= len) {
+            _mm512_storeu_ps(val + p, _mm512_maskz_compress_ps(m, v));
+            _mm512_storeu_si512(ind + p, _mm512_maskz_compress_epi32(m, cols));
+        } else {
+            const __mmask16 out = __mmask16((1u << k) - 1u);
+            _mm512_mask_storeu_ps(val + p, out, _mm512_maskz_compress_ps(m, v));
+            _mm512_mask_storeu_epi32(ind + p, out, _mm512_maskz_compress_epi32(m, cols));
+        }
+        p += k;
+    }
+}
+#endif
+
+// CSR of x (n x n0, row-major) into indptr (n + 1, from counts_rows' counts already summed into it:
+// indptr[r] = start of row r), ind and val (indptr[n] entries each).
+template <class T>
+inline void pack_rows(const T* x, std::int64_t n, std::int64_t n0, const std::int64_t* indptr, std::int32_t* ind,
+                      T* val) {
+#ifdef PFG_SPARSE_X86
+    const bool v512 = std::is_same<T, float>::value && isa() == 2;
+#endif
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n * n0 >= (1 << 18))
+#endif
+    for (std::int64_t r = 0; r < n; ++r) {
+        const std::int64_t p0 = indptr[r];
+#ifdef PFG_SPARSE_X86
+        if constexpr (std::is_same<T, float>::value)
+            if (v512) {
+                pack_row_avx512(x + r * n0, n0, ind + p0, val + p0, indptr[r + 1] - p0);
+                continue;
+            }
+#endif
+        pack_row_body(x + r * n0, n0, ind + p0, val + p0);
+    }
 }
 
 }  // namespace sparse

@@ -6,7 +6,7 @@ of the exact dtype (float64 or float32, the same for all float arrays of one cal
 ``idx``; float64 for ``hyper`` and ``losses``), else the call raises TypeError. Shape mismatches
 raise ValueError before any memory is touched. Semantics: ``pyfastgrad._numpy_kernels``.
 """
-from typing import Callable, Generic, List, Optional, Sequence, TypeVar, overload
+from typing import Callable, Generic, List, Optional, Sequence, Tuple, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -95,6 +95,9 @@ def opt_update(opt: str, theta: F32, grad: F32, state1: F32, state2: F32, hyper:
     step = 1 for the first update (Adam's bias correction)."""
 
 # ---------------------------------------------------------------------- element-wise kernels
+def dense_to_csr(x: _A) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], _A]:
+    """The nonzeros of x (N, D) by row, NaN included: (indptr (N + 1,), indices (nnz,), data (nnz,))."""
+    ...
 @overload
 def softmax(x: F64, out: F64) -> None: ...
 @overload

@@ -163,9 +163,14 @@ class Net:
         n = np.asarray(x).shape[0]
         if labels.shape[0] != n:
             raise ValueError(f"t has {labels.shape[0]} labels for {n} samples")
-        correct = 0
+        return self._accuracy_of(self._xt(x)[0], labels, batch_size)
+
+    def _accuracy_of(self, xb: np.ndarray, labels: np.ndarray, batch_size: int = 10000) -> float:
+        """accuracy() of a batch already checked by as_batch (fit checks its data once, not per epoch)."""
+        mlp, n, correct = self._mlp(), xb.shape[0], 0
         for i in range(0, n, batch_size):  # bounded memory on 60k samples
-            correct += int(np.sum(self.predict(x[i:i + batch_size]).argmax(axis=1) == labels[i:i + batch_size]))
+            scores = mlp.predict(self.theta, xb[i:i + batch_size])
+            correct += int(np.count_nonzero(scores.argmax(axis=1) == labels[i:i + batch_size]))
         return correct / n
 
     def gradient(self, x, t) -> Dict[str, np.ndarray]:

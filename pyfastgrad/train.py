@@ -139,6 +139,8 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
     if has_test:
         Xt = as_batch(x_test, net.sizes[0], net.dtype, "x_test")
         lt = labels_of(t_test)
+        if lt.shape[0] != Xt.shape[0]:
+            raise ValueError(f"t_test has {lt.shape[0]} labels for {Xt.shape[0]} test samples")
     lt_train = labels_of(t_train)
 
     rng = np.random.default_rng(seed)
@@ -174,9 +176,9 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
                 warnings.warn(hist.stopped, RuntimeWarning, stacklevel=2)
                 break
             hist.epoch.append(ep)
-            hist.train_acc.append(net.accuracy(X, lt_train))
+            hist.train_acc.append(net._accuracy_of(X, lt_train))  # (X, Xt checked once, above)
             if has_test:
-                hist.test_acc.append(net.accuracy(Xt, lt))
+                hist.test_acc.append(net._accuracy_of(Xt, lt))
             msg = (f"epoch {ep:3d}  loss {np.mean(hist.loss[-steps:]):.4f}  "
                    f"train acc {hist.train_acc[-1]:.4f}" +
                    (f"  test acc {hist.test_acc[-1]:.4f}" if has_test else "") +

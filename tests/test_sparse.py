@@ -413,3 +413,51 @@ def test_loss_grad_sparse_path_keeps_ieee_answers(dtype):
             lc, gc = _loss_grad(m, th, xx, t, 0.0, sparse=mode)
             assert np.isfinite(lc) == np.isfinite(lr)
             assert np.array_equal(np.isfinite(gc), np.isfinite(gr)), mode
+
+
+# ------------------------------------------------------------------------- fast dense -> CSR
+def _numpy_csr(x):
+    mask = x != 0
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int64)
+    cols = np.broadcast_to(np.arange(x.shape[1], dtype=np.int32), x.shape)
+    return indptr, cols[mask], x[mask]
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+@pytest.mark.parametrize("level", [0, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 17), (50, 33), (700, 800)])  # the last one runs threaded
+def test_dense_to_csr_equals_numpy_bit_for_bit(level, dtype, shape):
+    rng = np.random.default_rng(sum(shape))
+    x = sparse_data(rng, *shape, 0.2, dtype, empty_rows=(0,))
+    x.flat[1::97] = np.nan
+    x.flat[2::89] = -0.0
+    x[-1] = rng.standard_normal(shape[1])  # a full row
+    keep = x.copy()
+    used = _core._sparse_isa(level)
+    try:
+        got = _core.dense_to_csr(x)
+    finally:
+        _core._sparse_isa(-1)
+    assert used <= level
+    want = _numpy_csr(x)
+    assert [a.dtype for a in got] == [np.dtype(np.int64), np.dtype(np.int32), np.dtype(dtype)]
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w, equal_nan=True)
+    assert np.array_equal(x, keep, equal_nan=True)
+    c = CsrRows.from_dense(x)  # takes this path for C-contiguous float input
+    assert np.array_equal(c.data, want[2], equal_nan=True) and np.array_equal(c.indptr, want[0])
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+def test_dense_to_csr_rejects_what_it_cannot_read():
+    with pytest.raises(TypeError):
+        _core.dense_to_csr(np.zeros((3, 4), dtype=np.int32))
+    with pytest.raises(TypeError):
+        _core.dense_to_csr(np.zeros((4, 3))[:, ::2])  # not C-contiguous: never copied silently
+    with pytest.raises(ValueError, match="x"):
+        _core.dense_to_csr(np.zeros(4))
+    # CsrRows.from_dense still takes anything 2-D (numpy path)
+    x = np.arange(12.0).reshape(4, 3)[:, ::2]
+    c = CsrRows.from_dense(x)
+    assert np.array_equal(c.indptr, [0, 1, 3, 5, 7]) and np.array_equal(c.data, x[x != 0])

@@ -110,7 +110,7 @@ def test_training_bad_input():
         pfg.fit(net, x[:0], t[:0], progress=False)
     before = net.theta.copy()
     with pytest.raises(ValueError, match="t_test has 9 labels for 10 test samples"):
-        pfg.fit(net, x, t, x[:10], t[:9], progress=False)  # before any training
+        pfg.fit(net, x, t, x[:10], t[:9], batch_size=10, progress=False)  # before any training
     assert np.array_equal(net.theta, before)
 
 

@@ -114,8 +114,9 @@ class Config:
     @classmethod
     def for_mode(cls, quick: bool) -> "Config":
         if quick:
+            # pause: numpy's own OpenBLAS threads spin ~0.1 s after the reference's last gemm
             return cls(quick=True, budget=0.12, min_repeat_time=0.004, min_repeats=3, max_repeats=15,
-                       min_repeats_slow=1, slow_limit=0.6, pause=0.05, rounds=2)
+                       min_repeats_slow=1, slow_limit=0.6, pause=0.12, rounds=2)
         return cls()
 
 

@@ -314,7 +314,7 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
              py::arg("theta"), py::arg("x"), py::arg("t"), py::arg("weight_decay"), py::arg("grad"),
              py::arg("sparse") = py::none(),
              "Loss (as loss()); writes its gradient by backprop into grad. sparse: None picks the first "
-             "layer's kernels from x's density (CSR kernels when at most half of x is nonzero), True / "
+             "layer's kernels from x's density (sparse kernels when at most 40% of x is nonzero), True / "
              "False force the sparse / dense (gemm) ones. All give the same result up to rounding.")
         .def("train_steps",
              [](P& p, A theta, A X, A Tt, V<std::int64_t> idx, double weight_decay, const std::string& opt,

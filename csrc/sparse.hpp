@@ -1,17 +1,16 @@
-// Sparse-input kernels of the first layer: CSR rows of X times a dense W, and W's update by X^T dZ,
-// for inputs that are mostly zeros (MNIST: ~81%). Header-only, no pybind11.
+// Sparse-input kernels of the first layer, for inputs that are mostly zeros (MNIST: ~81%).
+// Header-only, no pybind11.
 //
-// Only the nonzeros are touched, so per step the first layer costs ~2 nnz n1 multiply-adds instead
-// of 2 B n0 n1. Two kernels, each over a range [j0, j1) of the output columns (so threads can split
-// the columns and each keep its share of W in its own cache):
-//   csr_forward: z[r, j] = sum_p val[p] W[ind[p], j] over the nonzeros p of row rows[r];
-//   csc_update:  Y[i, j] = init + sum_e v_e D[r_e, j] over the batch's nonzeros e in column i,
-//                init = beta S[i, j] (0 when beta == 0), from the batch regrouped by column
-//                (Csc::build), so each row of Y is read and written once per step however many
-//                samples touch it.
-// Both have an AVX-512 version (up to 8 vectors of the output row in registers, masked tail) picked at
-// run time, and a portable one (also compiled for AVX2+FMA). They run at L1/L2 bandwidth, so callers
-// should give them rows aligned to 64 bytes (see padded_ld).
+// Only the nonzeros are touched, so per step the first layer costs ~2 nnz n1 multiply-adds instead of
+// 2 B n0 n1. The batch is regrouped by column (Csc: from CSR rows, build_band, or from a dense x,
+// build_dense), each thread a band of the columns; then, over a range [j0, j1) of the output columns,
+//   csc_forward: z[r, j] += sum over column i's entries (r, v) of v W[i, j] (W's row in registers);
+//   csc_update:  Y[i, j] = init + sum_e v_e D[r_e, j] over column i's entries e,
+//                init = beta S[i, j] (0 when beta == 0), so each row of Y is read and written once
+//                per step however many samples touch it.
+// Both have an AVX-512 version (up to 8 vectors of the row in registers, masked tail) picked at run
+// time, and a portable one (also compiled for AVX2+FMA). They run at L1/L2 bandwidth, so callers
+// should give them rows aligned to 64 bytes (see padded_ld). dense_to_csr's kernels are at the end.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -72,17 +71,6 @@ inline void prefetch_lines(const void* p, std::size_t bytes) {
     for (std::uintptr_t a = (a0 | 63) + 1; a < end; a += 64) (void)*reinterpret_cast<const volatile unsigned char*>(a);
 }
 
-// The nonzeros of the batch rows [r0, r1) toward the cache (rows are scattered over a large array:
-// fetched only when a kernel reaches them, each row starts with a miss to memory).
-template <class T>
-inline void prefetch_rows(const CsrBatch<T>& X, std::int64_t r0, std::int64_t r1) {
-    for (std::int64_t r = r0; r < r1; ++r) {
-        const std::int64_t p0 = X.indptr[X.rows[r]], n = X.indptr[X.rows[r] + 1] - p0;
-        prefetch_lines(X.ind + p0, sizeof(std::int32_t) * n);
-        prefetch_lines(X.val + p0, sizeof(T) * n);
-    }
-}
-
 // Part `part` of `parts` of each of the batch rows [r0, r1) (by position in the row, a line more on
 // each side): threads that each read a band of the columns fetch about their share only.
 template <class T>
@@ -97,8 +85,8 @@ inline void prefetch_row_parts(const CsrBatch<T>& X, std::int64_t r0, std::int64
     }
 }
 
-// One nonzero of the batch, regrouped by column: its batch row and alpha * value. Packed so that a
-// scatter writes one line per column, not two (the scatter is bound by lines missing L1).
+// One nonzero of the batch, regrouped by column: its batch row and value. Packed so that a scatter
+// writes one line per column, not two (the scatter is bound by lines missing L1).
 template <class T>
 struct CscEntry {
     std::int32_t r;
@@ -106,7 +94,6 @@ struct CscEntry {
 };
 
 // The batch's nonzeros grouped by column (a counting sort; in row order within a column).
-// v = alpha * value, so the update needs no extra multiply.
 template <class T>
 struct Csc {
     std::vector<std::int32_t> cptr;  // n0 + 1 column starts
@@ -115,34 +102,7 @@ struct Csc {
     std::vector<CscEntry<T>> ent;
     std::vector<std::int64_t> span;  // build_band: each batch row's run in the CSR arrays
 
-    // From the batch rows [r0, r1) (entries keep their batch row numbers).
-    void build(const CsrBatch<T>& X, std::int64_t r0, std::int64_t r1, std::int64_t n0, T alpha) {
-        cptr.assign(static_cast<size_t>(n0) + 1, 0);
-        std::int32_t* cp = cptr.data() + 1;
-        std::int64_t nnz = 0;
-        for (std::int64_t r = r0; r < r1; ++r) {
-            const std::int64_t p0 = X.indptr[X.rows[r]], p1 = X.indptr[X.rows[r] + 1];
-            for (std::int64_t p = p0; p < p1; ++p) ++cp[X.ind[p]];
-            nnz += p1 - p0;
-        }
-        if (ent.size() < static_cast<size_t>(nnz)) ent.resize(nnz);
-        cols.clear();
-        next.resize(static_cast<size_t>(n0));
-        for (std::int64_t i = 0; i < n0; ++i) {
-            if (cptr[i + 1]) cols.push_back(static_cast<std::int32_t>(i));
-            next[i] = cptr[i];
-            cptr[i + 1] += cptr[i];
-        }
-        std::int32_t* nx = next.data();
-        CscEntry<T>* en = ent.data();
-        for (std::int64_t r = r0; r < r1; ++r) {
-            const std::int64_t p1 = X.indptr[X.rows[r] + 1];
-            const std::int32_t r32 = static_cast<std::int32_t>(r);
-            for (std::int64_t p = X.indptr[X.rows[r]]; p < p1; ++p) en[nx[X.ind[p]]++] = CscEntry<T>{r32, alpha * X.val[p]};
-        }
-    }
-
-    // From the batch rows' nonzeros in columns [k0, k1) (alpha = 1): each row's part is one run of its
+    // From the batch rows' nonzeros in columns [k0, k1): each row's part is one run of its
     // ascending indices, found by binary search. The other columns stay empty.
     void build_band(const CsrBatch<T>& X, std::int64_t n0, std::int64_t k0, std::int64_t k1) {
         cptr.assign(static_cast<size_t>(n0) + 1, 0);
@@ -196,21 +156,6 @@ struct UpdateSpec {
 
 // ---- portable kernels ------------------------------------------------------------------------
 template <class T>
-inline void csr_forward_body(const CsrBatch<T>& X, const T* W, std::int64_t ldw, T* z, std::int64_t ldz,
-                             std::int64_t j0, std::int64_t j1) {
-    for (std::int64_t r = 0; r < X.B; ++r) {
-        T* __restrict zr = z + r * ldz;
-        for (std::int64_t j = j0; j < j1; ++j) zr[j] = T(0);
-        const std::int64_t p1 = X.indptr[X.rows[r] + 1];
-        for (std::int64_t p = X.indptr[X.rows[r]]; p < p1; ++p) {
-            const T v = X.val[p];
-            const T* __restrict w = W + std::int64_t(X.ind[p]) * ldw;
-            for (std::int64_t j = j0; j < j1; ++j) zr[j] += v * w[j];
-        }
-    }
-}
-
-template <class T>
 inline void csc_update_row_body(const UpdateSpec<T>& u, std::int64_t i, std::int64_t j0, std::int64_t j1) {
     T* __restrict y = u.Y + i * u.ldy;
     if (u.beta == T(0)) {
@@ -241,11 +186,6 @@ inline void csc_update_body(const UpdateSpec<T>& u, std::int64_t j0, std::int64_
 }
 
 #ifdef PFG_SPARSE_X86
-template <class T>
-__attribute__((target("avx2,fma"))) void csr_forward_avx2(const CsrBatch<T>& X, const T* W, std::int64_t ldw, T* z,
-                                                          std::int64_t ldz, std::int64_t j0, std::int64_t j1) {
-    csr_forward_body(X, W, ldw, z, ldz, j0, j1);
-}
 template <class T>
 __attribute__((target("avx2,fma"))) void csc_forward_avx2(const Csc<T>& c, const T* W, std::int64_t ldw, T* z,
                                                          std::int64_t ldz, std::int64_t j0, std::int64_t j1) {
@@ -292,47 +232,6 @@ struct V512<double> {
     static PFG_AVX512 R add(R a, R b) { return _mm512_add_pd(a, b); }
 };
 
-// NV vectors of each output row in registers (the last one masked), summed over the row's nonzeros.
-template <class T, int NV>
-__attribute__((target("avx512f"))) void csr_forward_tile(const CsrBatch<T>& X, const T* W, std::int64_t ldw,
-                                                         T* z, std::int64_t ldz, typename V512<T>::M last) {
-    using V = V512<T>;
-    for (std::int64_t r = 0; r < X.B; ++r) {
-        const std::int64_t p0 = X.indptr[X.rows[r]], p1 = X.indptr[X.rows[r] + 1];
-        // Two sets of accumulators, two nonzeros at a time: with few vectors a row, one set would
-        // wait on the FMA latency.
-        typename V::R acc[NV], acc2[NV];
-#pragma GCC unroll 8
-        for (int k = 0; k < NV; ++k) acc[k] = acc2[k] = V::zero();
-        std::int64_t p = p0;
-        for (; p + 1 < p1; p += 2) {
-            const typename V::R v = V::set1(X.val[p]), v2 = V::set1(X.val[p + 1]);
-            const T* w = W + std::int64_t(X.ind[p]) * ldw;
-            const T* w2 = W + std::int64_t(X.ind[p + 1]) * ldw;
-#pragma GCC unroll 8
-            for (int k = 0; k < NV - 1; ++k) {
-                acc[k] = V::fma(v, V::load(w + k * V::W), acc[k]);
-                acc2[k] = V::fma(v2, V::load(w2 + k * V::W), acc2[k]);
-            }
-            acc[NV - 1] = V::fma(v, V::loadm(last, w + (NV - 1) * V::W), acc[NV - 1]);
-            acc2[NV - 1] = V::fma(v2, V::loadm(last, w2 + (NV - 1) * V::W), acc2[NV - 1]);
-        }
-        if (p < p1) {
-            const typename V::R v = V::set1(X.val[p]);
-            const T* w = W + std::int64_t(X.ind[p]) * ldw;
-#pragma GCC unroll 8
-            for (int k = 0; k < NV - 1; ++k) acc[k] = V::fma(v, V::load(w + k * V::W), acc[k]);
-            acc[NV - 1] = V::fma(v, V::loadm(last, w + (NV - 1) * V::W), acc[NV - 1]);
-        }
-#pragma GCC unroll 8
-        for (int k = 0; k < NV; ++k) acc[k] = V::add(acc[k], acc2[k]);
-        T* zr = z + r * ldz;
-#pragma GCC unroll 8
-        for (int k = 0; k < NV - 1; ++k) V::store(zr + k * V::W, acc[k]);
-        V::storem(zr + (NV - 1) * V::W, last, acc[NV - 1]);
-    }
-}
-
 // Row i of the update, NV vectors from column j0.
 template <class T, int NV>
 __attribute__((target("avx512f"), always_inline)) inline void csc_update_row(const UpdateSpec<T>& u, std::int64_t i,
@@ -358,7 +257,7 @@ __attribute__((target("avx512f"), always_inline)) inline void csc_update_row(con
     const CscEntry<T>* en = u.csc->ent.data();
     const std::int32_t e1 = u.csc->cptr[i + 1];
     std::int32_t e = u.csc->cptr[i];
-    typename V::R acc2[NV];  // second set, as in csr_forward_tile
+    typename V::R acc2[NV];  // a second set: with few vectors a row, one set would wait on the FMA latency
 #pragma GCC unroll 8
     for (int k = 0; k < NV; ++k) acc2[k] = V::zero();
     for (; e + 1 < e1; e += 2) {
@@ -447,16 +346,6 @@ inline void for_each_tile(std::int64_t j0, std::int64_t j1, F&& f) {
         case 7: CALL(7); break;   \
         default: CALL(8); break;  \
     }
-
-template <class T>
-void csr_forward_avx512(const CsrBatch<T>& X, const T* W, std::int64_t ldw, T* z, std::int64_t ldz,
-                        std::int64_t j0, std::int64_t j1) {
-    for_each_tile<T>(j0, j1, [&](std::int64_t t0, int nv, typename V512<T>::M mask) {
-#define PFG_CALL(K) csr_forward_tile<T, K>(X, W + t0, ldw, z + t0, ldz, mask)
-        PFG_TILE_SWITCH(nv, PFG_CALL)
-#undef PFG_CALL
-    });
-}
 
 template <class T>
 void csc_forward_avx512(const Csc<T>& c, const T* W, std::int64_t ldw, T* z, std::int64_t ldz, std::int64_t j0,
@@ -581,19 +470,6 @@ inline int isa() {
 #endif
     const int want = isa_request();
     return want < 0 ? best : std::min(want, best);
-}
-
-// z[r, j0:j1) = X[rows[r]] . W[:, j0:j1) for r < B (CSR rows of X, dense row-major W).
-template <class T>
-inline void csr_forward(const CsrBatch<T>& X, const T* W, std::int64_t ldw, T* z, std::int64_t ldz,
-                        std::int64_t j0, std::int64_t j1) {
-    if (j1 <= j0) return;
-#ifdef PFG_SPARSE_X86
-    const int level = isa();
-    if (level == 2) return csr_forward_avx512(X, W, ldw, z, ldz, j0, j1);
-    if (level == 1) return csr_forward_avx2(X, W, ldw, z, ldz, j0, j1);
-#endif
-    csr_forward_body(X, W, ldw, z, ldz, j0, j1);
 }
 
 // Columns [j0, j1) of the update described by u (see the top of this file).

@@ -60,7 +60,7 @@ class _Mlp(Generic[_A]):
                   sparse: Optional[bool] = ...) -> float:
         """Loss as ``loss``; writes its gradient (backprop) into grad (n_params).
 
-        sparse: None picks the first layer's kernels from x's density (CSR when at most half of x
+        sparse: None picks the first layer's kernels from x's density (sparse when at most 40% of x
         is nonzero), True / False force the sparse / dense (gemm) ones; same result up to rounding."""
     def train_steps(self, theta: _A, X: _A, T: _A, idx: I64, weight_decay: float, opt: str, hyper: F64,
                     state1: _A, state2: _A, step0: int, losses: F64) -> int:

@@ -1025,7 +1025,7 @@ class _Runner:
                      f"= {flops / 1e6:.2f} MFLOP per call; % is of the numpy gemm rate on the same shapes")
         self.note(B, "the numpy reference's loss_grad runs the forward pass twice (loss, then gradient), as "
                      "the tutorials' loss + gradient calls do")
-        self.note(B, "cpp's loss_grad runs the first layer on the nonzeros of x when at most half of it is "
+        self.note(B, "cpp's loss_grad runs the first layer on the nonzeros of x when at most 40% of it is "
                      "nonzero (MNIST: 19%): GFLOP/s and % are dense-equivalent there; sparse=False keeps the gemms")
         self.finish(B)
         # Issue target (float32, against sgemm): >= 2x torch eager and >= 60% of the 1024^3 sgemm rate.

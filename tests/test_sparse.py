@@ -461,3 +461,22 @@ def test_dense_to_csr_rejects_what_it_cannot_read():
     x = np.arange(12.0).reshape(4, 3)[:, ::2]
     c = CsrRows.from_dense(x)
     assert np.array_equal(c.indptr, [0, 1, 3, 5, 7]) and np.array_equal(c.data, x[x != 0])
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+def test_loss_grad_auto_picks_by_density(mnist):
+    """sparse=None takes the sparse path on MNIST (19% nonzero) and the gemms on dense data: the
+    auto result is bit-identical to the forced path's (and the two paths differ in rounding)."""
+    (x, t), _ = mnist
+    sizes = [784, 64, 10]
+    theta = theta_for(sizes, np.float64)
+    m = kernels("cpp").Mlp(sizes, "relu", "softmax", np.float64)
+    xs = np.ascontiguousarray(x[:100], dtype=np.float64)
+    xd = xs + 0.5  # no zeros at all
+    ts = np.eye(10)[t[:100]]
+    for data, path in ((xs, True), (xd, False)):
+        auto = _loss_grad(m, theta, data, ts, 0.0)[1]
+        forced = _loss_grad(m, theta, data, ts, 0.0, sparse=path)[1]
+        other = _loss_grad(m, theta, data, ts, 0.0, sparse=not path)[1]
+        assert np.array_equal(auto, forced)
+        assert not np.array_equal(auto, other) and normwise(auto, other) <= 1e-12

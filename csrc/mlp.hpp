@@ -221,7 +221,7 @@ public:
         need_rows(n);
         if (n > INT_MAX) throw std::invalid_argument("loss_grad: batch too large for BLAS (> 2^31-1 rows)");
         reserve(n);
-        if (sparse != 0 && use_sparse_input(x, n, sparse == 1) && all_finite(theta + woff_[0], sizes_[0] * sizes_[1])) {
+        if (sparse != 0 && use_sparse_input(x, n, sparse == 1)) {
             double l;
             if (loss_grad_sparse(theta, x, t, n, wd, grad, &l)) return l;
             // Not finite somewhere: the dense path gives the IEEE answer (0 * inf) the zeros skip.
@@ -484,19 +484,19 @@ private:
         return true;
     }
 
-    // Whether loss_grad should run the first layer on x's nonzeros: a sample of the first rows decides
-    // whether to count them all (into col_nnz_), the count whether to go on. Needs n0 >= 32 to pay off.
+    // Whether loss_grad should run the first layer on x's nonzeros: decided from a sample of up to 16
+    // rows spread over the batch, whose column counts (col_nnz_) also set the threads' bands. Needs
+    // n0 >= 32 to pay off.
     bool use_sparse_input(const T* x, std::int64_t n, bool force) {
         const std::int64_t n0 = sizes_.front();
         if (n * n0 > std::int64_t(INT_MAX)) return false;  // int32 CSC offsets
-        if (!force) {
-            if (n0 < 32) return false;
-            const std::int64_t probe = std::min<std::int64_t>(n, 8) * n0;
-            if (double(sparse::count_nonzero(x, probe)) > kSparseDensity * 1.25 * double(probe)) return false;
-        }
-        col_nnz_.resize(static_cast<size_t>(n0));
-        const std::int64_t nnz = sparse::count_columns(x, n, n0, col_nnz_.data());
-        return force || double(nnz) <= kSparseDensity * double(n * n0);
+        if (!force && n0 < 32) return false;
+        const std::int64_t s = std::min<std::int64_t>(n, 16);
+        col_nnz_.assign(static_cast<size_t>(n0), 0);
+        for (std::int64_t i = 0; i < s; ++i) sparse::count_band(x + (i * n / s) * n0, 1, n0, 0, n0, col_nnz_.data());
+        std::int64_t nnz = 0;
+        for (std::int64_t k = 0; k < n0; ++k) nnz += col_nnz_[k];
+        return force || double(nnz) <= kSparseDensity * double(s * n0);
     }
 
     // band_ = nb bands of x's columns with about equal nonzeros by col_nnz_ (an image's middle rows
@@ -514,17 +514,14 @@ private:
         }
     }
 
-    static bool all_finite(const T* a, std::int64_t count) {
-        int bad = 0;  // an integer OR: vectorises (a float sum would be one long dependency chain)
-        for (std::int64_t i = 0; i < count; ++i) bad |= !(std::fabs(a[i]) <= std::numeric_limits<T>::max());
-        return !bad;
-    }
+    static bool all_finite(const T* a, std::int64_t count) { return sparse::all_finite(a, count); }
 
     // loss_grad with the first layer on x's nonzeros. Threads split x's columns (and so W0's rows) in
     // bands and share nothing until the sums: each regroups its band by column (its own Csc), adds
     // its band's part of z0 = x W0 into its own buffer, and after thread 0 has summed those and run
     // the dense layers and the loss, writes its rows of dW0 = x^T dZ0 (+ wd W0).
-    // Returns false (grad undefined) if the loss or dL/dz of layer 0 is not finite.
+    // Returns false (grad undefined) if W0, the loss or dL/dz of layer 0 is not finite: skipping zeros
+    // would hide a 0 * inf there.
     bool loss_grad_sparse(const T* theta, const T* x, const T* t, std::int64_t n, double wd, T* grad,
                           double* loss_out) {
         const std::int64_t n0 = sizes_.front(), n1 = sizes_[1];
@@ -545,7 +542,7 @@ private:
         const BlasSingleThread blas_guard(nth > 1);  // the small gemms run inside our threads
         bool ok = false;
         std::exception_ptr err;
-        std::atomic<bool> failed{false};
+        std::atomic<bool> failed{false}, w0_bad{false};
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nth) if (nth > 1)
 #endif
@@ -558,8 +555,9 @@ private:
             const std::int64_t k0 = band_[tid], k1 = band_[tid + 1];
             T* Zt = Zp + tid * n * ldp;
             std::fill(Zt, Zt + n * ldp, T(0));
+            if (!all_finite(W0 + k0 * n1, (k1 - k0) * n1)) w0_bad = true;
             try {
-                bands_[tid].build_dense(x, n, n0, k0, k1, col_nnz_.data());
+                bands_[tid].build_dense(x, n, n0, k0, k1);
                 sparse::csc_forward(bands_[tid], W0, n1, Zt, ldp, 0, n1);
             } catch (...) {  // (only allocation can fail)
                 failed = true;
@@ -567,7 +565,7 @@ private:
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-            if (tid == 0 && !failed) {
+            if (tid == 0 && !failed && !w0_bad) {
                 try {
                     for (std::int64_t r = 0; r < n; ++r) {
                         T* zr = z0 + r * n1;

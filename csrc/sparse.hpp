@@ -521,12 +521,27 @@ inline void csc_update(const UpdateSpec<T>& u, std::int64_t j0, std::int64_t j1)
     csc_update_body(u, j0, j1);
 }
 
-// Nonzeros (NaN included) of x[0, count).
 template <class T>
-inline std::int64_t count_nonzero(const T* x, std::int64_t count) {
-    std::int64_t k = 0;
+inline std::int64_t count_nonzero_body(const T* __restrict x, std::int64_t count) {
+    std::int32_t k = 0;  // (32-bit lanes: twice the width of 64-bit ones; callers pass < 2^31 entries)
     for (std::int64_t i = 0; i < count; ++i) k += x[i] != T(0);
     return k;
+}
+
+#ifdef PFG_SPARSE_X86
+template <class T>
+__attribute__((target("avx2,fma"))) std::int64_t count_nonzero_avx2(const T* x, std::int64_t count) {
+    return count_nonzero_body(x, count);
+}
+#endif
+
+// Nonzeros (NaN included) of x[0, count), count < 2^31.
+template <class T>
+inline std::int64_t count_nonzero(const T* x, std::int64_t count) {
+#ifdef PFG_SPARSE_X86
+    if (isa() >= 1) return count_nonzero_avx2(x, count);
+#endif
+    return count_nonzero_body(x, count);
 }
 
 // z[:, j0:j1) += the columns of c times W's rows (see csc_forward_body); z is not cleared first.

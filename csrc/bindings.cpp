@@ -388,6 +388,13 @@ void bind_elementwise(py::module_& m) {
           py::arg("step"),
           "One optimizer update of theta (and the state arrays) in place; hyper = float64 [lr, a, b], "
           "step = 1 for the first update.");
+    m.def("all_finite",
+          [](A a) {
+              std::optional<py::gil_scoped_release> nogil;
+              if (a.size >= 4 * kReleaseGilWork) nogil.emplace();
+              return pfg::sparse::all_finite(a.ptr, a.size);
+          },
+          py::arg("a"), "True when the (C-contiguous, any shape) array has no inf or NaN.");
     m.def("dense_to_csr",
           [](A x) {
               if (x.ndim != 2) bad_shape("x", "(N, D)", x);

@@ -400,6 +400,38 @@ inline bool all_finite_body(const T* __restrict a, std::int64_t count) {
 }
 
 #ifdef PFG_SPARSE_X86
+// x - x is 0 for finite x and NaN for inf or NaN; NaN survives the sums. Two sums hide the add latency.
+__attribute__((target("avx512f"))) inline bool all_finite_avx512(const float* a, std::int64_t count) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    std::int64_t i = 0;
+    for (; i + 32 <= count; i += 32) {
+        const __m512 v0 = _mm512_loadu_ps(a + i), v1 = _mm512_loadu_ps(a + i + 16);
+        s0 = _mm512_add_ps(s0, _mm512_sub_ps(v0, v0));
+        s1 = _mm512_add_ps(s1, _mm512_sub_ps(v1, v1));
+    }
+    for (; i < count; i += 16) {
+        const __mmask16 m = count - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (count - i)) - 1u);
+        const __m512 v = _mm512_maskz_loadu_ps(m, a + i);
+        s0 = _mm512_add_ps(s0, _mm512_sub_ps(v, v));
+    }
+    return _mm512_cmp_ps_mask(_mm512_add_ps(s0, s1), _mm512_setzero_ps(), _CMP_NEQ_UQ) == 0;
+}
+__attribute__((target("avx512f"))) inline bool all_finite_avx512(const double* a, std::int64_t count) {
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    std::int64_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        const __m512d v0 = _mm512_loadu_pd(a + i), v1 = _mm512_loadu_pd(a + i + 8);
+        s0 = _mm512_add_pd(s0, _mm512_sub_pd(v0, v0));
+        s1 = _mm512_add_pd(s1, _mm512_sub_pd(v1, v1));
+    }
+    for (; i < count; i += 8) {
+        const __mmask8 m = count - i >= 8 ? __mmask8(0xFF) : __mmask8((1u << (count - i)) - 1u);
+        const __m512d v = _mm512_maskz_loadu_pd(m, a + i);
+        s0 = _mm512_add_pd(s0, _mm512_sub_pd(v, v));
+    }
+    return _mm512_cmp_pd_mask(_mm512_add_pd(s0, s1), _mm512_setzero_pd(), _CMP_NEQ_UQ) == 0;
+}
+
 template <class T>
 __attribute__((target("avx2,fma"))) void count_band_avx2(const T* x, std::int64_t n, std::int64_t n0,
                                                          std::int64_t k0, std::int64_t k1, std::int32_t* cnt) {
@@ -427,7 +459,9 @@ inline void count_band(const T* x, std::int64_t n, std::int64_t n0, std::int64_t
 template <class T>
 inline bool all_finite(const T* a, std::int64_t count) {
 #ifdef PFG_SPARSE_X86
-    if (isa() >= 1) return all_finite_avx2(a, count);
+    const int level = isa();
+    if (level == 2) return all_finite_avx512(a, count);
+    if (level == 1) return all_finite_avx2(a, count);
 #endif
     return all_finite_body(a, count);
 }

@@ -95,6 +95,9 @@ def opt_update(opt: str, theta: F32, grad: F32, state1: F32, state2: F32, hyper:
     step = 1 for the first update (Adam's bias correction)."""
 
 # ---------------------------------------------------------------------- element-wise kernels
+def all_finite(a: _A) -> bool:
+    """True when the C-contiguous array (any shape) has no inf or NaN."""
+    ...
 def dense_to_csr(x: _A) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], _A]:
     """The nonzeros of x (N, D) by row, NaN included: (indptr (N + 1,), indices (nnz,), data (nnz,))."""
     ...

@@ -480,3 +480,26 @@ def test_loss_grad_auto_picks_by_density(mnist):
         other = _loss_grad(m, theta, data, ts, 0.0, sparse=not path)[1]
         assert np.array_equal(auto, forced)
         assert not np.array_equal(auto, other) and normwise(auto, other) <= 1e-12
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+@pytest.mark.parametrize("level", [0, 1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_finite_every_kernel_version(level, dtype):
+    """The finiteness scan (input checks, W0 before skipping zeros) finds one inf or NaN anywhere,
+    in every vector width and tail length."""
+    rng = np.random.default_rng(level)
+    used = _core._sparse_isa(level)
+    try:
+        assert used <= level
+        for size in (1, 7, 16, 31, 32, 33, 100, 1000):
+            assert _core.all_finite(rng.random(size).astype(dtype))
+            for bad in (np.nan, np.inf, -np.inf):
+                for pos in {0, size // 2, size - 1}:
+                    a = rng.random(size).astype(dtype)
+                    a[pos] = bad
+                    assert not _core.all_finite(a), (size, bad, pos)
+        assert _core.all_finite(np.full((3, 4), np.finfo(dtype).max, dtype=dtype))
+        assert _core.all_finite(np.zeros((0, 5), dtype=dtype))
+    finally:
+        _core._sparse_isa(-1)

@@ -372,6 +372,8 @@ public:
                 fetch(0);
                 if (tid == 0 && ahead)
                     for (std::int64_t r = 0; r < B; ++r) sparse::prefetch_lines(Tt + Xn.rows[r] * c, sizeof(T) * c);
+                // A non-finite W0 makes the dense step's loss NaN (0 * inf): stop there too, not skip it.
+                if (!all_finite(Wk + k0 * ldw, (k1 - k0) * ldw)) stop = true;
                 try {  // this band's part of z0 = x W0
                     bands_[tid].build_band(X, n0, k0, k1);
                     fetch(1);

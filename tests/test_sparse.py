@@ -503,3 +503,25 @@ def test_all_finite_every_kernel_version(level, dtype):
         assert _core.all_finite(np.zeros((0, 5), dtype=dtype))
     finally:
         _core._sparse_isa(-1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_csr_steps_stop_at_non_finite_w1_like_dense(backend, dtype):
+    """An inf in W1 where every input is 0: the dense step's loss is NaN (0 * inf), so training stops
+    before the first update; the CSR path, which never multiplies those zeros, must stop too."""
+    rng = np.random.default_rng(8)
+    X = sparse_data(rng, 60, 40, 0.3, dtype)
+    X[:, 5] = 0.0
+    T = np.eye(5, dtype=dtype)[rng.integers(0, 5, 60)]
+    idx = rng.integers(0, 60, size=(4, 20))
+    m = kernels(backend).Mlp([40, 64, 5], "relu", "softmax", dtype)
+    for data in (X, CsrRows.from_dense(X)):
+        for opt in ("sgd", "adam"):
+            theta = theta_for([40, 64, 5], dtype)
+            theta[5 * 64 + 3] = np.inf  # W1[5, 3]
+            keep = theta.copy()
+            s1, s2 = np.zeros_like(theta), np.zeros_like(theta)
+            losses = m.train_steps(theta, data, T, idx, 0.0, opt, np.array(HYPER[opt]), s1, s2, 0)
+            assert np.isnan(losses).all(), (type(data).__name__, opt)
+            assert np.array_equal(theta, keep)

@@ -143,6 +143,22 @@ inline void activation_backward(Act a, T* __restrict d, const T* __restrict out,
     }
 }
 
+// This thread's number in its OpenMP team, and the team's size (0 and 1 without OpenMP).
+inline int team_thread() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+inline int team_size() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 template <class T>
 class Mlp {
 public:
@@ -322,14 +338,7 @@ public:
         const sparse::CsrBatch<T> X0{nullptr, B, indptr, ind, val};
         // Threads split x's columns (W0's rows) in bands, as loss_grad_sparse does, each band of about
         // equal nonzeros in the first batches; not worth it for small batches.
-        int nth = 1;
-#ifdef _OPENMP
-        if (double(max_nnz) * double(n1) >= kCsrParallelWork)
-            nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), n0 / 16, 8}));
-        nth = std::max(nth, 1);
-#else
-        (void)max_nnz;
-#endif
+        const int nth = sparse_threads(double(max_nnz) * double(n1));
         {
             col_nnz_.assign(static_cast<size_t>(n0), 0);
             for (std::int64_t k = 0, sample = std::min<std::int64_t>(n_steps * B, 2000); k < sample; ++k)
@@ -346,11 +355,7 @@ public:
 #pragma omp parallel num_threads(nth) if (nth > 1)
 #endif
         {
-#ifdef _OPENMP
-            const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-            const int tid = 0, nt = 1;
-#endif
+            const int tid = team_thread(), nt = team_size();
             const std::int64_t k0 = band_[tid], k1 = band_[tid + 1];
             T* Zt = Zp + tid * B * ldp;
             sparse::CsrBatch<T> Xfirst = X0;
@@ -501,6 +506,19 @@ private:
         return force || double(nnz) <= kSparseDensity * double(s * n0);
     }
 
+    // Threads for a sparse first layer of `work` multiply-adds: one below kCsrParallelWork, else up to
+    // 8, each band at least 16 columns wide.
+    int sparse_threads(double work) const {
+        int nth = 1;
+#ifdef _OPENMP
+        if (work >= kCsrParallelWork)
+            nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), sizes_.front() / 16, 8}));
+#else
+        (void)work;
+#endif
+        return std::max(nth, 1);
+    }
+
     // band_ = nb bands of x's columns with about equal nonzeros by col_nnz_ (an image's middle rows
     // hold most of them).
     void set_bands(int nb) {
@@ -528,13 +546,8 @@ private:
                           double* loss_out) {
         const std::int64_t n0 = sizes_.front(), n1 = sizes_[1];
         const std::int64_t ldp = sparse::padded_ld<T>(n1);
-        int nth = 1;
-#ifdef _OPENMP
         // (a dense product's work over 5: about the sparse kernels' work at MNIST's density)
-        if (double(n) * double(n0) * double(n1) / 5 >= kCsrParallelWork)
-            nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), n0 / 16, 8}));
-        nth = std::max(nth, 1);
-#endif
+        const int nth = sparse_threads(double(n) * double(n0) * double(n1) / 5);
         T* Zp = zp_.get(nth * n * ldp);  // thread t's part of z0 at Zp + t n ldp
         T* Dp = dp_.get(n * ldp);
         const T* W0 = theta + woff_[0];
@@ -549,11 +562,7 @@ private:
 #pragma omp parallel num_threads(nth) if (nth > 1)
 #endif
         {
-#ifdef _OPENMP
-            const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-            const int tid = 0, nt = 1;
-#endif
+            const int tid = team_thread(), nt = team_size();
             const std::int64_t k0 = band_[tid], k1 = band_[tid + 1];
             T* Zt = Zp + tid * n * ldp;
             std::fill(Zt, Zt + n * ldp, T(0));

@@ -214,6 +214,8 @@ struct V512<float> {
     static PFG_AVX512 R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
     static PFG_AVX512 R mul(R a, R b) { return _mm512_mul_ps(a, b); }
     static PFG_AVX512 R add(R a, R b) { return _mm512_add_ps(a, b); }
+    static PFG_AVX512 R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+    static PFG_AVX512 M nonzero(R a) { return _mm512_cmp_ps_mask(a, zero(), _CMP_NEQ_UQ); }  // NaN counts
 };
 template <>
 struct V512<double> {
@@ -229,6 +231,8 @@ struct V512<double> {
     static PFG_AVX512 R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
     static PFG_AVX512 R mul(R a, R b) { return _mm512_mul_pd(a, b); }
     static PFG_AVX512 R add(R a, R b) { return _mm512_add_pd(a, b); }
+    static PFG_AVX512 R sub(R a, R b) { return _mm512_sub_pd(a, b); }
+    static PFG_AVX512 M nonzero(R a) { return _mm512_cmp_pd_mask(a, zero(), _CMP_NEQ_UQ); }  // NaN counts
 };
 
 // Row i of the update, NV vectors from column j0.
@@ -401,35 +405,22 @@ inline bool all_finite_body(const T* __restrict a, std::int64_t count) {
 
 #ifdef PFG_SPARSE_X86
 // x - x is 0 for finite x and NaN for inf or NaN; NaN survives the sums. Two sums hide the add latency.
-__attribute__((target("avx512f"))) inline bool all_finite_avx512(const float* a, std::int64_t count) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+template <class T>
+__attribute__((target("avx512f"))) bool all_finite_avx512(const T* a, std::int64_t count) {
+    using V = V512<T>;
+    typename V::R s0 = V::zero(), s1 = V::zero();
     std::int64_t i = 0;
-    for (; i + 32 <= count; i += 32) {
-        const __m512 v0 = _mm512_loadu_ps(a + i), v1 = _mm512_loadu_ps(a + i + 16);
-        s0 = _mm512_add_ps(s0, _mm512_sub_ps(v0, v0));
-        s1 = _mm512_add_ps(s1, _mm512_sub_ps(v1, v1));
+    for (; i + 2 * V::W <= count; i += 2 * V::W) {
+        const typename V::R v0 = V::load(a + i), v1 = V::load(a + i + V::W);
+        s0 = V::add(s0, V::sub(v0, v0));
+        s1 = V::add(s1, V::sub(v1, v1));
     }
-    for (; i < count; i += 16) {
-        const __mmask16 m = count - i >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (count - i)) - 1u);
-        const __m512 v = _mm512_maskz_loadu_ps(m, a + i);
-        s0 = _mm512_add_ps(s0, _mm512_sub_ps(v, v));
+    for (; i < count; i += V::W) {
+        const auto m = static_cast<typename V::M>(count - i >= V::W ? (1u << V::W) - 1u : (1u << (count - i)) - 1u);
+        const typename V::R v = V::loadm(m, a + i);
+        s0 = V::add(s0, V::sub(v, v));
     }
-    return _mm512_cmp_ps_mask(_mm512_add_ps(s0, s1), _mm512_setzero_ps(), _CMP_NEQ_UQ) == 0;
-}
-__attribute__((target("avx512f"))) inline bool all_finite_avx512(const double* a, std::int64_t count) {
-    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-    std::int64_t i = 0;
-    for (; i + 16 <= count; i += 16) {
-        const __m512d v0 = _mm512_loadu_pd(a + i), v1 = _mm512_loadu_pd(a + i + 8);
-        s0 = _mm512_add_pd(s0, _mm512_sub_pd(v0, v0));
-        s1 = _mm512_add_pd(s1, _mm512_sub_pd(v1, v1));
-    }
-    for (; i < count; i += 8) {
-        const __mmask8 m = count - i >= 8 ? __mmask8(0xFF) : __mmask8((1u << (count - i)) - 1u);
-        const __m512d v = _mm512_maskz_loadu_pd(m, a + i);
-        s0 = _mm512_add_pd(s0, _mm512_sub_pd(v, v));
-    }
-    return _mm512_cmp_pd_mask(_mm512_add_pd(s0, s1), _mm512_setzero_pd(), _CMP_NEQ_UQ) == 0;
+    return V::nonzero(V::add(s0, s1)) == 0;
 }
 
 template <class T>

@@ -117,14 +117,7 @@ struct Csc {
             span[2 * r + 1] = e - X.ind;
             for (; b < e; ++b) ++cp[*b];
         }
-        cols.clear();
-        next.resize(static_cast<size_t>(n0));
-        for (std::int64_t i = 0; i < n0; ++i) {
-            if (cptr[i + 1]) cols.push_back(static_cast<std::int32_t>(i));
-            next[i] = cptr[i];
-            cptr[i + 1] += cptr[i];
-        }
-        if (ent.size() < static_cast<size_t>(cptr[n0])) ent.resize(cptr[n0]);
+        starts_from_counts(n0);
         std::int32_t* nx = next.data();
         CscEntry<T>* en = ent.data();
         for (std::int64_t r = 0; r < X.B; ++r) {
@@ -136,6 +129,20 @@ struct Csc {
     // From the columns [k0, k1) of a dense x (n x n0, row-major; NaN counts as a nonzero): threads
     // can each build one band. Other columns stay empty.
     void build_dense(const T* x, std::int64_t n, std::int64_t n0, std::int64_t k0, std::int64_t k1);
+
+private:
+    // cptr[i + 1] holds column i's count: make cptr the column starts, next the fill positions, cols
+    // the columns with entries, and room in ent for them all.
+    void starts_from_counts(std::int64_t n0) {
+        cols.clear();
+        next.resize(static_cast<size_t>(n0));
+        for (std::int64_t i = 0; i < n0; ++i) {
+            if (cptr[i + 1]) cols.push_back(static_cast<std::int32_t>(i));
+            next[i] = cptr[i];
+            cptr[i + 1] += cptr[i];
+        }
+        if (ent.size() < static_cast<size_t>(cptr[n0])) ent.resize(cptr[n0]);
+    }
 };
 
 // What csc_update writes: rows [i0, i1) of Y (all of them, or only those with entries).
@@ -586,14 +593,7 @@ template <class T>
 void Csc<T>::build_dense(const T* x, std::int64_t n, std::int64_t n0, std::int64_t k0, std::int64_t k1) {
     cptr.assign(static_cast<size_t>(n0) + 1, 0);
     count_band(x, n, n0, k0, k1, cptr.data() + 1);
-    cols.clear();
-    next.resize(static_cast<size_t>(n0));
-    for (std::int64_t i = 0; i < n0; ++i) {
-        if (cptr[i + 1]) cols.push_back(static_cast<std::int32_t>(i));
-        next[i] = cptr[i];
-        cptr[i + 1] += cptr[i];
-    }
-    if (ent.size() < static_cast<size_t>(cptr[n0])) ent.resize(cptr[n0]);
+    starts_from_counts(n0);
 #ifdef PFG_SPARSE_X86
     if (isa() == 2) return build_dense_scatter_avx512(x, n, n0, k0, k1, next.data(), ent.data());
 #endif

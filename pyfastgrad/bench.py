@@ -109,14 +109,15 @@ class Config:
     min_repeats_slow: int = 3
     slow_limit: float = 8.0
     pause: float = 0.15  # idle seconds before a different backend's repeats (see ``run_jobs``)
+    # ... and after numpy's: its own OpenBLAS threads busy-wait 0.1-0.2 s after the reference's last gemm
+    pause_after_numpy: float = 0.25
     rounds: int = 5
 
     @classmethod
     def for_mode(cls, quick: bool) -> "Config":
         if quick:
-            # pause: numpy's own OpenBLAS threads spin ~0.1 s after the reference's last gemm
             return cls(quick=True, budget=0.12, min_repeat_time=0.004, min_repeats=3, max_repeats=15,
-                       min_repeats_slow=1, slow_limit=0.6, pause=0.12, rounds=2)
+                       min_repeats_slow=1, slow_limit=0.6, pause=0.05, rounds=2)
         return cls()
 
 
@@ -254,8 +255,9 @@ def run_jobs(jobs: Sequence[Job], cfg: Config, rounds: Optional[int] = None) -> 
     Every job is warmed up and calibrated first; then its repeats are spread over
     ``rounds`` rounds that visit the jobs in turn. Before a job whose ``group``
     (the library) differs from the previous one the process idles ``cfg.pause``
-    seconds: BLAS/OpenMP worker threads busy-wait for a while after their last call
-    and would steal a core from the next library's threads. A job that raises keeps
+    seconds (``cfg.pause_after_numpy`` after numpy's jobs): BLAS/OpenMP worker threads
+    busy-wait for a while after their last call and would steal a core from the next
+    library's threads. A job that raises keeps
     its exception in ``job.error`` and is dropped; the others go on.
     """
     rounds = cfg.rounds if rounds is None else rounds
@@ -278,7 +280,8 @@ def run_jobs(jobs: Sequence[Job], cfg: Config, rounds: Optional[int] = None) -> 
                 if k <= 0:
                     continue
                 if job.group != prev:
-                    time.sleep(cfg.pause if job.pause is None else job.pause)
+                    wait = cfg.pause if job.pause is None else job.pause
+                    time.sleep(max(wait, cfg.pause_after_numpy) if prev == "numpy" else wait)
                 prev = job.group
                 try:
                     job.sample(k)

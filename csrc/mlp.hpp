@@ -283,8 +283,7 @@ public:
                 std::memcpy(tb + r * c, Tt + rows[r] * c, sizeof(T) * c);
             }
             const double l = forward_loss_dz(theta, xb, tb, B, wd, g);
-            // The float32 reference computes the loss in float32: overflow there counts too.
-            if (!std::isfinite(l) || !std::isfinite(static_cast<T>(l))) break;
+            if (!loss_finite(l)) break;
             losses[s] = l;
             if (s + 1 < n_steps) prefetch_rows(X, idx + (s + 1) * B, B, n0);  // hide the next gather
             if (opt == Opt::Sgd) {
@@ -378,7 +377,7 @@ public:
                 if (tid == 0 && ahead)
                     for (std::int64_t r = 0; r < B; ++r) sparse::prefetch_lines(Tt + Xn.rows[r] * c, sizeof(T) * c);
                 // A non-finite W0 makes the dense step's loss NaN (0 * inf): stop there too, not skip it.
-                if (!all_finite(Wk + k0 * ldw, (k1 - k0) * ldw)) stop = true;
+                if (!sparse::all_finite(Wk + k0 * ldw, (k1 - k0) * ldw)) stop = true;
                 try {  // this band's part of z0 = x W0
                     bands_[tid].build_band(X, n0, k0, k1);
                     fetch(1);
@@ -445,32 +444,24 @@ public:
 
 private:
     // One step's work after the first layer's product (train_steps_csr, thread 0): the sum of the
-    // nparts parts of layer 0's product (at Zp, Zp + B ldp, ...), its bias and activation, the dense
-    // layers, the loss into *loss_out, and the backward pass down to dL/dz of layer 0, into Dp for the
-    // sparse update of W0 (times -lr for plain SGD, which also updates the dense layers and b0 here). Returns false (nothing updated) when the loss is
-    // not finite.
+    // nparts parts of layer 0's product (sum_parts), its bias and activation, the dense layers, the
+    // loss into *loss_out, and the backward pass down to dL/dz of layer 0, into Dp for the sparse
+    // update of W0 (times -lr for plain SGD, which also updates the dense layers and b0 here).
+    // Returns false (nothing updated) when the loss is not finite.
     bool dense_part_csr(T* theta, const sparse::CsrBatch<T>& X, const T* Zp, std::int64_t ldp, int nparts, T* z0,
                         const T* Tt, std::int64_t B, double wd, Opt opt, double lr, const T* Wk, std::int64_t ldw,
                         T* Dp, double* loss_out) {
         const std::int64_t n1 = sizes_[1], c = sizes_.back();
         T* tb = tb_.data();
         T* g = g_.data();
-        for (std::int64_t r = 0; r < B; ++r) {
-            T* zr = z0 + r * n1;
-            std::memcpy(zr, Zp + r * ldp, sizeof(T) * n1);
-            for (int u = 1; u < nparts; ++u) {
-                const T* zu = Zp + (u * B + r) * ldp;
-                for (std::int64_t j = 0; j < n1; ++j) zr[j] += zu[j];
-            }
-            std::memcpy(tb + r * c, Tt + X.rows[r] * c, sizeof(T) * c);
-        }
+        sum_parts(Zp, ldp, nparts, B, z0);
+        for (std::int64_t r = 0; r < B; ++r) std::memcpy(tb + r * c, Tt + X.rows[r] * c, sizeof(T) * c);
         if (L_ > 1) {
             bias_activation(act_, z0, theta + boff_[0], B, n1);
             forward(theta, z0, B, zl_.data(), 1);
         }
         const double l = loss_dz(theta, tb, B, wd, g, Wk, ldw);
-        // The float32 reference computes the loss in float32: overflow there counts too.
-        if (!std::isfinite(l) || !std::isfinite(static_cast<T>(l))) return false;
+        if (!loss_finite(l)) return false;
         *loss_out = l;
         const T* dz;
         if (opt == Opt::Sgd) {
@@ -534,7 +525,22 @@ private:
         }
     }
 
-    static bool all_finite(const T* a, std::int64_t count) { return sparse::all_finite(a, count); }
+    // The float32 reference computes the loss in float32: overflow there counts as not finite too.
+    static bool loss_finite(double l) { return std::isfinite(l) && std::isfinite(static_cast<T>(l)); }
+
+    // z0 (rows x n1) = the sum of the nparts parts of layer 0's product at Zp, Zp + rows ldp, ...
+    // (one per thread band, rows padded to ldp).
+    void sum_parts(const T* Zp, std::int64_t ldp, int nparts, std::int64_t rows, T* z0) const {
+        const std::int64_t n1 = sizes_[1];
+        for (std::int64_t r = 0; r < rows; ++r) {
+            T* zr = z0 + r * n1;
+            std::memcpy(zr, Zp + r * ldp, sizeof(T) * n1);
+            for (int u = 1; u < nparts; ++u) {
+                const T* zu = Zp + (u * rows + r) * ldp;
+                for (std::int64_t j = 0; j < n1; ++j) zr[j] += zu[j];
+            }
+        }
+    }
 
     // loss_grad with the first layer on x's nonzeros. Threads split x's columns (and so W0's rows) in
     // bands and share nothing until the sums: each regroups its band by column (its own Csc), adds
@@ -566,7 +572,7 @@ private:
             const std::int64_t k0 = band_[tid], k1 = band_[tid + 1];
             T* Zt = Zp + tid * n * ldp;
             std::fill(Zt, Zt + n * ldp, T(0));
-            if (!all_finite(W0 + k0 * n1, (k1 - k0) * n1)) w0_bad = true;
+            if (!sparse::all_finite(W0 + k0 * n1, (k1 - k0) * n1)) w0_bad = true;
             try {
                 bands_[tid].build_dense(x, n, n0, k0, k1);
                 sparse::csc_forward(bands_[tid], W0, n1, Zt, ldp, 0, n1);
@@ -578,23 +584,16 @@ private:
 #endif
             if (tid == 0 && !failed && !w0_bad) {
                 try {
-                    for (std::int64_t r = 0; r < n; ++r) {
-                        T* zr = z0 + r * n1;
-                        std::memcpy(zr, Zp + r * ldp, sizeof(T) * n1);
-                        for (int u = 1; u < nt; ++u) {
-                            const T* zu = Zp + (u * n + r) * ldp;
-                            for (std::int64_t j = 0; j < n1; ++j) zr[j] += zu[j];
-                        }
-                    }
+                    sum_parts(Zp, ldp, nt, n, z0);
                     if (L_ > 1) {
                         bias_activation(act_, z0, theta + boff_[0], n, n1);
                         forward(theta, z0, n, zl_.data(), 1);
                     }
                     const double l = loss_dz(theta, t, n, wd, grad);
-                    if (std::isfinite(l) && std::isfinite(static_cast<T>(l))) {
+                    if (loss_finite(l)) {
                         const T* dz = backward(theta, nullptr, n, wd, grad, 1);
                         for (std::int64_t r = 0; r < n; ++r) std::memcpy(Dp + r * ldp, dz + r * n1, sizeof(T) * n1);
-                        ok = all_finite(dz, n * n1);
+                        ok = sparse::all_finite(dz, n * n1);
                         *loss_out = l;
                     }
                 } catch (...) {

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validate import native_core
+
 __all__ = ["CsrRows", "SPARSE_DENSITY_MAX"]
 
 # fit() trains from a CsrRows when the data has fewer nonzeros than this share (cpp backend):
@@ -16,15 +18,6 @@ __all__ = ["CsrRows", "SPARSE_DENSITY_MAX"]
 SPARSE_DENSITY_MAX = 0.5
 
 _CHUNK_ROWS = 4096  # rows converted at a time: bounds the temporary masks
-
-
-def _native_converter():
-    """The extension's dense-to-CSR converter, or None without the extension."""
-    try:
-        from . import _cpp_kernels
-    except Exception:  # not built or not loadable: the numpy code does it
-        return None
-    return _cpp_kernels._core.dense_to_csr
 
 
 class CsrRows:
@@ -54,10 +47,9 @@ class CsrRows:
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D, got shape {X.shape}")
         n, d = X.shape
-        convert = _native_converter()
-        if (convert is not None and X.dtype in (np.float32, np.float64) and X.flags.c_contiguous
-                and X.flags.aligned and X.dtype.isnative):
-            indptr, indices, data = convert(X)  # the same arrays, ~20x faster (MNIST: ~10 ms, not ~200)
+        core = native_core(X)
+        if core is not None:
+            indptr, indices, data = core.dense_to_csr(X)  # the same arrays, ~7x faster (MNIST: 28 ms, not 209)
             return cls(indptr, indices, data, d)
         counts = np.zeros(n, dtype=np.int64)
         cols = np.arange(d, dtype=np.int32)

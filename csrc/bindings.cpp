@@ -363,6 +363,16 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
              "as train_steps on the dense X up to the order of the sums.");
 }
 
+// Rows and columns of a loss's dense (N, C) y and t, N >= 1, after checking them.
+template <class T>
+std::pair<std::int64_t, std::int64_t> loss_pair_shape(const V<T>& y, const V<T>& t) {
+    if (y.ndim != 2) bad_shape("y", "(N, C)", y);
+    const std::int64_t n = y.shape(0), c = y.shape(1);
+    need_mat(t, "t", n, c);
+    if (n < 1) throw std::invalid_argument("y must have at least 1 row");
+    return {n, c};
+}
+
 template <class T>
 void bind_elementwise(py::module_& m) {
     using A = V<T>;
@@ -433,10 +443,7 @@ void bind_elementwise(py::module_& m) {
           py::arg("x"), py::arg("out"), "out = row-wise softmax of x (N, C); out may be x.");
     m.def("cross_entropy_error",
           [](A y, A t) {
-              if (y.ndim != 2) bad_shape("y", "(N, C)", y);
-              const std::int64_t n = y.shape(0), c = y.shape(1);
-              need_mat(t, "t", n, c);
-              if (n < 1) throw std::invalid_argument("y must have at least 1 row");
+              const auto [n, c] = loss_pair_shape(y, t);
               double s = 0.0;
               for (std::int64_t r = 0; r < n; ++r) s += pfg::cross_entropy_row(y.ptr + r * c, t.ptr + r * c, c);
               return -s / double(n);
@@ -444,10 +451,7 @@ void bind_elementwise(py::module_& m) {
           py::arg("y"), py::arg("t"), "-sum(t * log(y + 1e-7)) / N for dense (N, C) y and t.");
     m.def("mean_squared_error",
           [](A y, A t) {
-              if (y.ndim != 2) bad_shape("y", "(N, C)", y);
-              const std::int64_t n = y.shape(0), c = y.shape(1);
-              need_mat(t, "t", n, c);
-              if (n < 1) throw std::invalid_argument("y must have at least 1 row");
+              const auto [n, c] = loss_pair_shape(y, t);
               double s = 0.0;
               for (std::int64_t r = 0; r < n; ++r) s += pfg::squared_error_row(y.ptr + r * c, t.ptr + r * c, c);
               return 0.5 * s / double(n);

@@ -483,6 +483,12 @@ PYBIND11_MODULE(_core, m) {
         return 1;
 #endif
     }, "OpenMP threads available to the kernels (1 when built without OpenMP).");
+    m.def("openmp_set_num_threads", [](int n) {
+        if (n < 1) throw std::invalid_argument("openmp_set_num_threads: n must be >= 1");
+#ifdef _OPENMP
+        omp_set_num_threads(n);
+#endif
+    }, py::arg("n"), "Set the OpenMP threads of the kernels (process-wide default for new regions).");
 
     m.def("_sparse_isa", [](int level) {
               pfg::sparse::isa_request() = level;

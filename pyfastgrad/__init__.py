@@ -13,6 +13,7 @@ from .gradient import GradientCheckResult, gradient_check, gradient_descent, num
 from .nets import MultiLayerNet, Net, SimpleNet, TwoLayerNet, load_net
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, make_optimizer
 from .train import History, Trainer, fit
+from ._threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
@@ -22,5 +23,5 @@ __all__ = [
     "numerical_gradient", "gradient_descent", "gradient_check", "GradientCheckResult",
     "Net", "SimpleNet", "TwoLayerNet", "MultiLayerNet", "load_net",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "make_optimizer",
-    "History", "Trainer", "fit", "__version__",
+    "History", "Trainer", "fit", "set_num_threads", "get_num_threads", "__version__",
 ]

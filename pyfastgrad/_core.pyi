@@ -30,6 +30,9 @@ def blas_set_num_threads(n: int) -> None:
 def openmp_max_threads() -> int:
     """OpenMP threads available to the kernels (1 when built without OpenMP)."""
 
+def openmp_set_num_threads(n: int) -> None:
+    """Set the OpenMP threads of the kernels."""
+
 def _sparse_isa(level: int) -> int:
     """Testing hook: the instruction set of the sparse-input kernels (2 AVX-512, 1 AVX2, 0 baseline,
     -1 the best available; capped at what the CPU has). Returns the level in use."""

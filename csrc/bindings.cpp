@@ -107,6 +107,7 @@ inline void callback_numgrad(const py::object& f, py::array x, double h, bool fo
 // ---- section: nets, losses, optimizers, training (mlp.hpp, losses.hpp, optim.hpp) ---------
 #include <mutex>
 #include <optional>
+#include <array>
 
 #include "losses.hpp"
 #include "mlp.hpp"
@@ -211,9 +212,26 @@ T* state_ptr(const V<T>& s, const char* name, std::int64_t n, bool needed) {
                                     " entries for this optimizer, got " + std::to_string(s.size));
     return writable(s, name);
 }
-inline const double* hyper_ptr(const V<double>& h) {
-    if (h.ndim != 1 || h.shape(0) != 3) bad_shape("hyper", "(3,) = [lr, a, b]", h);
-    return h.ptr;
+// The optimizer's hyper-parameters as pfg::kHyperLen doubles (optim.hpp): a full (7,) vector, or the
+// tutorials' short (3,) [lr, a, b] with eps 1e-7 and nothing else.
+using Hyper = std::array<double, pfg::kHyperLen>;
+inline Hyper read_hyper(const V<double>& h) {
+    if (h.ndim != 1 || (h.shape(0) != 3 && h.shape(0) != pfg::kHyperLen))
+        bad_shape("hyper", "(7,) = [lr, a, b, eps, weight_decay, style, max_norm] or (3,) = [lr, a, b]", h);
+    Hyper out{0.0, 0.0, 0.0, 1e-7, 0.0, 0.0, 0.0};
+    std::copy(h.ptr, h.ptr + h.shape(0), out.begin());
+    for (double v : out)
+        if (!std::isfinite(v)) throw std::invalid_argument("hyper must be finite");
+    if (!(out[pfg::kEps] > 0.0)) throw std::invalid_argument("hyper: eps must be > 0");
+    return out;
+}
+// Per-step learning rates: None, or float64 (n_steps,).
+inline const double* lrs_ptr(const std::optional<V<double>>& lrs, std::int64_t n_steps) {
+    if (!lrs) return nullptr;
+    need_vec(*lrs, "lrs", n_steps);
+    for (std::int64_t i = 0; i < n_steps; ++i)
+        if (!std::isfinite(lrs->ptr[i])) throw std::invalid_argument("lrs must be finite");
+    return lrs->ptr;
 }
 
 // The arguments both training-loop bindings share, checked before anything is touched:
@@ -222,7 +240,7 @@ template <class T>
 struct StepArgs {
     std::int64_t n_steps, B;
     pfg::Opt opt;
-    const double* hyper;
+    Hyper hyper;
     T *s1, *s2, *theta;
     double* losses;
 };
@@ -239,7 +257,7 @@ StepArgs<T> check_step_args(const pfg::Mlp<T>& net, const V<T>& theta, const V<T
     a.B = idx.shape(1);
     need_vec(losses, "losses", a.n_steps);
     a.opt = pfg::parse_opt(opt);
-    a.hyper = hyper_ptr(hyper);
+    a.hyper = read_hyper(hyper);
     const int ns = pfg::opt_state_count(a.opt);
     a.s1 = state_ptr(state1, "state1", np_, ns >= 1);
     a.s2 = state_ptr(state2, "state2", np_, ns >= 2);
@@ -318,25 +336,30 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
              "False force the sparse / dense (gemm) ones. All give the same result up to rounding.")
         .def("train_steps",
              [](P& p, A theta, A X, A Tt, V<std::int64_t> idx, double weight_decay, const std::string& opt,
-                V<double> hyper, A state1, A state2, std::int64_t step0, V<double> losses) -> std::int64_t {
+                V<double> hyper, A state1, A state2, std::int64_t step0, V<double> losses,
+                std::optional<V<double>> lrs) -> std::int64_t {
                  const std::int64_t nx = need_mat(X, "X", -1, p.net.n_in());
                  const StepArgs<T> a =
                      check_step_args(p.net, theta, Tt, nx, idx, opt, hyper, state1, state2, losses);
+                 const double* lr = lrs_ptr(lrs, a.n_steps);
                  py::gil_scoped_release nogil;
                  std::lock_guard<std::mutex> lock(p.mu);
                  // train_steps checks every index before the first step.
                  return p.net.train_steps(a.theta, X.ptr, nx, Tt.ptr, idx.ptr, a.n_steps, a.B, weight_decay, a.opt,
-                                          a.hyper, a.s1, a.s2, step0, a.losses);
+                                          a.hyper.data(), a.s1, a.s2, step0, a.losses, lr);
              },
              py::arg("theta"), py::arg("X"), py::arg("T"), py::arg("idx"), py::arg("weight_decay"), py::arg("opt"),
              py::arg("hyper"), py::arg("state1"), py::arg("state2"), py::arg("step0"), py::arg("losses"),
+             py::arg("lrs") = py::none(),
              "Mini-batch steps over the rows idx[s] of X/T (idx int64 (n_steps, B)) with optimizer `opt`, "
-             "updating theta and the state in place. Writes each step's loss into losses (NaN where not "
-             "done); stops at the first non-finite loss without applying that step. Returns the steps done.")
+             "updating theta and the state in place. hyper: float64 (7,) [lr, a, b, eps, weight_decay, style, "
+             "max_norm] (or (3,) [lr, a, b]); lrs: None or float64 (n_steps,) learning rates per step. Writes "
+             "each step's loss into losses (NaN where not done); stops at the first non-finite loss without "
+             "applying that step. Returns the steps done.")
         .def("train_steps_csr",
              [](P& p, A theta, V<std::int64_t> indptr, V<std::int32_t> indices, A data, std::int64_t n_cols, A Tt,
                 V<std::int64_t> idx, double weight_decay, const std::string& opt, V<double> hyper, A state1,
-                A state2, std::int64_t step0, V<double> losses) -> std::int64_t {
+                A state2, std::int64_t step0, V<double> losses, std::optional<V<double>> lrs) -> std::int64_t {
                  if (indptr.ndim != 1 || indptr.shape(0) < 1) bad_shape("indptr", "(N + 1,)", indptr);
                  const std::int64_t nx = indptr.shape(0) - 1;
                  if (indices.ndim != 1) bad_shape("indices", "(nnz,)", indices);
@@ -347,17 +370,18 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
                                                  std::to_string(p.net.n_in()));
                  const StepArgs<T> a =
                      check_step_args(p.net, theta, Tt, nx, idx, opt, hyper, state1, state2, losses);
+                 const double* lr = lrs_ptr(lrs, a.n_steps);
                  py::gil_scoped_release nogil;
                  std::lock_guard<std::mutex> lock(p.mu);
                  // train_steps_csr checks indptr, idx and the column indices of the rows it will read
                  // before the first step.
                  return p.net.train_steps_csr(a.theta, indptr.ptr, indices.ptr, data.ptr, nx, nnz, Tt.ptr, idx.ptr,
-                                              a.n_steps, a.B, weight_decay, a.opt, a.hyper, a.s1, a.s2, step0,
-                                              a.losses);
+                                              a.n_steps, a.B, weight_decay, a.opt, a.hyper.data(), a.s1, a.s2,
+                                              step0, a.losses, lr);
              },
              py::arg("theta"), py::arg("indptr"), py::arg("indices"), py::arg("data"), py::arg("n_cols"),
              py::arg("T"), py::arg("idx"), py::arg("weight_decay"), py::arg("opt"), py::arg("hyper"),
-             py::arg("state1"), py::arg("state2"), py::arg("step0"), py::arg("losses"),
+             py::arg("state1"), py::arg("state2"), py::arg("step0"), py::arg("losses"), py::arg("lrs") = py::none(),
              "train_steps with X in CSR form: indptr int64 (N + 1,), indices int32 (nnz,), data (nnz,) of the "
              "net's dtype, n_cols = the net's inputs. The first layer uses only the nonzeros; same results "
              "as train_steps on the dense X up to the order of the sums.");
@@ -383,21 +407,33 @@ void bind_elementwise(py::module_& m) {
               if (grad.size != n)
                   throw std::invalid_argument("grad must have as many entries as theta (" + std::to_string(n) +
                                               "), got " + std::to_string(grad.size));
-              const double* h = hyper_ptr(hyper);
+              const Hyper h = read_hyper(hyper);
               const int ns = pfg::opt_state_count(o);
               T* s1 = state_ptr(state1, "state1", n, ns >= 1);
               T* s2 = state_ptr(state2, "state2", n, ns >= 2);
-              if (o == pfg::Opt::Adam && step < 1)
+              if (pfg::opt_is_adam(o) && step < 1)
                   throw std::invalid_argument("adam needs step >= 1, got " + std::to_string(step));
               T* th = writable(theta, "theta");
               std::optional<py::gil_scoped_release> nogil;
               if (n >= 4 * kReleaseGilWork) nogil.emplace();
-              pfg::opt_update(o, th, grad.ptr, s1, s2, n, h, step);
+              const T* g = grad.ptr;
+              std::vector<T> clipped;  // grad itself is never modified
+              if (h[pfg::kMaxNorm] > 0.0) {
+                  const double f = pfg::clip_factor(std::sqrt(pfg::grad_sq_sum(g, n)), h[pfg::kMaxNorm]);
+                  if (f != 1.0) {
+                      clipped.assign(g, g + n);
+                      const T c = T(f);
+                      for (T& v : clipped) v *= c;
+                      g = clipped.data();
+                  }
+              }
+              pfg::opt_update(o, th, g, s1, s2, n, h.data(), step);
           },
           py::arg("opt"), py::arg("theta"), py::arg("grad"), py::arg("state1"), py::arg("state2"), py::arg("hyper"),
           py::arg("step"),
-          "One optimizer update of theta (and the state arrays) in place; hyper = float64 [lr, a, b], "
-          "step = 1 for the first update.");
+          "One optimizer update of theta (and the state arrays) in place; hyper = float64 (7,) [lr, a, b, eps, "
+          "weight_decay, style, max_norm] (or (3,) [lr, a, b]), step = 1 for the first update. With "
+          "max_norm > 0 the gradient is first clipped by its norm (grad itself is not modified).");
     m.def("all_finite",
           [](A a) {
               std::optional<py::gil_scoped_release> nogil;

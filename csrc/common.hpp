@@ -13,10 +13,9 @@ namespace pfg {
 
 enum class Act { Relu = 0, Sigmoid = 1, Tanh = 2 };
 enum class Loss { Softmax = 0, Mse = 1, Hinge = 2 };
-enum class Opt { Sgd = 0, Momentum = 1, Nesterov = 2, AdaGrad = 3, RmsProp = 4, Adam = 5 };
+enum class Opt { Sgd = 0, Momentum = 1, Nesterov = 2, AdaGrad = 3, RmsProp = 4, Adam = 5, AdamW = 6 };
 
 constexpr double kDelta = 1e-7;  // inside log() of the cross-entropy, as the tutorials
-constexpr double kOptEps = 1e-7; // AdaGrad / RMSprop / Adam epsilon, as the tutorials
 
 inline Act parse_act(const std::string& s) {
     if (s == "relu") return Act::Relu;
@@ -37,7 +36,9 @@ inline Opt parse_opt(const std::string& s) {
     if (s == "adagrad") return Opt::AdaGrad;
     if (s == "rmsprop") return Opt::RmsProp;
     if (s == "adam") return Opt::Adam;
-    throw std::invalid_argument("unknown optimizer '" + s + "'");
+    if (s == "adamw") return Opt::AdamW;
+    throw std::invalid_argument("unknown optimizer '" + s +
+                                "' (expected sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw)");
 }
 
 // exp(x) from arithmetic only (no libm call), so that loops over arrays vectorise: the activations

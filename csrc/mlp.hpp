@@ -248,17 +248,19 @@ public:
     }
 
     // Mini-batch steps (see _numpy_kernels.Mlp.train_steps): step s uses rows idx[s*B .. s*B+B) of
-    // X/Tt (nx rows), then opt_update(.., step0 + s + 1). Stops before updating at the first
-    // non-finite loss; losses[s] = loss of step s, NaN for steps not done. Returns steps done.
-    // s1/s2 must hold n_params entries when the optimizer uses them (opt_state_count).
+    // X/Tt (nx rows), clips the gradient (hyper[kMaxNorm] > 0), then opt_update(.., step0 + s + 1)
+    // with the learning rate lrs[s] (lrs may be null: hyper[kLr] for every step). Stops before
+    // updating at the first non-finite loss; losses[s] = loss of step s, NaN for steps not done.
+    // Returns steps done. hyper has kHyperLen entries; s1/s2 must hold n_params entries when the
+    // optimizer uses them (opt_state_count).
     std::int64_t train_steps(T* theta, const T* X, std::int64_t nx, const T* Tt, const std::int64_t* idx,
                              std::int64_t n_steps, std::int64_t B, double wd, Opt opt, const double* hyper,
-                             T* s1, T* s2, std::int64_t step0, double* losses) {
+                             T* s1, T* s2, std::int64_t step0, double* losses, const double* lrs = nullptr) {
         if (n_steps < 0) throw std::invalid_argument("train_steps: n_steps must be >= 0");
         if (n_steps == 0) return 0;
         need_rows(B);
         if (B > INT_MAX) throw std::invalid_argument("train_steps: batch too large for BLAS");
-        if (opt == Opt::Adam && step0 < 0)
+        if (opt_is_adam(opt) && step0 < 0)
             throw std::invalid_argument("train_steps: step0 must be >= 0 for adam, got " + std::to_string(step0));
         // Every index is checked before anything is touched.
         for (std::int64_t i = 0, total = n_steps * B; i < total; ++i) {
@@ -275,8 +277,13 @@ public:
         T* xb = xb_.data();
         T* tb = tb_.data();
         T* g = g_.data();
+        double h[kHyperLen];  // hyper with this step's learning rate
+        std::copy(hyper, hyper + kHyperLen, h);
+        const double max_norm = hyper[kMaxNorm];
+        const bool fused_sgd = fuses_sgd(opt, hyper);
         std::int64_t s = 0;
         for (; s < n_steps; ++s) {
+            if (lrs) h[kLr] = lrs[s];
             const std::int64_t* rows = idx + s * B;
             for (std::int64_t r = 0; r < B; ++r) {
                 std::memcpy(xb + r * n0, X + rows[r] * n0, sizeof(T) * n0);
@@ -286,11 +293,12 @@ public:
             if (!loss_finite(l)) break;
             losses[s] = l;
             if (s + 1 < n_steps) prefetch_rows(X, idx + (s + 1) * B, B, n0);  // hide the next gather
-            if (opt == Opt::Sgd) {
-                backward_sgd(theta, xb, B, wd, g, hyper[0]);  // update fused into the gemms
+            if (fused_sgd) {
+                backward_sgd(theta, xb, B, wd, g, h[kLr]);  // update fused into the gemms
             } else {
                 backward(theta, xb, B, wd, g);
-                opt_update(opt, theta, g, s1, s2, n_params_, hyper, step0 + s + 1);
+                if (max_norm > 0.0) clip_grad(g, n_params_, max_norm);
+                opt_update(opt, theta, g, s1, s2, n_params_, h, step0 + s + 1);
             }
         }
         for (std::int64_t r = s; r < n_steps; ++r) losses[r] = std::numeric_limits<double>::quiet_NaN();
@@ -306,20 +314,20 @@ public:
     std::int64_t train_steps_csr(T* theta, const std::int64_t* indptr, const std::int32_t* ind, const T* val,
                                  std::int64_t nx, std::int64_t nnz, const T* Tt, const std::int64_t* idx,
                                  std::int64_t n_steps, std::int64_t B, double wd, Opt opt, const double* hyper,
-                                 T* s1, T* s2, std::int64_t step0, double* losses) {
+                                 T* s1, T* s2, std::int64_t step0, double* losses, const double* lrs = nullptr) {
         if (n_steps < 0) throw std::invalid_argument("train_steps: n_steps must be >= 0");
         if (n_steps == 0) return 0;
         need_rows(B);
         if (B > INT_MAX) throw std::invalid_argument("train_steps: batch too large for BLAS");
-        if (opt == Opt::Adam && step0 < 0)
+        if (opt_is_adam(opt) && step0 < 0)
             throw std::invalid_argument("train_steps: step0 must be >= 0 for adam, got " + std::to_string(step0));
         const std::int64_t max_nnz = check_csr(indptr, ind, nx, nnz, idx, n_steps, B);
         reserve(B);
         const std::int64_t n0 = sizes_.front(), n1 = sizes_[1], c = sizes_.back();
         if (tb_.size() < static_cast<size_t>(B * c)) tb_.resize(B * c);
         if (g_.size() != static_cast<size_t>(n_params_)) g_.resize(n_params_);
-        const bool sgd = opt == Opt::Sgd;
-        const double lr = hyper[0];
+        const bool sgd = fuses_sgd(opt, hyper);
+        const double max_norm = hyper[kMaxNorm];
         // 64-byte-aligned rows for the sparse kernels (they run at cache bandwidth, and a row split over
         // lines costs two accesses): z and dZ of layer 0 always, W0 itself for plain SGD, whose update
         // touches nothing else (it is copied back into theta at the end).
@@ -355,12 +363,16 @@ public:
 #endif
         {
             const int tid = team_thread(), nt = team_size();
+            double h[kHyperLen];  // hyper with this step's learning rate (each thread its copy)
+            std::copy(hyper, hyper + kHyperLen, h);
             const std::int64_t k0 = band_[tid], k1 = band_[tid + 1];
             T* Zt = Zp + tid * B * ldp;
             sparse::CsrBatch<T> Xfirst = X0;
             Xfirst.rows = idx;
             sparse::prefetch_row_parts(Xfirst, 0, B, tid, nt);
             for (std::int64_t s = 0; s < n_steps; ++s) {
+                if (lrs) h[kLr] = lrs[s];
+                const double lr = h[kLr];
                 sparse::CsrBatch<T> X = X0;
                 X.rows = idx + s * B;
                 // The next batch's rows (scattered over a large array: each starts with a miss to memory)
@@ -393,7 +405,7 @@ public:
 #endif
                 if (tid == 0 && !stop) {
                     try {
-                        if (dense_part_csr(theta, X, Zp, ldp, nt, z0, Tt, B, wd, opt, lr, Wk, ldw, Dp, losses + s))
+                        if (dense_part_csr(theta, X, Zp, ldp, nt, z0, Tt, B, wd, sgd, lr, Wk, ldw, Dp, losses + s))
                             done = s + 1;
                         else
                             stop = true;
@@ -425,9 +437,15 @@ public:
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
+                    if (max_norm > 0.0) {  // the norm needs the whole gradient: one thread, then all
+                        if (tid == 0) clip_grad(g_.data(), n_params_, max_norm);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+                    }
                     const std::int64_t q0 = n_params_ * tid / nt, q1 = n_params_ * (tid + 1) / nt;
                     opt_update(opt, theta + q0, g_.data() + q0, s1 ? s1 + q0 : nullptr, s2 ? s2 + q0 : nullptr,
-                               q1 - q0, hyper, step0 + s + 1);
+                               q1 - q0, h, step0 + s + 1);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
@@ -443,13 +461,18 @@ public:
     }
 
 private:
+    // Plain SGD without clipping or decoupled weight decay folds its update into the backward gemms.
+    static bool fuses_sgd(Opt opt, const double* hyper) {
+        return opt == Opt::Sgd && !(hyper[kMaxNorm] > 0.0) && hyper[kWd] == 0.0;
+    }
+
     // One step's work after the first layer's product (train_steps_csr, thread 0): the sum of the
     // nparts parts of layer 0's product (sum_parts), its bias and activation, the dense layers, the
     // loss into *loss_out, and the backward pass down to dL/dz of layer 0, into Dp for the sparse
-    // update of W0 (times -lr for plain SGD, which also updates the dense layers and b0 here).
+    // update of W0 (times -lr for fused plain SGD (sgd), which also updates the dense layers and b0 here).
     // Returns false (nothing updated) when the loss is not finite.
     bool dense_part_csr(T* theta, const sparse::CsrBatch<T>& X, const T* Zp, std::int64_t ldp, int nparts, T* z0,
-                        const T* Tt, std::int64_t B, double wd, Opt opt, double lr, const T* Wk, std::int64_t ldw,
+                        const T* Tt, std::int64_t B, double wd, bool sgd, double lr, const T* Wk, std::int64_t ldw,
                         T* Dp, double* loss_out) {
         const std::int64_t n1 = sizes_[1], c = sizes_.back();
         T* tb = tb_.data();
@@ -464,7 +487,7 @@ private:
         if (!loss_finite(l)) return false;
         *loss_out = l;
         const T* dz;
-        if (opt == Opt::Sgd) {
+        if (sgd) {
             dz = backward_sgd(theta, nullptr, B, wd, g, lr, 1);
             T* b0 = theta + boff_[0];
             const T* db = g + boff_[0];
@@ -473,7 +496,7 @@ private:
             dz = backward(theta, nullptr, B, wd, g, 1);
         }
         // Plain SGD's update of W0 is W0 + X^T Dp: the step -lr goes into Dp here.
-        const T scale = opt == Opt::Sgd ? static_cast<T>(-lr) : T(1);
+        const T scale = sgd ? static_cast<T>(-lr) : T(1);
         for (std::int64_t r = 0; r < B; ++r) {
             T* d = Dp + r * ldp;
             const T* dr = dz + r * n1;

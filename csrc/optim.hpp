@@ -2,7 +2,10 @@
 //
 // The formulas and the order of the floating-point operations follow
 // _numpy_kernels.opt_update term by term (scalars cast to T first, as numpy does), so float64
-// agrees with numpy to the last bit or so. hyper = [lr, a, b] (see _numpy_kernels.opt_update).
+// agrees with numpy to the last bit or so. hyper is float64 [lr, a, b, eps, weight_decay, style,
+// max_norm] (kHyperLen entries; see _numpy_kernels.opt_update): a = momentum / decay rate / beta1,
+// b = beta2, weight_decay is decoupled (theta *= 1 - lr wd first; AdamW), style 0 = the tutorials'
+// formulas, 1 = torch.optim's, max_norm > 0 clips the gradient by its global norm first.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -12,14 +15,20 @@
 
 namespace pfg {
 
+constexpr int kHyperLen = 7;
+enum HyperSlot { kLr = 0, kA = 1, kB = 2, kEps = 3, kWd = 4, kStyle = 5, kMaxNorm = 6 };
+
 // How many state vectors (state1, state2) an optimizer reads and writes.
 inline int opt_state_count(Opt opt) {
     switch (opt) {
         case Opt::Sgd: return 0;
-        case Opt::Adam: return 2;
+        case Opt::Adam:
+        case Opt::AdamW: return 2;
         default: return 1;
     }
 }
+
+inline bool opt_is_adam(Opt opt) { return opt == Opt::Adam || opt == Opt::AdamW; }
 
 #if defined(__GNUC__)
 #define PFG_ALWAYS_INLINE __attribute__((always_inline)) inline
@@ -27,35 +36,81 @@ inline int opt_state_count(Opt opt) {
 #define PFG_ALWAYS_INLINE inline
 #endif
 
+// sum(g^2) in double, in index order.
+template <class T>
+inline double grad_sq_sum(const T* g, std::int64_t n) {
+    double s = 0.0;
+    for (std::int64_t i = 0; i < n; ++i) s += double(g[i]) * double(g[i]);
+    return s;
+}
+
+// The factor clipping by global norm applies: max_norm / (norm + 1e-6) when norm > max_norm (as
+// torch.nn.utils.clip_grad_norm_), else 1 (also when clipping is off, max_norm <= 0).
+inline double clip_factor(double norm, double max_norm) {
+    return (max_norm > 0.0 && norm > max_norm) ? max_norm / (norm + 1e-6) : 1.0;
+}
+
+// Clip g (n entries) in place by its global norm; returns the factor applied.
+template <class T>
+inline double clip_grad(T* g, std::int64_t n, double max_norm) {
+    const double f = clip_factor(std::sqrt(grad_sq_sum(g, n)), max_norm);
+    if (f != 1.0) {
+        const T c = T(f);
+        for (std::int64_t i = 0; i < n; ++i) g[i] *= c;
+    }
+    return f;
+}
+
 template <class T>
 PFG_ALWAYS_INLINE void opt_update_kernel(Opt opt, T* __restrict theta, const T* __restrict g, T* __restrict s1,
                                          T* __restrict s2, std::int64_t n, const double* hyper,
                                          std::int64_t step) {
-    const T lr = T(hyper[0]);
-    const T eps = T(kOptEps);
+    const T lr = T(hyper[kLr]);
+    const T eps = T(hyper[kEps]);
+    const bool torch = hyper[kStyle] != 0.0;
+    if (hyper[kWd] != 0.0) {  // decoupled weight decay, before the step (as torch's AdamW)
+        const T decay = T(1.0 - hyper[kLr] * hyper[kWd]);
+        for (std::int64_t i = 0; i < n; ++i) theta[i] *= decay;
+    }
     switch (opt) {
         case Opt::Sgd:
             for (std::int64_t i = 0; i < n; ++i) theta[i] -= lr * g[i];
             break;
         case Opt::Momentum: {
-            const T mu = T(hyper[1]);
-            for (std::int64_t i = 0; i < n; ++i) {
-                const T v = mu * s1[i] - lr * g[i];
-                s1[i] = v;
-                theta[i] += v;
+            const T mu = T(hyper[kA]);
+            if (torch) {  // v <- mu v + g; theta -= lr v
+                for (std::int64_t i = 0; i < n; ++i) {
+                    const T v = s1[i] * mu + g[i];
+                    s1[i] = v;
+                    theta[i] -= lr * v;
+                }
+            } else {  // v <- mu v - lr g; theta += v
+                for (std::int64_t i = 0; i < n; ++i) {
+                    const T v = mu * s1[i] - lr * g[i];
+                    s1[i] = v;
+                    theta[i] += v;
+                }
             }
             break;
         }
         case Opt::Nesterov: {
-            const T mu = T(hyper[1]);
-            const T mu2 = mu * mu;
-            const T c = (T(1) + mu) * lr;
-            for (std::int64_t i = 0; i < n; ++i) {
-                T v = s1[i] * mu;
-                v -= lr * g[i];
-                s1[i] = v;
-                const T th = theta[i] + mu2 * v;  // two separate roundings, as numpy's two statements
-                theta[i] = th - c * g[i];
+            const T mu = T(hyper[kA]);
+            if (torch) {  // v <- mu v + g; theta -= lr (g + mu v)
+                for (std::int64_t i = 0; i < n; ++i) {
+                    const T v = s1[i] * mu + g[i];
+                    s1[i] = v;
+                    theta[i] -= lr * (g[i] + mu * v);
+                }
+            } else {
+                const T mu2 = mu * mu;
+                const T c = (T(1) + mu) * lr;
+                for (std::int64_t i = 0; i < n; ++i) {
+                    T v = s1[i] * mu;
+                    v -= lr * g[i];
+                    s1[i] = v;
+                    const T th = theta[i] + mu2 * v;  // two separate roundings, as numpy's two statements
+                    theta[i] = th - c * g[i];
+                }
             }
             break;
         }
@@ -67,7 +122,7 @@ PFG_ALWAYS_INLINE void opt_update_kernel(Opt opt, T* __restrict theta, const T* 
             }
             break;
         case Opt::RmsProp: {
-            const T rho = T(hyper[1]);
+            const T rho = T(hyper[kA]);
             const T one_m_rho = T(1) - rho;
             for (std::int64_t i = 0; i < n; ++i) {
                 T h = s1[i] * rho;
@@ -77,20 +132,34 @@ PFG_ALWAYS_INLINE void opt_update_kernel(Opt opt, T* __restrict theta, const T* 
             }
             break;
         }
-        case Opt::Adam: {
+        case Opt::Adam:
+        case Opt::AdamW: {
             if (step < 1) throw std::invalid_argument("adam needs step >= 1 (got " + std::to_string(step) + ")");
-            const double b1 = hyper[1], b2 = hyper[2];
+            const double b1 = hyper[kA], b2 = hyper[kB];
             const double st = double(step);
-            // Bias correction in double, then cast, exactly as numpy's dt(lr * sqrt(..) / (..)).
-            const T lr_t = T(hyper[0] * std::sqrt(1.0 - std::pow(b2, st)) / (1.0 - std::pow(b1, st)));
+            const double bc1 = 1.0 - std::pow(b1, st), bc2 = 1.0 - std::pow(b2, st);
             const T c1 = T(1) - T(b1);
             const T c2 = T(1) - T(b2);
-            for (std::int64_t i = 0; i < n; ++i) {
-                const T m = s1[i] + c1 * (g[i] - s1[i]);
-                const T v = s2[i] + c2 * (g[i] * g[i] - s2[i]);
-                s1[i] = m;
-                s2[i] = v;
-                theta[i] -= lr_t * m / (std::sqrt(v) + eps);
+            if (torch) {  // eps added to the corrected sqrt(v / bc2)
+                const T step_size = T(hyper[kLr] / bc1);
+                const T bc2_sqrt = T(std::sqrt(bc2));
+                for (std::int64_t i = 0; i < n; ++i) {
+                    const T m = s1[i] + c1 * (g[i] - s1[i]);
+                    const T v = s2[i] + c2 * (g[i] * g[i] - s2[i]);
+                    s1[i] = m;
+                    s2[i] = v;
+                    theta[i] -= step_size * m / (std::sqrt(v) / bc2_sqrt + eps);
+                }
+            } else {
+                // Bias correction in double, then cast, exactly as numpy's dt(lr * sqrt(..) / (..)).
+                const T lr_t = T(hyper[kLr] * std::sqrt(bc2) / bc1);
+                for (std::int64_t i = 0; i < n; ++i) {
+                    const T m = s1[i] + c1 * (g[i] - s1[i]);
+                    const T v = s2[i] + c2 * (g[i] * g[i] - s2[i]);
+                    s1[i] = m;
+                    s2[i] = v;
+                    theta[i] -= lr_t * m / (std::sqrt(v) + eps);
+                }
             }
             break;
         }
@@ -109,7 +178,8 @@ __attribute__((target("avx2"))) void opt_update_avx2(Opt opt, T* theta, const T*
 #endif
 
 // One update of theta (n entries) in place; step = 1 for the first update (Adam's correction).
-// s1/s2 may be null when the optimizer does not use them (opt_state_count).
+// s1/s2 may be null when the optimizer does not use them (opt_state_count). Does not clip: the
+// callers clip the whole gradient first (clip_grad), since theta may be one thread's part of it.
 template <class T>
 inline void opt_update(Opt opt, T* theta, const T* g, T* s1, T* s2, std::int64_t n, const double* hyper,
                        std::int64_t step) {

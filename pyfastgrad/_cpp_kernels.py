@@ -7,7 +7,7 @@ still checks shapes (ValueError) and dtypes (TypeError) and never casts or copie
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from ._sparse import CsrRows
 NAME = "cpp"
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 LOSSES = ("softmax", "mse", "hinge")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 
 _MLP_CLASSES = {np.dtype(np.float64): _core.Mlp64, np.dtype(np.float32): _core.Mlp32}
 
@@ -78,7 +78,7 @@ class Mlp:
 
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
-                    state2: np.ndarray, step0: int) -> np.ndarray:
+                    state2: np.ndarray, step0: int, lrs: Optional[np.ndarray] = None) -> np.ndarray:
         """See ``_numpy_kernels.Mlp.train_steps``; returns the float64 losses (NaN for steps not done).
 
         ``X`` may be a ``CsrRows`` (of the net's dtype): then the first layer's products use only its
@@ -86,9 +86,9 @@ class Mlp:
         losses = np.empty(idx.shape[0] if idx.ndim else 0, dtype=np.float64)
         if isinstance(X, CsrRows):  # the first layer on the nonzeros only
             self._impl.train_steps_csr(theta, X.indptr, X.indices, X.data, X.n_cols, T, idx, weight_decay, opt,
-                                       hyper, state1, state2, step0, losses)
+                                       hyper, state1, state2, step0, losses, lrs)
         else:
-            self._impl.train_steps(theta, X, T, idx, weight_decay, opt, hyper, state1, state2, step0, losses)
+            self._impl.train_steps(theta, X, T, idx, weight_decay, opt, hyper, state1, state2, step0, losses, lrs)
         return losses
 
 

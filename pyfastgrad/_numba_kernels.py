@@ -14,7 +14,7 @@ Precision notes:
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numba
 import numpy as np
@@ -26,14 +26,13 @@ from ._sparse import CsrRows
 NAME = "numba"
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 LOSSES = ("softmax", "mse", "hinge")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 
 _ACT = {name: i for i, name in enumerate(ACTIVATIONS)}
 _LOSS = {name: i for i, name in enumerate(LOSSES)}
 _OPT = {name: i for i, name in enumerate(OPTIMIZERS)}
 
 _DELTA = 1e-7  # inside the log of cross_entropy_error (reference.DELTA)
-_EPS = 1e-7  # optimizers' denominator guard
 
 # error_model="numpy": x/0 gives inf/nan like numpy instead of raising, and drops the
 # zero-division branches that otherwise block SIMD vectorisation of the loops.
@@ -314,30 +313,47 @@ def _loss_grad(theta, sizes, act, lossc, x, t, wd, grad, want):
 # ------------------------------------------------------------------ optimizers
 @_jit
 def _opt_update(opt, theta, grad, s1, s2, hyper, step):
-    """The numpy backend's formulas elementwise, same operation order and rounding."""
+    """The numpy backend's formulas elementwise, same operation order and rounding (no clipping:
+    the callers clip the whole gradient first). hyper: [lr, a, b, eps, weight_decay, style, max_norm]."""
     dt = theta.dtype.type
     one = dt(1.0)
-    eps = dt(_EPS)
     lr = dt(hyper[0])
+    eps = dt(hyper[3])
+    torch = hyper[5] != 0.0
     P = theta.shape[0]
+    if hyper[4] != 0.0:  # decoupled weight decay (AdamW), before the step
+        decay = dt(1.0 - hyper[0] * hyper[4])
+        for p in range(P):
+            theta[p] = theta[p] * decay
     if opt == 0:  # sgd
         for p in range(P):
             theta[p] = theta[p] - lr * grad[p]
     elif opt == 1:  # momentum
         mu = dt(hyper[1])
-        for p in range(P):
-            s1[p] = mu * s1[p] - lr * grad[p]
-            theta[p] = theta[p] + s1[p]
+        if torch:
+            for p in range(P):
+                s1[p] = s1[p] * mu + grad[p]
+                theta[p] = theta[p] - lr * s1[p]
+        else:
+            for p in range(P):
+                s1[p] = mu * s1[p] - lr * grad[p]
+                theta[p] = theta[p] + s1[p]
     elif opt == 2:  # nesterov
         mu = dt(hyper[1])
-        mu2 = mu * mu
-        c = (one + mu) * lr
-        for p in range(P):
-            v = s1[p] * mu
-            v = v - lr * grad[p]
-            s1[p] = v
-            theta[p] = theta[p] + mu2 * v
-            theta[p] = theta[p] - c * grad[p]
+        if torch:
+            for p in range(P):
+                v = s1[p] * mu + grad[p]
+                s1[p] = v
+                theta[p] = theta[p] - lr * (grad[p] + mu * v)
+        else:
+            mu2 = mu * mu
+            c = (one + mu) * lr
+            for p in range(P):
+                v = s1[p] * mu
+                v = v - lr * grad[p]
+                s1[p] = v
+                theta[p] = theta[p] + mu2 * v
+                theta[p] = theta[p] - c * grad[p]
     elif opt == 3:  # adagrad
         for p in range(P):
             g = grad[p]
@@ -351,23 +367,56 @@ def _opt_update(opt, theta, grad, s1, s2, hyper, step):
             s1[p] = s1[p] * rho
             s1[p] = s1[p] + c * g * g
             theta[p] = theta[p] - lr * g / (np.sqrt(s1[p]) + eps)
-    else:  # adam; lr_t in float64 as the reference, then cast
+    else:  # adam, adamw; bias corrections in float64 as the reference, then cast
         b1 = hyper[1]
         b2 = hyper[2]
         fs = np.float64(step)
-        lr_t = dt(hyper[0] * np.sqrt(1.0 - b2 ** fs) / (1.0 - b1 ** fs))
+        bc1 = 1.0 - b1 ** fs
+        bc2 = 1.0 - b2 ** fs
         c1 = one - dt(b1)
         c2 = one - dt(b2)
-        for p in range(P):
-            g = grad[p]
-            s1[p] = s1[p] + c1 * (g - s1[p])
-            s2[p] = s2[p] + c2 * (g * g - s2[p])
-            theta[p] = theta[p] - lr_t * s1[p] / (np.sqrt(s2[p]) + eps)
+        if torch:
+            step_size = dt(hyper[0] / bc1)
+            bc2_sqrt = dt(np.sqrt(bc2))
+            for p in range(P):
+                g = grad[p]
+                s1[p] = s1[p] + c1 * (g - s1[p])
+                s2[p] = s2[p] + c2 * (g * g - s2[p])
+                theta[p] = theta[p] - step_size * s1[p] / (np.sqrt(s2[p]) / bc2_sqrt + eps)
+        else:
+            lr_t = dt(hyper[0] * np.sqrt(bc2) / bc1)
+            for p in range(P):
+                g = grad[p]
+                s1[p] = s1[p] + c1 * (g - s1[p])
+                s2[p] = s2[p] + c2 * (g * g - s2[p])
+                theta[p] = theta[p] - lr_t * s1[p] / (np.sqrt(s2[p]) + eps)
 
 
 @_jit
-def _train_steps(theta, sizes, act, lossc, X, T, idx, wd, opt, hyper, s1, s2, step0, losses):
-    """All steps in one call: gather, forward, backward, update; stop at a non-finite loss."""
+def _clip_factor(grad, max_norm):
+    """max_norm / (||grad|| + 1e-6) when ||grad|| > max_norm > 0, else 1 (sum of squares in float64)."""
+    if not max_norm > 0.0:
+        return 1.0
+    s = 0.0
+    for p in range(grad.shape[0]):
+        gp = np.float64(grad[p])
+        s += gp * gp
+    norm = np.sqrt(s)
+    return max_norm / (norm + 1e-6) if norm > max_norm else 1.0
+
+
+@_jit
+def _clip(grad, max_norm):
+    f = _clip_factor(grad, max_norm)
+    if f != 1.0:
+        c = grad.dtype.type(f)
+        for p in range(grad.shape[0]):
+            grad[p] = grad[p] * c
+
+
+@_jit
+def _train_steps(theta, sizes, act, lossc, X, T, idx, wd, opt, hyper, s1, s2, step0, losses, lrs):
+    """All steps in one call: gather, forward, backward, clip, update; stop at a non-finite loss."""
     S, B = idx.shape
     NX = X.shape[0]
     D = X.shape[1]
@@ -375,6 +424,7 @@ def _train_steps(theta, sizes, act, lossc, X, T, idx, wd, opt, hyper, s1, s2, st
     xb = np.empty((B, D), X.dtype)
     tb = np.empty((B, C), T.dtype)
     grad = np.empty_like(theta)
+    h = hyper.copy()
     Z, A, D1, D2 = _workspace(theta, sizes, B)
     for s in range(S):
         for r in range(B):
@@ -387,7 +437,9 @@ def _train_steps(theta, sizes, act, lossc, X, T, idx, wd, opt, hyper, s1, s2, st
         if not np.isfinite(loss):
             break
         losses[s] = loss
-        _opt_update(opt, theta, grad, s1, s2, hyper, step0 + s + 1)
+        h[0] = lrs[s]
+        _clip(grad, h[6])
+        _opt_update(opt, theta, grad, s1, s2, h, step0 + s + 1)
     return losses
 
 
@@ -685,7 +737,7 @@ class Mlp:
 
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
-                    state2: np.ndarray, step0: int) -> np.ndarray:
+                    state2: np.ndarray, step0: int, lrs: Optional[np.ndarray] = None) -> np.ndarray:
         """See ``_numpy_kernels.Mlp.train_steps`` (``X`` dense or a ``CsrRows``); the whole loop runs in
         one jitted call."""
         code = _code(_OPT, opt, "optimizer")
@@ -698,8 +750,12 @@ class Mlp:
         losses = np.full(idx.shape[0], np.nan)
         if idx.shape[0] == 0:
             return losses
+        h = _hyper(hyper)
+        lrs = np.full(idx.shape[0], h[0]) if lrs is None else np.ascontiguousarray(lrs, dtype=np.float64)
+        if lrs.shape != (idx.shape[0],):
+            raise ValueError(f"lrs must have shape ({idx.shape[0]},), got {lrs.shape}")
         return _train_steps(theta, self._sizes, self._act, self._loss, self._x(X), self._t(T), idx,
-                            float(weight_decay), code, _hyper(hyper), s1, s2, int(step0), losses)
+                            float(weight_decay), code, h, s1, s2, int(step0), losses, lrs)
 
 
 def _writable(a: np.ndarray) -> np.ndarray:
@@ -707,14 +763,8 @@ def _writable(a: np.ndarray) -> np.ndarray:
     return a if a.flags.writeable else a.copy()
 
 
-def _hyper(hyper) -> np.ndarray:
-    h = np.zeros(3, dtype=np.float64)
-    hv = np.asarray(hyper, dtype=np.float64).ravel()
-    h[:hv.size] = hv[:3]
-    return h
-
-
-_N_STATES = (0, 1, 1, 1, 1, 2)  # state arrays each optimizer reads and writes
+_hyper = _npk.full_hyper  # (7,) float64, also from the tutorials' short [lr, a, b]
+_N_STATES = tuple(_npk.N_STATES[name] for name in OPTIMIZERS)  # state arrays each optimizer uses
 
 
 def _states(code: int, theta: np.ndarray, state1, state2):
@@ -735,7 +785,13 @@ def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray
     """One optimizer update of ``theta`` in place (``_numpy_kernels.opt_update``'s contract)."""
     code = _code(_OPT, opt, "optimizer")
     s1, s2 = _states(code, theta, state1, state2)
-    _opt_update(code, theta, grad, s1, s2, _hyper(hyper), int(step))
+    h = _hyper(hyper)
+    if code >= 5 and int(step) < 1:
+        raise ValueError(f"adam needs step >= 1, got {step}")
+    f = _clip_factor(grad, h[6])
+    if f != 1.0:  # a clipped copy: grad itself is not modified
+        grad = grad * grad.dtype.type(f)
+    _opt_update(code, theta, grad, s1, s2, h, int(step))
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

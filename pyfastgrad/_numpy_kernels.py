@@ -26,7 +26,7 @@ densify the rows the steps use.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -36,7 +36,10 @@ from ._sparse import CsrRows
 NAME = "numpy"
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 LOSSES = ("softmax", "mse", "hinge")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
+N_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
+# The optimizers' float64 hyper vector: [lr, a, b, eps, weight_decay, style, max_norm] (see opt_update).
+HYPER_LEN = 7
 
 
 def layer_slices(sizes: Sequence[int]) -> list:
@@ -99,10 +102,12 @@ class Mlp:
 
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
-                    state2: np.ndarray, step0: int) -> np.ndarray:
+                    state2: np.ndarray, step0: int, lrs: Optional[np.ndarray] = None) -> np.ndarray:
         """Mini-batch steps: for each row of ``idx`` (n_steps, B) take X[idx[s]], T[idx[s]]
-        (``X`` dense or a ``CsrRows``),
-        compute loss and gradient, update ``theta`` (and the optimizer state) in place.
+        (``X`` dense or a ``CsrRows``), compute loss and gradient, and apply
+        ``opt_update(opt, .., hyper, step0 + s + 1)`` to ``theta`` (and the optimizer state) in
+        place, with ``hyper[0] = lrs[s]`` when the per-step learning rates ``lrs`` (float64
+        (n_steps,)) are given.
 
         Returns the loss of every step (float64). Stops at the first non-finite loss,
         leaving the remaining entries NaN and ``theta`` as it was before that step.
@@ -111,54 +116,116 @@ class Mlp:
             X, T, idx = X.dense_batches(idx, T)
         losses = np.full(idx.shape[0], np.nan)
         grad = np.empty_like(theta)
+        h = full_hyper(hyper)
         for s in range(idx.shape[0]):
             rows = idx[s]
             loss = self.loss_grad(theta, X[rows], T[rows], weight_decay, grad)
             if not np.isfinite(loss):
                 break
             losses[s] = loss
-            opt_update(opt, theta, grad, state1, state2, hyper, step0 + s + 1)
+            if lrs is not None:
+                h[0] = lrs[s]
+            opt_update(opt, theta, grad, state1, state2, h, step0 + s + 1)
         return losses
+
+
+def full_hyper(hyper) -> np.ndarray:
+    """The (HYPER_LEN,) float64 hyper vector; a short ``[lr, a, b]`` gets the tutorials' eps 1e-7
+    and nothing else (no weight decay, tutorial style, no clipping)."""
+    hv = np.asarray(hyper, dtype=np.float64).ravel()
+    if hv.size not in (3, HYPER_LEN):
+        raise ValueError(f"hyper must have 3 or {HYPER_LEN} entries, got {hv.size}")
+    h = np.array([0.0, 0.0, 0.0, 1e-7, 0.0, 0.0, 0.0])
+    h[:hv.size] = hv
+    return h
+
+
+def clip_factor(grad: np.ndarray, max_norm: float) -> float:
+    """max_norm / (||grad|| + 1e-6) when the global norm ||grad|| exceeds max_norm > 0, else 1
+    (torch.nn.utils.clip_grad_norm_'s rule; the sum of squares in float64)."""
+    if not max_norm > 0:
+        return 1.0
+    g = grad.astype(np.float64, copy=False)
+    norm = float(np.sqrt(np.dot(g, g)))
+    return max_norm / (norm + 1e-6) if norm > max_norm else 1.0
 
 
 def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray, state2: np.ndarray,
                hyper: np.ndarray, step: int) -> None:
-    """One optimizer update of ``theta`` in place (the reference's formulas, elementwise).
+    """One optimizer update of ``theta`` in place (elementwise; the reference's formulas by default).
 
-    ``hyper = [lr, a, b]``: momentum/nesterov a = momentum; rmsprop a = decay_rate;
-    adam a = beta1, b = beta2. ``state1``/``state2``: v (momentum, nesterov), h (adagrad,
-    rmsprop), m and v (adam). ``step`` is 1 for the first update (Adam's bias correction).
+    ``hyper = [lr, a, b, eps, weight_decay, style, max_norm]`` (float64; a short ``[lr, a, b]``
+    means eps 1e-7 and zeros after it): a = momentum (momentum, nesterov), decay rate (rmsprop) or
+    beta1 (adam, adamw); b = beta2. ``state1``/``state2``: v (momentum, nesterov), h (adagrad,
+    rmsprop), m and v (adam, adamw). ``step`` is 1 for the first update (Adam's bias correction).
+
+    In order: g <- g * clip_factor(g, max_norm) (a copy; ``grad`` is not modified);
+    theta <- theta * (1 - lr * weight_decay) when weight_decay != 0 (decoupled decay);
+    then, with style 0 (the tutorials') or 1 (torch.optim's):
+
+    * sgd:       theta -= lr g
+    * momentum:  0: v = mu v - lr g; theta += v.   1: v = mu v + g; theta -= lr v
+    * nesterov:  0: v = mu v - lr g; theta += mu^2 v - (1 + mu) lr g.
+                 1: v = mu v + g; theta -= lr (g + mu v)
+    * adagrad:   h += g^2; theta -= lr g / (sqrt(h) + eps)
+    * rmsprop:   h = rho h + (1 - rho) g^2; theta -= lr g / (sqrt(h) + eps)
+    * adam(w):   m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); bc_i = 1 - b_i^step;
+                 0: theta -= lr sqrt(bc2) / bc1 * m / (sqrt(v) + eps)
+                 1: theta -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
     """
-    lr = float(hyper[0])
+    h = full_hyper(hyper)
+    lr, eps, wd, torch, max_norm = float(h[0]), h[3], float(h[4]), h[5] != 0, float(h[6])
     dt = theta.dtype.type
+    if opt not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {opt!r}; expected one of {OPTIMIZERS}")
+    f = clip_factor(grad, max_norm)
+    if f != 1.0:
+        grad = grad * dt(f)
+    if wd != 0.0:  # decoupled weight decay (AdamW), before the step
+        theta *= dt(1.0 - lr * wd)
+    eps = dt(eps)
     if opt == "sgd":
         theta -= dt(lr) * grad
     elif opt == "momentum":
-        mu = dt(hyper[1])
-        state1[:] = mu * state1 - dt(lr) * grad
-        theta += state1
+        mu = dt(h[1])
+        if torch:
+            state1 *= mu
+            state1 += grad
+            theta -= dt(lr) * state1
+        else:
+            state1[:] = mu * state1 - dt(lr) * grad
+            theta += state1
     elif opt == "nesterov":
-        mu = dt(hyper[1])
-        state1 *= mu
-        state1 -= dt(lr) * grad
-        theta += mu * mu * state1
-        theta -= (1 + mu) * dt(lr) * grad
+        mu = dt(h[1])
+        if torch:
+            state1 *= mu
+            state1 += grad
+            theta -= dt(lr) * (grad + mu * state1)
+        else:
+            state1 *= mu
+            state1 -= dt(lr) * grad
+            theta += mu * mu * state1
+            theta -= (1 + mu) * dt(lr) * grad
     elif opt == "adagrad":
         state1 += grad * grad
-        theta -= dt(lr) * grad / (np.sqrt(state1) + dt(1e-7))
+        theta -= dt(lr) * grad / (np.sqrt(state1) + eps)
     elif opt == "rmsprop":
-        rho = dt(hyper[1])
+        rho = dt(h[1])
         state1 *= rho
         state1 += (1 - rho) * grad * grad
-        theta -= dt(lr) * grad / (np.sqrt(state1) + dt(1e-7))
-    elif opt == "adam":
-        b1, b2 = float(hyper[1]), float(hyper[2])
-        lr_t = dt(lr * np.sqrt(1.0 - b2 ** step) / (1.0 - b1 ** step))
+        theta -= dt(lr) * grad / (np.sqrt(state1) + eps)
+    else:  # adam, adamw
+        if step < 1:
+            raise ValueError(f"adam needs step >= 1, got {step}")
+        b1, b2 = float(h[1]), float(h[2])
+        bc1, bc2 = 1.0 - b1 ** step, 1.0 - b2 ** step
         state1 += (1 - dt(b1)) * (grad - state1)
         state2 += (1 - dt(b2)) * (grad ** 2 - state2)
-        theta -= lr_t * state1 / (np.sqrt(state2) + dt(1e-7))
-    else:
-        raise ValueError(f"unknown optimizer {opt!r}; expected one of {OPTIMIZERS}")
+        if torch:
+            theta -= dt(lr / bc1) * state1 / (np.sqrt(state2) / dt(np.sqrt(bc2)) + eps)
+        else:
+            lr_t = dt(lr * np.sqrt(bc2) / bc1)
+            theta -= lr_t * state1 / (np.sqrt(state2) + eps)
 
 
 # ------------------------------------------------------------------ element-wise kernels

@@ -118,7 +118,8 @@ def test_image_shaped_input_is_flattened():
 
 
 HYPER = {"sgd": [0.1, 0, 0], "momentum": [0.1, 0.9, 0], "nesterov": [0.1, 0.9, 0],
-         "adagrad": [0.1, 0, 0], "rmsprop": [0.01, 0.99, 0], "adam": [0.01, 0.9, 0.999]}
+         "adagrad": [0.1, 0, 0], "rmsprop": [0.01, 0.99, 0], "adam": [0.01, 0.9, 0.999],
+         "adamw": [0.01, 0.9, 0.999, 1e-8, 0.1, 1, 0.5]}  # torch style, decoupled decay, clipping
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -143,7 +144,7 @@ def test_opt_update_checks_state():
     with pytest.raises(ValueError):
         nbk.opt_update("momentum", theta, theta.copy(), np.zeros(3), np.zeros(4), np.array([0.1, 0.9, 0]), 1)
     with pytest.raises(ValueError):
-        nbk.opt_update("adamw", theta, theta.copy(), np.zeros(4), np.zeros(4), np.array([0.1, 0.9, 0]), 1)
+        nbk.opt_update("lbfgs", theta, theta.copy(), np.zeros(4), np.zeros(4), np.array([0.1, 0.9, 0]), 1)
     nbk.opt_update("sgd", theta, np.ones(4), None, None, np.array([0.5, 0, 0]), 1)
     assert np.array_equal(theta, np.full(4, -0.5))
 

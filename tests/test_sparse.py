@@ -13,10 +13,11 @@ from conftest import BACKENDS, normwise
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 DTYPES = (np.float64, np.float32)
-OPTS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+OPTS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 ADAPTIVE = ("adagrad", "rmsprop", "adam")
 HYPER = {"sgd": [0.1, 0, 0], "momentum": [0.05, 0.9, 0], "nesterov": [0.05, 0.9, 0], "adagrad": [0.05, 0, 0],
-         "rmsprop": [0.005, 0.9, 0], "adam": [0.002, 0.9, 0.999]}
+         "rmsprop": [0.005, 0.9, 0], "adam": [0.002, 0.9, 0.999],
+         "adamw": [0.002, 0.9, 0.999, 1e-8, 0.1, 1, 0.5]}  # torch style, decoupled decay, clipping
 
 HAS_CPP = "cpp" in BACKENDS
 if HAS_CPP:

@@ -11,7 +11,8 @@ from .functions import (cross_entropy_error, hinge_loss, mean_squared_error, rel
                         tanh)
 from .gradient import GradientCheckResult, gradient_check, gradient_descent, numerical_gradient
 from .nets import MultiLayerNet, Net, SimpleNet, TwoLayerNet, load_net
-from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop, make_optimizer
+from .optimizers import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, RMSprop, make_optimizer
+from . import schedules
 from .train import History, Trainer, fit
 from ._threads import get_num_threads, set_num_threads
 
@@ -22,6 +23,6 @@ __all__ = [
     "sigmoid", "relu", "tanh", "softmax", "mean_squared_error", "cross_entropy_error", "hinge_loss",
     "numerical_gradient", "gradient_descent", "gradient_check", "GradientCheckResult",
     "Net", "SimpleNet", "TwoLayerNet", "MultiLayerNet", "load_net",
-    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "make_optimizer",
+    "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW", "make_optimizer", "schedules",
     "History", "Trainer", "fit", "set_num_threads", "get_num_threads", "__version__",
 ]

@@ -157,8 +157,54 @@ class Net:
         xb, tb = self._xt(x, t)
         return self._mlp().loss(self.theta, xb, tb, self.weight_decay)
 
+    @property
+    def is_regression(self) -> bool:
+        """True for one output with the MSE loss: a regression net, scored by :meth:`regression_metrics`
+        (accuracy has no meaning there)."""
+        return self.loss_name == "mse" and self.sizes[-1] == 1
+
+    def is_regression_target(self, t) -> bool:
+        """Whether ``t`` makes this net's task a regression: a regression net, or an MSE net given real
+        targets that are not one-hot rows (labels and one-hot rows are classification)."""
+        if self.is_regression:
+            return True
+        if self.loss_name != "mse":
+            return False
+        t = np.asarray(t)
+        if t.dtype.kind in "iub" or t.ndim != 2:
+            return False
+        return not (np.isin(t, (0, 1)).all() and (t.sum(axis=1) == 1).all())
+
+    def regression_metrics(self, x, t) -> Dict[str, float]:
+        """``{'mse': mean((y - t)**2), 'r2': 1 - SS_res / SS_tot}`` of the outputs ``y`` against real
+        targets ``t`` (N, outputs); R² averaged over the outputs (NaN for a constant target column).
+        Note ``mse`` is the plain mean over samples and outputs, while the training loss is the
+        tutorials' ``0.5 * sum((y - t)**2) / N``."""
+        xb, tb = self._xt(x, np.asarray(t, dtype=self.dtype).reshape(-1, self.sizes[-1]))
+        return self._regression_metrics_of(xb, tb)
+
+    def _regression_metrics_of(self, xb: np.ndarray, tb: np.ndarray, batch_size: int = 10000) -> Dict[str, float]:
+        mlp, n = self._mlp(), xb.shape[0]
+        ss_res = np.zeros(tb.shape[1])
+        for i in range(0, n, batch_size):  # bounded memory
+            d = mlp.predict(self.theta, xb[i:i + batch_size]).astype(np.float64) - tb[i:i + batch_size]
+            ss_res += np.einsum("ij,ij->j", d, d)
+        t64 = tb.astype(np.float64)
+        ss_tot = ((t64 - t64.mean(axis=0)) ** 2).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0), np.nan)
+        return {"mse": float(ss_res.sum() / tb.size), "r2": float(r2.mean())}
+
     def accuracy(self, x, t, batch_size: int = 10000) -> float:
-        """Fraction of samples whose arg-max score equals the label."""
+        """Fraction of samples whose arg-max score equals the label.
+
+        Raises ValueError on a regression (a one-output MSE net, or real non-one-hot targets for an
+        MSE net): use :meth:`regression_metrics` there.
+        """
+        if self.is_regression_target(t):
+            raise ValueError(f"accuracy needs a classifier: this net ({self.sizes[-1]} output(s), loss "
+                             f"{self.loss_name!r}) with these targets is a regression; use "
+                             "net.regression_metrics(x, t) (MSE and R²)")
         labels = labels_of(t)
         n = np.asarray(x).shape[0]
         if labels.shape[0] != n:
@@ -215,15 +261,18 @@ class Net:
     def save(self, path, optimizer=None) -> None:
         """Save parameters and configuration to ``.npz`` (bit-exact round trip).
 
-        With ``optimizer``, its kind, hyper-parameters, step count and state vectors are saved
-        too, so training can resume exactly (``load_net(path, with_optimizer=True)``).
+        With ``optimizer``, its whole ``state_dict()`` (kind, hyper-parameters, schedule, update count
+        and state vectors) is saved too, so training resumes exactly: ``load_net(path, optimizer=opt)``
+        or ``load_net(path, with_optimizer=True)``.
         """
         cfg = dict(sizes=np.array(self.sizes), activation=self.activation, loss=self.loss_name,
                    weight_decay=self.weight_decay, dtype=str(self.dtype), cls=type(self).__name__)
         extra = {}
         if optimizer is not None:
+            from .optimizers import Optimizer
+            if not isinstance(optimizer, Optimizer):
+                raise TypeError(f"optimizer must be a pyfastgrad Optimizer, got {type(optimizer).__name__}")
             extra = {f"opt_{k}": v for k, v in optimizer.state_dict().items()}
-            extra["opt_kind"] = np.array(optimizer.kind)
         np.savez(path, theta=self.theta, **{f"cfg_{k}": v for k, v in cfg.items()}, **extra)
 
     @classmethod
@@ -307,14 +356,17 @@ class SimpleNet(Net):
         return SimpleNet(self.W.copy(), dtype=self.dtype, backend=self.backend)
 
 
-def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False):
+def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False, optimizer=None):
     """Load a net saved with ``Net.save`` (any of the net classes).
 
-    With ``with_optimizer=True`` returns ``(net, optimizer)``; the optimizer is ``None`` when
-    none was saved.
+    ``optimizer``: an optimizer of the saved kind to receive the saved optimizer state
+    (``load_state_dict``; ValueError when the file has none). ``with_optimizer=True``: return
+    ``(net, optimizer)`` with a new optimizer built from the file (``None`` when none was saved).
     """
-    from .optimizers import make_optimizer
+    from .optimizers import Optimizer, make_optimizer
 
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a pyfastgrad Optimizer, got {type(optimizer).__name__}")
     with np.load(path, allow_pickle=False) as z:
         theta = z["theta"]
         sizes = [int(s) for s in z["cfg_sizes"]]
@@ -324,11 +376,16 @@ def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False):
         if theta.shape != net.theta.shape:
             raise ValueError(f"{path}: {theta.size} parameters stored, sizes {sizes} need {net.theta.size}")
         net.theta[:] = theta
-        opt = None
-        if with_optimizer and "opt_kind" in z.files:
-            state = {k[4:]: z[k] for k in z.files if k.startswith("opt_") and k != "opt_kind"}
-            opt = make_optimizer(str(z["opt_kind"]), lr=float(state["hyper"][0]))
+        state = {k[4:]: z[k] for k in z.files if k.startswith("opt_")}
+    opt = None
+    if state:
+        if optimizer is not None:
+            optimizer.load_state_dict(state)
+        if with_optimizer:
+            opt = make_optimizer(str(state["kind"]), **({"style": str(state["style"])} if "style" in state else {}))
             opt.load_state_dict(state)
+    elif optimizer is not None:
+        raise ValueError(f"{path} holds no optimizer state (save it with net.save(path, optimizer=opt))")
     if cls == "SimpleNet":
         net = SimpleNet(net.params["W1"].copy(), dtype=net.dtype, backend=backend)
     elif cls in ("TwoLayerNet", "MultiLayerNet"):

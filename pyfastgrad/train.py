@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import List, Optional, Union
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 
@@ -20,14 +20,20 @@ from ._backend import get_backend
 from ._sparse import SPARSE_DENSITY_MAX, CsrRows
 from ._validate import as_batch, as_targets, labels_of
 from .nets import Net
-from .optimizers import Optimizer, make_optimizer
+from .optimizers import Optimizer, make_optimizer, net_layout
+from .schedules import Schedule, make_schedule
 
 __all__ = ["History", "fit", "Trainer"]
 
 
 @dataclass
 class History:
-    """What happened during training."""
+    """What happened during training.
+
+    Classification fills ``train_acc``/``test_acc``; regression (``task == 'regression'``: a
+    one-output MSE net, or real targets for an MSE net) fills ``train_mse``/``test_mse`` (mean of
+    (y - t)^2) and ``train_r2``/``test_r2`` instead. All per epoch.
+    """
 
     loss: List[float] = field(default_factory=list)  # per iteration
     epoch: List[int] = field(default_factory=list)
@@ -35,12 +41,23 @@ class History:
     test_acc: List[float] = field(default_factory=list)
     epoch_time: List[float] = field(default_factory=list)  # seconds in the training kernel
     stopped: Optional[str] = None  # reason for an early stop
+    task: str = "classification"
+    train_mse: List[float] = field(default_factory=list)
+    test_mse: List[float] = field(default_factory=list)
+    train_r2: List[float] = field(default_factory=list)
+    test_r2: List[float] = field(default_factory=list)
+
+    def metrics(self) -> Dict[str, List[float]]:
+        """The per-epoch metrics of the task, by name (e.g. ``{'train_acc': [...], 'test_acc': [...]}``)."""
+        names = ("train_mse", "test_mse", "train_r2", "test_r2") if self.task == "regression" \
+            else ("train_acc", "test_acc")
+        return {n: getattr(self, n) for n in names if getattr(self, n)}
 
     def __repr__(self) -> str:
-        last = (f", train_acc={self.train_acc[-1]:.4f}" if self.train_acc else "") + \
-               (f", test_acc={self.test_acc[-1]:.4f}" if self.test_acc else "")
+        last = "".join(f", {k}={v[-1]:.4f}" for k, v in self.metrics().items())
+        task = ", task='regression'" if self.task == "regression" else ""
         stop = f", stopped={self.stopped!r}" if self.stopped else ""
-        return f"History(iterations={len(self.loss)}, epochs={len(self.epoch)}{last}{stop})"
+        return f"History(iterations={len(self.loss)}, epochs={len(self.epoch)}{task}{last}{stop})"
 
     def plot(self, path=None):
         """Loss per iteration and accuracy per epoch (needs matplotlib: ``pip install pyfastgrad[plot]``)."""
@@ -54,13 +71,19 @@ class History:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
         ax1.plot(self.loss, lw=0.6)
         ax1.set(xlabel="iteration", ylabel="loss", title="training loss", yscale="log")
-        if self.train_acc:
-            ax2.plot(self.epoch, self.train_acc, "o-", label="train")
-        if self.test_acc:
-            ax2.plot(self.epoch, self.test_acc, "s--", label="test")
-        accs = [a for a in self.train_acc + self.test_acc if a == a]  # drop NaN
-        low = max(0.0, min(accs) - 0.02) if accs else 0.0  # zoom in: the interesting part is near 1
-        ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(low, 1))
+        if self.task == "regression":
+            for name, style in (("train_mse", "o-"), ("test_mse", "s--")):
+                if getattr(self, name):
+                    ax2.plot(self.epoch, getattr(self, name), style, label=name[:-4])
+            ax2.set(xlabel="epoch", ylabel="MSE", title="mean squared error", yscale="log")
+        else:
+            if self.train_acc:
+                ax2.plot(self.epoch, self.train_acc, "o-", label="train")
+            if self.test_acc:
+                ax2.plot(self.epoch, self.test_acc, "s--", label="test")
+            accs = [a for a in self.train_acc + self.test_acc if a == a]  # drop NaN
+            low = max(0.0, min(accs) - 0.02) if accs else 0.0  # zoom in: the interesting part is near 1
+            ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(low, 1))
         ax2.grid(alpha=0.3)
         ax2.legend(loc="lower right")
         fig.tight_layout()
@@ -91,7 +114,8 @@ def _training_input(X: np.ndarray, backend: str):
 def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[str, Optimizer] = "sgd",
         lr: Optional[float] = None, epochs: int = 10, batch_size: int = 100, sampling: str = "epoch",
         iters_per_epoch: Optional[int] = None, seed: Optional[int] = 0, progress: bool = True,
-        verbose: bool = False, chunk: int = 100) -> History:
+        verbose: bool = False, chunk: int = 100, schedule: Union[str, Schedule, None] = None,
+        clip: Optional[float] = None) -> History:
     """Train ``net`` with mini-batch SGD (or another optimizer).
 
     Parameters
@@ -106,11 +130,19 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
         with replacement).
     seed : seeds the batch order; same seed -> same batches on every backend.
     progress : show a tqdm progress bar.
+    schedule : sets ``optimizer.schedule`` (None keeps the optimizer's own): a
+        :mod:`pyfastgrad.schedules` object or a text, 'step:SIZE[:GAMMA]', 'cosine[:MIN]',
+        'warmup:STEPS[+cosine[:MIN]]', 'none'; a text's cosine ends at this call's last update.
+    clip : sets ``optimizer.clip``: clip each step's gradient to this global norm (None keeps it).
+
+    The optimizer's state, update count, hyper-parameters, schedule and clipping are those of
+    ``update``/``train_step``: the steps run inside the backend kernel, one learning rate per step.
 
     Returns
     -------
     History
-        Stops cleanly (``history.stopped`` says why, with a warning) on a non-finite loss.
+        Accuracy per epoch, or MSE and R² for a regression (``history.task``). Stops cleanly
+        (``history.stopped`` says why, with a warning) on a non-finite loss.
     """
     if not isinstance(net, Net):
         raise TypeError(f"net must be a pyfastgrad Net, got {type(net).__name__}")
@@ -138,16 +170,28 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
     has_test = x_test is not None and t_test is not None
     if has_test:
         Xt = as_batch(x_test, net.sizes[0], net.dtype, "x_test")
-        lt = labels_of(t_test)
-        if lt.shape[0] != Xt.shape[0]:
-            raise ValueError(f"t_test has {lt.shape[0]} labels for {Xt.shape[0]} test samples")
-    lt_train = labels_of(t_train)
+    regression = net.is_regression_target(t_train)
+    if has_test:
+        if regression:
+            lt = as_targets(t_test, Xt.shape[0], net.sizes[-1], net.dtype, "t_test")
+        else:
+            lt = labels_of(t_test)
+            if lt.shape[0] != Xt.shape[0]:
+                raise ValueError(f"t_test has {lt.shape[0]} labels for {Xt.shape[0]} test samples")
+    lt_train = T if regression else labels_of(t_train)
+    if schedule is not None:
+        optimizer.schedule = make_schedule(schedule, optimizer.iter + int(epochs) * steps)
+    if clip is not None:
+        optimizer.clip = clip
 
     rng = np.random.default_rng(seed)
     mlp = net._mlp()
     X_train = _training_input(X, net.backend or get_backend())
-    s1, s2 = optimizer.flat_state(net.theta)
-    hist = History()
+    st = optimizer.state(net_layout(net), net.dtype, net.theta.size)
+    empty = st[:0, :0].reshape(0)
+    s1 = st[0] if optimizer.n_states >= 1 else empty
+    s2 = st[1] if optimizer.n_states >= 2 else empty
+    hist = History(task="regression" if regression else "classification")
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -159,8 +203,9 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
             t0 = time.perf_counter()
             for start in range(0, steps, chunk):
                 part = idx[start:start + chunk]
+                # hyper-parameters read now: changes between fit calls (or epochs) take effect
                 losses = mlp.train_steps(net.theta, X_train, T, part, net.weight_decay, optimizer.kind,
-                                         optimizer.hyper, s1, s2, optimizer.iter)
+                                         optimizer.hyper, s1, s2, optimizer.iter, optimizer.lrs(len(part)))
                 done = int(np.isfinite(losses).sum())
                 optimizer.iter += done
                 hist.loss.extend(losses[:done].tolist())
@@ -176,16 +221,25 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
                 warnings.warn(hist.stopped, RuntimeWarning, stacklevel=2)
                 break
             hist.epoch.append(ep)
-            hist.train_acc.append(net._accuracy_of(X, lt_train))  # (X, Xt checked once, above)
-            if has_test:
-                hist.test_acc.append(net._accuracy_of(Xt, lt))
-            msg = (f"epoch {ep:3d}  loss {np.mean(hist.loss[-steps:]):.4f}  "
-                   f"train acc {hist.train_acc[-1]:.4f}" +
-                   (f"  test acc {hist.test_acc[-1]:.4f}" if has_test else "") +
-                   f"  ({hist.epoch_time[-1]:.2f} s)")
+            # (X, Xt checked once, above)
+            if regression:
+                for part_name, xs, ts in (("train", X, lt_train), ("test", Xt, lt))[:1 + has_test]:
+                    m = net._regression_metrics_of(xs, ts)
+                    getattr(hist, f"{part_name}_mse").append(m["mse"])
+                    getattr(hist, f"{part_name}_r2").append(m["r2"])
+                scores = f"train mse {hist.train_mse[-1]:.4g}  r2 {hist.train_r2[-1]:.4f}" + \
+                    (f"  test mse {hist.test_mse[-1]:.4g}  r2 {hist.test_r2[-1]:.4f}" if has_test else "")
+                short = f" test mse {hist.test_mse[-1]:.4g}" if has_test else ""
+            else:
+                hist.train_acc.append(net._accuracy_of(X, lt_train))
+                if has_test:
+                    hist.test_acc.append(net._accuracy_of(Xt, lt))
+                scores = f"train acc {hist.train_acc[-1]:.4f}" + \
+                    (f"  test acc {hist.test_acc[-1]:.4f}" if has_test else "")
+                short = f" test {hist.test_acc[-1]:.4f}" if has_test else ""
+            msg = f"epoch {ep:3d}  loss {np.mean(hist.loss[-steps:]):.4f}  {scores}  ({hist.epoch_time[-1]:.2f} s)"
             if bar is not None:
-                bar.set_postfix_str(f"loss {np.mean(hist.loss[-steps:]):.3f}" +
-                                    (f" test {hist.test_acc[-1]:.4f}" if has_test else ""))
+                bar.set_postfix_str(f"loss {np.mean(hist.loss[-steps:]):.3f}" + short)
             if verbose:
                 (bar.write if bar is not None else print)(msg)
     finally:
@@ -212,10 +266,13 @@ class Trainer:
                 batch_size=self.batch_size, sampling=self.sampling, seed=self.seed,
                 progress=self.progress, verbose=self.verbose)
         offset = len(self.history.epoch)
+        self.history.task = h.task
         self.history.loss += h.loss
         self.history.epoch += [e + offset for e in h.epoch]
-        self.history.train_acc += h.train_acc
-        self.history.test_acc += h.test_acc or [float("nan")] * len(h.epoch)  # keep epochs aligned
+        for name in ("train_acc", "test_acc", "train_mse", "test_mse", "train_r2", "test_r2"):
+            mine, new = getattr(self.history, name), getattr(h, name)
+            if new or mine:  # keep epochs aligned
+                mine += new or [float("nan")] * len(h.epoch)
         self.history.epoch_time += h.epoch_time
         self.history.stopped = h.stopped
         return self.history

@@ -76,7 +76,14 @@ def mean_squared_error(y, t, backend: Optional[str] = None) -> float:
 
 
 def cross_entropy_error(y, t, backend: Optional[str] = None) -> float:
-    """-sum(t * log(y + 1e-7)) averaged over rows; ``y`` are probabilities (softmax output)."""
+    """-sum(t * log(y + 1e-7)) averaged over rows; ``y`` are probabilities (softmax output).
+
+    ``t``: integer labels, one-hot rows or soft targets (probabilities): the full sum over
+    classes is taken. The reference (``pyfastgrad.reference.cross_entropy_error``, the tutorials'
+    code) takes the argmax of a 2-D ``t`` instead, so soft targets differ there:
+    ``([[.2, .3, .5]], [[.5, .5, 0]])`` gives 1.4067 here and -log(0.2) = 1.6094 in the reference.
+    One-hot targets give the same value in both.
+    """
     y2, t2 = _loss_inputs(y, t, "cross_entropy_error")
     return kernels(backend).cross_entropy_error(y2, t2)
 

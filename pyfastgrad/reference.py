@@ -10,6 +10,10 @@ with its quirks decided on purpose:
   value forgot the 1/2 (the correct value is 0.0975).
 * ``cross_entropy_error`` adds ``delta = 1e-7`` inside the log and treats
   ``t`` as one-hot when ``t.size == y.size``, as integer labels otherwise.
+  With *soft* targets (rows that are not one-hot) this argmax shortcut scores
+  only the largest target's class: ``([[.2, .3, .5]], [[.5, .5, 0]])`` gives
+  -log(0.2) = 1.6094, where the public ``pyfastgrad.cross_entropy_error``
+  computes the full -sum(t * log(y)) = 1.4067. Both agree on one-hot targets.
 * ``SoftmaxWithLoss`` (and so every net's softmax loss) computes the
   cross-entropy from the logits with a stable log-softmax,
   ``-sum(t * (z - logsumexp(z))) / N``, instead of ``cross_entropy_error(softmax(z))``.
@@ -100,7 +104,13 @@ def sum_squared_error(y: np.ndarray, t: np.ndarray) -> float:
 
 
 def cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
-    """-sum(t * log(y + 1e-7)) / N, with ``t`` one-hot (t.size == y.size) or labels."""
+    """-sum(t * log(y + 1e-7)) / N, with ``t`` one-hot (t.size == y.size) or labels.
+
+    The tutorials' code: one-hot ``t`` is turned into labels by argmax, so soft targets
+    (probabilities in ``t``) score only their largest class: ``([[.2, .3, .5]], [[.5, .5, 0]])``
+    gives -log(0.2) = 1.6094, not the full -sum(t log y) = 1.4067 of
+    ``pyfastgrad.cross_entropy_error``.
+    """
     if y.ndim == 1:
         t = t.reshape(1, t.size)
         y = y.reshape(1, y.size)

@@ -11,7 +11,7 @@ import numpy as np
 
 # Learning rates that train 784-100-10 well in 10 epochs of batch 100 (sgd 0.1 is the tutorials').
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.05, "rmsprop": 0.001,
-              "adam": 0.001}
+              "adam": 0.001, "adamw": 0.001}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -29,12 +29,12 @@ def _train(args: argparse.Namespace) -> int:
                             seed=args.seed)
     print(net)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    opt = pfg.make_optimizer(args.optimizer, lr=lr)
+    opt = pfg.make_optimizer(args.optimizer, lr=lr, style=args.style, clip=args.clip)
     print(f"optimizer: {opt}, batch size {args.batch_size}, {args.epochs} epochs, backend {pfg.get_backend()}")
     t0 = time.perf_counter()
     hist = pfg.fit(net, x_train, t_train, x_test, t_test, optimizer=opt, epochs=args.epochs,
                    batch_size=args.batch_size, sampling=args.sampling, seed=args.seed,
-                   progress=not args.no_progress, verbose=True)
+                   progress=not args.no_progress, verbose=True, schedule=args.schedule)
     total = time.perf_counter() - t0
     if hist.stopped:
         print(f"stopped early: {hist.stopped}", file=sys.stderr)
@@ -82,6 +82,15 @@ def _bench(args: argparse.Namespace) -> int:
     return bench.main(args)
 
 
+def _schedule_text(text: str) -> str:
+    from pyfastgrad.schedules import make_schedule
+    try:
+        make_schedule(text, total_steps=2)  # the syntax only; fit sets the length
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pyfastgrad",
                                 description="pyfastgrad: neural networks from scratch, fast.")
@@ -97,8 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None,
                    help="learning rate (default per optimizer: " +
                         ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
-    t.add_argument("--optimizer", default="sgd",
-                   choices=["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"])
+    t.add_argument("--optimizer", default="sgd", choices=list(DEFAULT_LR))
+    t.add_argument("--style", default="tutorial", choices=["tutorial", "torch"],
+                   help="the tutorials' optimizer formulas or torch.optim's (see the optimizer classes)")
+    t.add_argument("--schedule", default=None, type=_schedule_text,
+                   help="learning-rate schedule over the updates: 'step:SIZE[:GAMMA]', 'cosine[:MIN]', "
+                        "'warmup:STEPS[+cosine[:MIN]]' (default: constant)")
+    t.add_argument("--clip", type=float, default=None, help="clip each gradient to this global norm")
     t.add_argument("--sampling", default="epoch", choices=["epoch", "random"],
                    help="shuffled epochs, or the tutorials' random draws with replacement")
     t.add_argument("--backend", choices=["cpp", "numba", "numpy"])

@@ -418,3 +418,19 @@ def test_soft_target_cross_entropy_difference_is_documented():
     assert pfg.cross_entropy_error(y, onehot) == pytest.approx(ref.cross_entropy_error(y, onehot), rel=1e-12)
     for doc in (pfg.cross_entropy_error.__doc__, ref.cross_entropy_error.__doc__):
         assert "soft" in doc and "argmax" in doc
+
+
+def test_cli_schedule_clip_style(tmp_path, mnist, capsys):
+    from pyfastgrad.__main__ import main
+    from conftest import mnist_dir
+    path = tmp_path / "net.npz"
+    rc = main(["train", "--data", str(mnist_dir()), "--train-size", "1000", "--epochs", "1", "--hidden", "16",
+               "--optimizer", "adamw", "--style", "torch", "--schedule", "warmup:2+cosine", "--clip", "1.5",
+               "--no-progress", "--save", str(path)])
+    assert rc == 0
+    _, opt = pfg.load_net(path, with_optimizer=True)
+    assert isinstance(opt, pfg.AdamW) and opt.style == "torch" and opt.clip == 1.5
+    assert opt.schedule == Warmup(2, Cosine(8)) and opt.iter == 10
+    with pytest.raises(SystemExit):
+        main(["train", "--schedule", "linear"])
+    assert "unknown schedule" in capsys.readouterr().err

@@ -25,6 +25,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from ._backend import get_backend, kernels
+from ._validate import native_core
+from .nets import ParamDict
 from .schedules import Schedule
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW",
@@ -154,6 +156,7 @@ class Optimizer:
         self.iter = 0
         self._state: Optional[np.ndarray] = None  # (n_states, P), created at the first update
         self._layout: Optional[Layout] = None  # the parameters it belongs to
+        self._tiles_of = None  # (a net's ParamDict, the flat buffer its views tile)
 
     @property
     def style(self) -> str:
@@ -198,7 +201,7 @@ class Optimizer:
 
     def reset(self) -> None:
         """Forget the state and the update count (hyper-parameters stay)."""
-        self.iter, self._state, self._layout = 0, None, None
+        self.iter, self._state, self._layout, self._tiles_of = 0, None, None, None
 
     def _apply(self, theta: np.ndarray, grad: np.ndarray, st: np.ndarray, backend: str) -> None:
         step = self.iter + 1
@@ -245,10 +248,16 @@ class Optimizer:
         g = _tiles(gs) if all(x.dtype == dtype for x in gs) else None
         if g is None:
             g = np.concatenate([np.asarray(x, dtype=dtype).ravel() for x in gs])
-        if not np.isfinite(g).all():
+        core = native_core(g)
+        if not (core.all_finite(g) if core is not None else np.isfinite(g).all()):
             bad = next(k for k, x in zip(keys, gs) if not np.isfinite(x).all())
             raise FloatingPointError(f"grads[{bad!r}] contains NaN or Inf; parameters not updated")
-        theta = _tiles(ps)
+        if isinstance(params, ParamDict):  # a net's params: fixed views, checked once
+            if self._tiles_of is None or self._tiles_of[0] is not params:
+                self._tiles_of = (params, _tiles(ps))
+            theta = self._tiles_of[1]
+        else:
+            theta = _tiles(ps)
         packed = theta is None or not theta.flags.writeable
         if packed:
             theta = np.concatenate([p.ravel() for p in ps])

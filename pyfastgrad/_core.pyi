@@ -66,16 +66,18 @@ class _Mlp(Generic[_A]):
         sparse: None picks the first layer's kernels from x's density (sparse when at most 40% of x
         is nonzero), True / False force the sparse / dense (gemm) ones; same result up to rounding."""
     def train_steps(self, theta: _A, X: _A, T: _A, idx: I64, weight_decay: float, opt: str, hyper: F64,
-                    state1: _A, state2: _A, step0: int, losses: F64) -> int:
+                    state1: _A, state2: _A, step0: int, losses: F64, lrs: Optional[F64] = ...) -> int:
         """Mini-batch steps: step s uses rows idx[s] (idx (n_steps, B), every index checked first)
-        of X/T, computes loss and gradient and applies ``opt_update(opt, .., step0 + s + 1)`` in
-        place. losses[s] = loss of step s, NaN for steps not done; stops at the first non-finite
-        loss without applying that step. Returns the number of steps done. state1/state2 need
-        n_params entries when the optimizer uses them (sgd: none; adam: both; others: state1).
+        of X/T, computes loss and gradient, clips it (hyper's max_norm > 0) and applies
+        ``opt_update(opt, .., step0 + s + 1)`` in place with the learning rate lrs[s] (lrs: None, or
+        float64 (n_steps,); None: hyper[0] throughout). losses[s] = loss of step s, NaN for steps
+        not done; stops at the first non-finite loss without applying that step. Returns the number
+        of steps done. state1/state2 need n_params entries when the optimizer uses them (sgd: none;
+        adam, adamw: both; others: state1). hyper as ``opt_update``.
         """
     def train_steps_csr(self, theta: _A, indptr: I64, indices: I32, data: _A, n_cols: int, T: _A, idx: I64,
                         weight_decay: float, opt: str, hyper: F64, state1: _A, state2: _A, step0: int,
-                        losses: F64) -> int:
+                        losses: F64, lrs: Optional[F64] = ...) -> int:
         """``train_steps`` with X in CSR form: row r's nonzeros are data[indptr[r]:indptr[r+1]] in the
         columns indices[...] (strictly increasing); n_cols must be the net's inputs. indptr and the
         rows idx names are checked before anything is touched. The first layer uses the nonzeros
@@ -94,8 +96,10 @@ def opt_update(opt: str, theta: F64, grad: F64, state1: F64, state2: F64, hyper:
 @overload
 def opt_update(opt: str, theta: F32, grad: F32, state1: F32, state2: F32, hyper: F64, step: int) -> None:
     """One optimizer update of theta in place. opt: 'sgd' | 'momentum' | 'nesterov' | 'adagrad' |
-    'rmsprop' | 'adam'; hyper = [lr, a, b] (a = momentum / decay_rate / beta1, b = beta2);
-    step = 1 for the first update (Adam's bias correction)."""
+    'rmsprop' | 'adam' | 'adamw'; hyper = float64 [lr, a, b, eps, weight_decay, style, max_norm]
+    (a = momentum / decay_rate / beta1, b = beta2; weight_decay decoupled; style 0 tutorial, 1 torch;
+    max_norm > 0 clips a copy of grad by its norm first), or the short [lr, a, b] (eps 1e-7, rest 0);
+    step = 1 for the first update (Adam's bias correction). Formulas: ``_numpy_kernels.opt_update``."""
 
 # ---------------------------------------------------------------------- element-wise kernels
 def all_finite(a: _A) -> bool:

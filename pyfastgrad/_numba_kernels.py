@@ -763,8 +763,8 @@ def _writable(a: np.ndarray) -> np.ndarray:
     return a if a.flags.writeable else a.copy()
 
 
-_hyper = _npk.full_hyper  # (7,) float64, also from the tutorials' short [lr, a, b]
-_N_STATES = tuple(_npk.N_STATES[name] for name in OPTIMIZERS)  # state arrays each optimizer uses
+_hyper = _npk._full_hyper  # (7,) float64, also from the tutorials' short [lr, a, b]
+_N_STATES = tuple(_npk._N_STATES[name] for name in OPTIMIZERS)  # state arrays each optimizer uses
 
 
 def _states(code: int, theta: np.ndarray, state1, state2):

@@ -37,9 +37,9 @@ NAME = "numpy"
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 LOSSES = ("softmax", "mse", "hinge")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
-N_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
+_N_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
 # The optimizers' float64 hyper vector: [lr, a, b, eps, weight_decay, style, max_norm] (see opt_update).
-HYPER_LEN = 7
+_HYPER_LEN = 7
 
 
 def layer_slices(sizes: Sequence[int]) -> list:
@@ -116,7 +116,7 @@ class Mlp:
             X, T, idx = X.dense_batches(idx, T)
         losses = np.full(idx.shape[0], np.nan)
         grad = np.empty_like(theta)
-        h = full_hyper(hyper)
+        h = _full_hyper(hyper)
         for s in range(idx.shape[0]):
             rows = idx[s]
             loss = self.loss_grad(theta, X[rows], T[rows], weight_decay, grad)
@@ -129,18 +129,18 @@ class Mlp:
         return losses
 
 
-def full_hyper(hyper) -> np.ndarray:
-    """The (HYPER_LEN,) float64 hyper vector; a short ``[lr, a, b]`` gets the tutorials' eps 1e-7
+def _full_hyper(hyper) -> np.ndarray:
+    """The (_HYPER_LEN,) float64 hyper vector; a short ``[lr, a, b]`` gets the tutorials' eps 1e-7
     and nothing else (no weight decay, tutorial style, no clipping)."""
     hv = np.asarray(hyper, dtype=np.float64).ravel()
-    if hv.size not in (3, HYPER_LEN):
-        raise ValueError(f"hyper must have 3 or {HYPER_LEN} entries, got {hv.size}")
+    if hv.size not in (3, _HYPER_LEN):
+        raise ValueError(f"hyper must have 3 or {_HYPER_LEN} entries, got {hv.size}")
     h = np.array([0.0, 0.0, 0.0, 1e-7, 0.0, 0.0, 0.0])
     h[:hv.size] = hv
     return h
 
 
-def clip_factor(grad: np.ndarray, max_norm: float) -> float:
+def _clip_factor(grad: np.ndarray, max_norm: float) -> float:
     """max_norm / (||grad|| + 1e-6) when the global norm ||grad|| exceeds max_norm > 0, else 1
     (torch.nn.utils.clip_grad_norm_'s rule; the sum of squares in float64)."""
     if not max_norm > 0:
@@ -159,7 +159,7 @@ def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray
     beta1 (adam, adamw); b = beta2. ``state1``/``state2``: v (momentum, nesterov), h (adagrad,
     rmsprop), m and v (adam, adamw). ``step`` is 1 for the first update (Adam's bias correction).
 
-    In order: g <- g * clip_factor(g, max_norm) (a copy; ``grad`` is not modified);
+    In order: g <- g * _clip_factor(g, max_norm) (a copy; ``grad`` is not modified);
     theta <- theta * (1 - lr * weight_decay) when weight_decay != 0 (decoupled decay);
     then, with style 0 (the tutorials') or 1 (torch.optim's):
 
@@ -173,12 +173,12 @@ def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray
                  0: theta -= lr sqrt(bc2) / bc1 * m / (sqrt(v) + eps)
                  1: theta -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
     """
-    h = full_hyper(hyper)
+    h = _full_hyper(hyper)
     lr, eps, wd, torch, max_norm = float(h[0]), h[3], float(h[4]), h[5] != 0, float(h[6])
     dt = theta.dtype.type
     if opt not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {opt!r}; expected one of {OPTIMIZERS}")
-    f = clip_factor(grad, max_norm)
+    f = _clip_factor(grad, max_norm)
     if f != 1.0:
         grad = grad * dt(f)
     if wd != 0.0:  # decoupled weight decay (AdamW), before the step

@@ -168,6 +168,7 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
     if sampling == "epoch" and steps * batch_size > n:
         raise ValueError(f"{steps} steps of {batch_size} need {steps * batch_size} samples per epoch, have {n}")
     has_test = x_test is not None and t_test is not None
+    Xt = lt = None
     if has_test:
         Xt = as_batch(x_test, net.sizes[0], net.dtype, "x_test")
     regression = net.is_regression_target(t_train)
@@ -271,7 +272,8 @@ class Trainer:
         self.history.epoch += [e + offset for e in h.epoch]
         for name in ("train_acc", "test_acc", "train_mse", "test_mse", "train_r2", "test_r2"):
             mine, new = getattr(self.history, name), getattr(h, name)
-            if new or mine:  # keep epochs aligned
+            if new or mine:  # keep epochs aligned: NaN for epochs without this metric
+                mine += [float("nan")] * (offset - len(mine))
                 mine += new or [float("nan")] * len(h.epoch)
         self.history.epoch_time += h.epoch_time
         self.history.stopped = h.stopped

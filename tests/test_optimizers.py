@@ -383,7 +383,7 @@ def test_adamw_is_decoupled_from_the_gradient():
 
 
 # ----------------------------------------------------------------------------- item 5: regression metrics
-def test_regression_nets_report_mse_and_r2():
+def test_regression_nets_report_mse_and_r2(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.random((80, 3))
     y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3)[:, None]
@@ -400,6 +400,14 @@ def test_regression_nets_report_mse_and_r2():
     assert "train_mse" in repr(h) and "acc" not in repr(h)
     with pytest.raises(ValueError, match="regression"):
         net.accuracy(x, y)
+    tr = pfg.Trainer(net, optimizer="adam", lr=0.01, batch_size=16, progress=False)
+    tr.fit(x, y, epochs=1)
+    tr.fit(x, y, x[:20], y[:20], epochs=1)
+    assert tr.history.task == "regression" and len(tr.history.train_mse) == 2 and tr.history.train_acc == []
+    assert np.isnan(tr.history.test_mse[0]) and tr.history.test_mse[1] > 0  # epochs stay aligned
+    pytest.importorskip("matplotlib", reason="History.plot needs matplotlib")
+    h.plot(tmp_path / "reg.png")
+    assert (tmp_path / "reg.png").stat().st_size > 0
     # an MSE net on one-hot targets is still a classifier
     clf = pfg.Net([3, 4, 2], loss="mse", seed=0)
     assert 0 <= clf.accuracy(x, (y[:, 0] > 0.3).astype(int)) <= 1

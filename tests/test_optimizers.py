@@ -314,6 +314,10 @@ def test_schedules_values():
     for bad in ("cosine:2", "step", "step:0", "linear", "warmup:x"):
         with pytest.raises(ValueError, match="schedule"):
             make_schedule(bad, 10)
+    with pytest.raises(TypeError, match="schedule"):
+        pfg.SGD(schedule="cosine")  # texts go through fit(schedule=) or make_schedule
+    with pytest.raises(ValueError, match="gamma"):
+        StepDecay(10, gamma=0.0)
 
 
 def test_cosine_matches_torch_scheduler():

@@ -46,7 +46,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequenc
 import numpy as np
 
 from ._backend import get_backend
-from ._threads import set_num_threads
+from ._threads import get_num_threads, set_num_threads
 from .nets import MultiLayerNet
 from .optimizers import _BY_NAME as _OPTIMIZERS
 from .train import fit
@@ -370,9 +370,16 @@ def _worker_data(handle: Any) -> Tuple[_TrainingData, int]:
         return held, _WORKER["loads"]
 
 
+def _limit_threads(n: int) -> None:
+    # numba's first use starts its threading layer, which resets the extension's OpenMP threads to all
+    # cores: start it first (get_num_threads does), so that the limit below holds from the first trial on
+    get_num_threads()
+    set_num_threads(n)
+
+
 def _init_worker(data: _TrainingData, threads: int) -> None:
     """Local pool initializer: runs once per worker process, with the data pickled once for it."""
-    set_num_threads(threads)
+    _limit_threads(threads)
     _install(data)
 
 
@@ -388,7 +395,7 @@ def train_trial(data: Any, trial: Trial) -> TrialResult:
     """
     t0 = time.perf_counter()
     d, loads = _worker_data(data)
-    set_num_threads(trial.threads)
+    _limit_threads(trial.threads)
     p = trial.params
     net = MultiLayerNet(d.x.shape[1], list(p["hidden"]), d.n_classes, activation=p["activation"],
                         weight_init=p["weight_init"], weight_decay=p["weight_decay"], dtype=trial.dtype,
@@ -752,7 +759,7 @@ def hyperparameter_search(
     if x.dtype.kind not in "fiub":
         raise TypeError(f"x_train must be a numeric array, got dtype {x.dtype}")
     t = np.asarray(t_train)
-    if t.ndim == 2:
+    if t.ndim == 2 and t.shape[1] >= 2:
         t = t.argmax(axis=1)  # one-hot -> labels
     if t.ndim != 1 or t.dtype.kind not in "iu" or (t.size and t.min() < 0):
         raise ValueError("t_train must be integer labels >= 0 (or one-hot rows)")
@@ -828,7 +835,7 @@ def _failed(trial: Trial, message: str, attempts: int = 1) -> TrialResult:
 
 
 def _is_broken_pool(exc: BaseException) -> bool:
-    return isinstance(exc, cf.process.BrokenProcessPool) or isinstance(exc, cf.BrokenExecutor)
+    return isinstance(exc, cf.BrokenExecutor)  # BrokenProcessPool: a worker process died
 
 
 def _run(runner: _Runner, source: Any, trial_timeout: Optional[float], progress: bool) -> List[TrialResult]:

@@ -25,3 +25,7 @@ __all__ = [
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "make_optimizer",
     "History", "Trainer", "fit", "set_num_threads", "get_num_threads", "__version__",
 ]
+
+# hyper-parameter search (the module stays importable as pyfastgrad.search)
+from .search import Choice, LogUniform, SearchResult, Uniform, hyperparameter_search  # noqa: E402
+__all__ += ["hyperparameter_search", "SearchResult", "LogUniform", "Uniform", "Choice"]

@@ -1092,3 +1092,99 @@ def _nan_to_none(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_nan_to_none(v) for v in obj]
     return obj
+
+
+# --------------------------------------------------------------------------- command line
+def _cli_values(key: str, words: Optional[List[str]]) -> Any:
+    """``--lr 1e-4:1e-1`` -> LogUniform; ``--lr 0.01 0.1`` -> a Choice; one value -> fixed."""
+    if not words:
+        return None
+    if len(words) == 1 and ":" in words[0]:
+        if key not in ("lr", "weight_decay"):
+            raise ValueError(f"--{key.replace('_', '-')}: a range low:high fits only --lr and --weight-decay")
+        low, _, high = words[0].partition(":")
+        return LogUniform(float(low), float(high))
+    conv = {"lr": float, "weight_decay": float, "batch_size": int, "optimizer": str, "activation": str,
+            "hidden": lambda w: tuple(int(s) for s in w.split(","))}[key]
+    vals = [conv(w) for w in words]
+    return vals[0] if len(vals) == 1 else vals
+
+
+def add_subcommand(sub: Any) -> None:
+    """Register ``python -m pyfastgrad search`` on an argparse subparsers object."""
+    s = sub.add_parser("search", help="hyper-parameter search (random/grid/optuna) on a validation split",
+                       description="Random, grid or Optuna search over learning rate, weight decay, hidden "
+                                   "sizes, optimizer and batch size on a validation split of the MNIST "
+                                   "training set (the test set is never used). Ranges low:high are "
+                                   "log-uniform; several values are a choice; a value is fixed.")
+    s.add_argument("--method", default="random", choices=["random", "grid", "optuna"])
+    s.add_argument("--trials", type=int, default=20, help="random/optuna trials (default 20)")
+    s.add_argument("--grid-points", type=int, default=3, help="grid values per range (default 3)")
+    s.add_argument("--lr", nargs="+", help="LOW:HIGH (log-uniform) or values (default 1e-3:0.5)")
+    s.add_argument("--weight-decay", nargs="+", help="LOW:HIGH or values (default 1e-8:1e-3)")
+    s.add_argument("--hidden", nargs="+", help="layer sizes per choice, e.g. 100 50,50 (default 100)")
+    s.add_argument("--optimizer", nargs="+", help="sgd momentum nesterov adagrad rmsprop adam (default sgd)")
+    s.add_argument("--batch-size", nargs="+", help="batch sizes (default 100)")
+    s.add_argument("--activation", nargs="+", help="relu sigmoid tanh (default relu)")
+    s.add_argument("--epochs", type=int, default=5, help="epochs per trial (default 5)")
+    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--data", help="directory with the MNIST IDX files (default: $PYFASTGRAD_DATA, cache)")
+    s.add_argument("--train-size", type=int, help="use only the first N training images")
+    s.add_argument("--workers", type=int, help="local worker processes (default: all cores)")
+    s.add_argument("--threads-per-trial", type=int, default=1)
+    s.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (needs [dask])")
+    s.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach the scheduler")
+    s.add_argument("--trial-timeout", type=float, help="seconds a trial may take (default: no limit)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--same-seed", action="store_true", help="every trial the same init and batches")
+    s.add_argument("--backend", choices=["cpp", "numba", "numpy"])
+    s.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    s.add_argument("--top", type=int, default=20, help="rows of the table and panels of the plot")
+    s.add_argument("--json", help="write every trial (with curves) to this JSON file")
+    s.add_argument("--csv", help="write one row per trial to this CSV file")
+    s.add_argument("--plot", help="save the tutorials' plot of the best trials (.png, needs matplotlib)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=_cli, parser=s)
+
+
+def _cli(args: Any) -> int:
+    from .datasets import load_data
+    try:
+        space = {k: v for k in ("lr", "weight_decay", "hidden", "optimizer", "batch_size", "activation")
+                 if (v := _cli_values(k, getattr(args, k))) is not None}
+        if "lr" not in space:
+            space["lr"] = DEFAULT_SPACE["lr"]
+        if "weight_decay" not in space:
+            space["weight_decay"] = DEFAULT_SPACE["weight_decay"]
+        _normalize_space(space)  # bad ranges and names: a usage error before any data is read
+    except (TypeError, ValueError) as exc:
+        args.parser.error(str(exc))
+    (data, source) = load_data(args.data, warn=False)
+    (x, t), _ = data  # the test set stays unused
+    if source != "mnist":
+        print("MNIST not found (--data, $PYFASTGRAD_DATA, cache dir): searching on the embedded digit set.")
+    if args.train_size:
+        x, t = x[: args.train_size], t[: args.train_size]
+    res = hyperparameter_search(
+        x, t, space, method=args.method, n_trials=args.trials, grid_points=args.grid_points, epochs=args.epochs,
+        val_fraction=args.val_fraction, seed=args.seed, same_seed=args.same_seed, dtype=args.dtype,
+        backend=args.backend, scheduler=args.scheduler, n_workers=None if args.scheduler else args.workers,
+        threads_per_trial=args.threads_per_trial, trial_timeout=args.trial_timeout,
+        connect_timeout=args.connect_timeout, progress=not args.no_progress)
+    s = res.settings
+    print(f"{source}: {s['n_fit']} training / {s['n_val']} validation images; {s['executor']}")
+    print(res.table(top=args.top))
+    print(res)
+    if args.json:
+        res.to_json(args.json)
+        print(f"saved {args.json}")
+    if args.csv:
+        res.to_csv(args.csv)
+        print(f"saved {args.csv}")
+    if args.plot:
+        try:
+            res.plot(args.plot, top=args.top)
+            print(f"saved plot to {args.plot}")
+        except (ImportError, ValueError) as exc:
+            print(f"no plot: {exc}")
+    return 0 if any(r.status != "failed" for r in res.trials) else 2

@@ -308,12 +308,11 @@ def dask_cluster(tmp_path_factory):
     marker_dir = tmp_path_factory.mktemp("markers")
     os.environ["PFG_TEST_MARKERS"] = str(marker_dir)  # the worker processes inherit it
     try:
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                              "distributed.worker.daemon": False}), warnings.catch_warnings():
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # tornado/bokeh imports on some versions
             cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                                host="127.0.0.1", dashboard_address=None,
-                                               silence_logs=logging.CRITICAL, worker_class=None)
+                                               silence_logs=logging.CRITICAL)
             client = distributed.Client(cluster, timeout=60, set_as_default=False)
             client.wait_for_workers(2, timeout=120)
         yield client
@@ -330,9 +329,12 @@ def test_dask_cluster_gives_the_local_pools_results(small, dask_cluster):
     assert "Dask cluster tcp://127.0.0.1" in remote.settings["executor"]
     for a, b in zip(local.by_number, remote.by_number):
         assert a.status == "ok" and a.same_outcome(b)
-    assert all(r.data_loads == 1 for r in remote.trials)  # the scattered copy, once per worker
-    # the data went to both workers, once: every worker holds the one scattered key
-    assert all(r.worker for r in remote.trials)
+    # each worker received the scattered data once and kept it for all its trials
+    per_worker = {}
+    for r in remote.trials:
+        per_worker.setdefault(r.worker, []).append(r.data_loads)
+    assert max(len(v) for v in per_worker.values()) >= 2
+    assert all(loads == [1] * len(loads) for loads in per_worker.values())
 
 
 def test_dask_worker_killed_mid_trial(small, dask_cluster):

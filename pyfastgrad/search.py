@@ -517,6 +517,7 @@ class _DaskRunner(_Runner):
         workers = info.get("workers", {})
         self.capacity = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
         self.handle = client.scatter(data, broadcast=True, hash=False)
+        client.run(_ping)  # every worker imports pyfastgrad now, not during its first trial
         self.executor = client.get_executor(pure=False)  # pure=False: a rerun is a new task, not a cache hit
         self.description = f"Dask cluster {client.scheduler.address}, {len(workers)} workers, " \
                            f"{self.capacity} threads"
@@ -817,15 +818,18 @@ def hyperparameter_search(
         runner = _ExecutorRunner(trial_fn, executor, data, max_in_flight)
     else:
         runner = _LocalPool(trial_fn, n_workers or os.cpu_count() or 1, data, threads, startup_timeout=120.0)
+    startup = time.perf_counter() - t0  # workers started (local pool) or data scattered (Dask)
     try:
         results = _run(runner, source, trial_timeout, progress)
+        running = time.perf_counter() - t0 - startup  # first submission to last result
     finally:
         runner.close()
     settings = {"method": method, "space": {k: repr(v) for k, v in dims.items()}, "n_trials": source.total,
                 "epochs": epochs, "val_fraction": val_fraction, "n_fit": int(xf.shape[0]),
                 "n_val": int(xv.shape[0]), "seed": seed, "same_seed": same_seed, "dtype": dt.name,
                 "backend": backend, "threads_per_trial": threads, "executor": runner.description,
-                "data_mb": round(data.nbytes / 1e6, 2)}
+                "data_mb": round(data.nbytes / 1e6, 2), "startup_s": round(startup, 3),
+                "trials_s": round(running, 3)}
     return SearchResult(sorted(results, key=_sort_key), settings, time.perf_counter() - t0)
 
 

@@ -287,9 +287,9 @@ def test_local_pool_worker_killed_mid_trial(small, tmp_path, monkeypatch):
 def test_local_pool_timeout_and_one_thread_per_trial(small):
     x, t = small
     res = hyperparameter_search(x, t, SPACE, n_trials=4, n_workers=2, trial_fn=slow_trial,
-                                **{**KW, "trial_timeout": 8})
+                                **{**KW, "trial_timeout": 5})
     by = res.by_number
-    assert by[2].status == "failed" and "timed out after 8 s" in by[2].message
+    assert by[2].status == "failed" and "timed out after 5 s" in by[2].message
     ok = [r for r in by if r.number != 2]
     assert all(r.status == "ok" for r in ok)
     for r in ok:
@@ -297,6 +297,19 @@ def test_local_pool_timeout_and_one_thread_per_trial(small):
         assert threads["blas"] in (1, None) and threads["openmp"] in (1, None) and threads["numba"] == 1
         assert r.data_loads == 1  # the initializer's copy: the data reached this worker once
     assert len({r.worker for r in by if r.worker}) <= 3  # 2 workers, and a third after the restart
+
+
+def test_any_process_executor_loads_the_data_once_per_worker(small):
+    """A process pool the search did not start: the data goes by .npy files, memory-mapped once per worker."""
+    import multiprocessing
+    x, t = small
+    with cf.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        res = hyperparameter_search(x, t, SPACE, n_trials=3, executor=ex, **KW)
+    with cf.ThreadPoolExecutor(1) as ex:
+        ref = hyperparameter_search(x, t, SPACE, n_trials=3, executor=ex, **KW)
+    assert "ProcessPoolExecutor" in res.settings["executor"]
+    assert [r.data_loads for r in res.by_number] == [1, 1, 1] and len({r.worker for r in res.trials}) == 1
+    assert all(a.status == "ok" and a.same_outcome(b) for a, b in zip(res.by_number, ref.by_number))
 
 
 # --------------------------------------------------------------------------- Dask
@@ -329,6 +342,9 @@ def test_dask_cluster_gives_the_local_pools_results(small, dask_cluster):
     assert "Dask cluster tcp://127.0.0.1" in remote.settings["executor"]
     for a, b in zip(local.by_number, remote.by_number):
         assert a.status == "ok" and a.same_outcome(b)
+    # by address, as for a cluster elsewhere
+    by_address = hyperparameter_search(x, t, SPACE, n_trials=2, scheduler=dask_cluster.scheduler.address, **KW)
+    assert all(a.same_outcome(b) for a, b in zip(by_address.by_number, local.by_number[:2]))
     # each worker received the scattered data once and kept it for all its trials
     per_worker = {}
     for r in remote.trials:

@@ -90,8 +90,10 @@ def dask_overhead(x, t, n_trials: int, scheduler) -> dict:
            "local_startup_s": local.settings["startup_s"], "dask_startup_s": remote.settings["startup_s"],
            "executor": remote.settings["executor"], "identical_results": _same(local, remote)}
     out["dask_overhead_per_trial_ms"] = out["dask_per_trial_ms"] - out["local_per_trial_ms"]
-    print(f"  {n_trials} short trials (median {out['median_trial_s'] * 1e3:.1f} ms of training each), 2 workers:")
-    print(f"    local pool {out['local_per_trial_ms']:7.2f} ms/trial, Dask {out['dask_per_trial_ms']:7.2f} ms/trial"
+    print(f"  {n_trials} short trials (median {out['median_trial_s'] * 1e3:.1f} ms of training each), "
+          f"2 workers:")
+    print(f"    local pool {out['local_per_trial_ms']:7.2f} ms/trial, "
+          f"Dask {out['dask_per_trial_ms']:7.2f} ms/trial"
           f" -> Dask overhead {out['dask_overhead_per_trial_ms']:+.2f} ms per trial")
     print(f"    start-up: local pool {out['local_startup_s']:.2f} s, Dask (connect + scatter) "
           f"{out['dask_startup_s']:.2f} s; identical results: {out['identical_results']}")

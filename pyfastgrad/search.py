@@ -161,7 +161,8 @@ TUTORIAL_SPACE: Dict[str, Any] = {"lr": LogUniform(1e-6, 1e-2), "weight_decay": 
 def _check_value(key: str, v: Any) -> Any:
     """One fixed value of ``key``, normalized (hidden -> tuple of ints), or a clear error."""
     def number(v, what):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(v):
             raise ValueError(f"space[{key!r}]: {what}, got {v!r}")
         return v
     if key == "lr":
@@ -400,10 +401,16 @@ def train_trial(data: Any, trial: Trial) -> TrialResult:
     net = MultiLayerNet(d.x.shape[1], list(p["hidden"]), d.n_classes, activation=p["activation"],
                         weight_init=p["weight_init"], weight_decay=p["weight_decay"], dtype=trial.dtype,
                         seed=trial.seed, backend=trial.backend)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a divergence is recorded in hist.stopped
-        hist = fit(net, d.x, d.t, d.x_val, d.t_val, optimizer=p["optimizer"], lr=p["lr"], epochs=trial.epochs,
+    def train():
+        return fit(net, d.x, d.t, d.x_val, d.t_val, optimizer=p["optimizer"], lr=p["lr"], epochs=trial.epochs,
                    batch_size=p["batch_size"], seed=trial.seed, progress=False)
+
+    if threading.current_thread() is threading.main_thread():  # a pool process: no other trial beside us
+        with warnings.catch_warnings():  # (process-wide state, so not in a thread pool's threads)
+            warnings.simplefilter("ignore", RuntimeWarning)  # a divergence is recorded in hist.stopped
+            hist = train()
+    else:
+        hist = train()
     finite = [v for v in hist.loss if math.isfinite(v)]
     return TrialResult(
         number=trial.number, seed=trial.seed, params=dict(p), status="diverged" if hist.stopped else "ok",
@@ -481,7 +488,8 @@ class _LocalPool(_Runner):
                 return
             if time.monotonic() > deadline:
                 self._kill()
-                raise RuntimeError(f"the local worker processes did not start within {self.startup_timeout:g} s")
+                raise RuntimeError(f"the local worker processes did not start within "
+                                   f"{self.startup_timeout:g} s")
 
     def abandon(self, future: cf.Future) -> bool:
         self.restart()  # a pool task cannot be stopped; its process can (restart kills them)
@@ -574,15 +582,31 @@ def _connect(address: str, timeout: float) -> Any:
         raise ValueError(f"scheduler must be an address such as 'tcp://10.0.0.5:8786', got {address!r}")
     try:
         from distributed import Client
+        from distributed.comm import parse_address, parse_host_port
+        from distributed.comm.registry import get_backend
     except ImportError as exc:
         raise ImportError("a Dask scheduler needs dask.distributed: pip install 'pyfastgrad[dask]'") from exc
+    # checked before a Client exists: one that fails to connect lingers and stalls the interpreter's exit
     try:
-        return Client(address, timeout=timeout, set_as_default=False)
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        host, port = parse_host_port(location) if scheme == "tcp" else (None, None)
     except ValueError as exc:
         raise ValueError(f"scheduler address {address!r} is not valid: {exc}") from None
+    refused = f"no Dask scheduler answered at {address!r} within {timeout:g} s (is `dask scheduler` running " \
+              f"there and reachable?)"
+    if host is not None:  # a plain TCP probe
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            raise ConnectionError(f"{refused}: {exc}") from None
+    try:
+        return Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as exc:
-        raise ConnectionError(f"no Dask scheduler answered at {address!r} within {timeout:g} s "
-                              f"(is `dask scheduler` running there and reachable?): {exc}") from None
+        raise ConnectionError(f"{refused}: {exc}") from None
+    except Exception as exc:  # something answered, but not the Dask protocol (a proxy, another service)
+        raise ConnectionError(f"{address!r} answered but no Dask scheduler handshake succeeded within "
+                              f"{timeout:g} s: {type(exc).__name__}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- what to try next
@@ -780,7 +804,8 @@ def hyperparameter_search(
 
     def make(number: int, params: Dict[str, Any]) -> Trial:
         return Trial(number=number, seed=seed if same_seed else _trial_seed(seed, number),
-                     params=_full_params(params), epochs=epochs, dtype=dt.name, backend=backend, threads=threads)
+                     params=_full_params(params), epochs=epochs, dtype=dt.name, backend=backend,
+                     threads=threads)
 
     if method == "optuna":
         source: Any = _OptunaSource(dims, n_trials, make, seed, sampler)
@@ -868,6 +893,13 @@ def _run(runner: _Runner, source: Any, trial_timeout: Optional[float], progress:
                         not math.isnan(r.val_acc)), default=float("nan"))
             bar.set_postfix_str(f"best val acc {best:.4f}")
 
+    def completed(f: cf.Future, attempt: int) -> None:
+        r = f.result()
+        r.attempts = attempt
+        if attempt > 1 and not r.message:
+            r.message = f"rerun (attempt {attempt}): a worker process died while it was running or queued"
+        finish(r)
+
     try:
         while True:
             # fill the free slots: suspects first, alone; then retries; then new trials
@@ -903,23 +935,23 @@ def _run(runner: _Runner, source: Any, trial_timeout: Optional[float], progress:
                 exc = f.exception() if not f.cancelled() else cf.CancelledError()
                 if exc is None:
                     del in_flight[f]
-                    r = f.result()
-                    r.attempts = attempt
-                    if attempt > 1 and not r.message:
-                        r.message = (f"rerun (attempt {attempt}): a worker process died while it was "
-                                     f"running or queued")
-                    finish(r)
+                    completed(f, attempt)
                 elif _is_broken_pool(exc):
                     broken = True
                 else:
                     del in_flight[f]
                     finish(_failed(trial, _describe(exc), attempt))
             if broken:
-                crashed = list(in_flight.items())
+                crashed = []  # (trial, attempt) of those in flight that did not finish
+                for f, (trial, _, attempt) in in_flight.items():
+                    if f.done() and not f.cancelled() and f.exception() is None:
+                        completed(f, attempt)  # finished just before the pool broke
+                    else:
+                        crashed.append((trial, attempt))
                 in_flight.clear()
                 if not runner.can_restart:
                     msg = "the executor broke (a worker process died) while this trial ran or waited"
-                    for _, (trial, _, attempt) in crashed:
+                    for trial, attempt in crashed:
                         finish(_failed(trial, msg, attempt))
                     while True:  # nothing can run any more: report the rest, do not hang
                         nxt = retry.popleft()[0] if retry else source.next()
@@ -929,13 +961,12 @@ def _run(runner: _Runner, source: Any, trial_timeout: Optional[float], progress:
                     break
                 runner.restart()
                 if isolating:  # it ran alone: it is the one that kills its worker
-                    for _, (trial, _, attempt) in crashed:
+                    for trial, attempt in crashed:
                         finish(_failed(trial, f"its worker process died while running it, {attempt} times "
                                               f"(the last time running alone)", attempt))
                     isolating = bool(suspects)
                 else:
-                    for _, (trial, _, attempt) in crashed:
-                        suspects.append((trial, attempt + 1))
+                    suspects.extend((trial, attempt + 1) for trial, attempt in crashed)
                 continue
             if isolating and not in_flight and not suspects:
                 isolating = False
@@ -946,7 +977,7 @@ def _run(runner: _Runner, source: Any, trial_timeout: Optional[float], progress:
                     trial, _, attempt = in_flight.pop(f)
                     finish(_failed(trial, f"timed out after {trial_timeout:g} s", attempt))
                     if runner.abandon(f):  # the other running trials were stopped too: run them again
-                        for g, (other, _, a) in list(in_flight.items()):
+                        for other, _, a in in_flight.values():
                             (suspects if isolating else retry).append((other, a))
                         in_flight.clear()
                         break
@@ -1049,6 +1080,7 @@ class SearchResult:
             if path is not None:
                 matplotlib.use("Agg")
             import matplotlib.pyplot as plt
+            from matplotlib.ticker import MaxNLocator
         except ImportError as exc:
             raise ImportError("plotting needs matplotlib: pip install 'pyfastgrad[plot]'") from exc
         shown = [r for r in self.trials if r.val_curve][:top]
@@ -1069,6 +1101,7 @@ class SearchResult:
                     f"{_fmt(r.params.get('hidden'))} b{r.params.get('batch_size')}",
                     transform=ax.transAxes, fontsize=7)
             ax.tick_params(labelsize=7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
         axes.flat[0].legend(fontsize=7, loc="center right")
         fig.tight_layout()
         if path is not None:

@@ -222,8 +222,7 @@ def test_an_exception_in_a_trial_fails_that_trial_only(small):
 
 def test_diverging_trial_is_reported(small):
     x, t = small
-    with cf.ThreadPoolExecutor(1) as ex:
-        res = hyperparameter_search(x, t, {"lr": [1e20], "hidden": (16,)}, n_trials=1, executor=ex, **KW)
+    res = hyperparameter_search(x, t, {"lr": [1e20], "hidden": (16,)}, n_trials=1, n_workers=1, **KW)
     r = res.trials[0]
     assert r.status == "diverged" and "non-finite loss at iteration 2" in r.message
     assert math.isnan(r.val_acc) and r.val_curve == [] and res.trials[0] is r
@@ -375,8 +374,10 @@ def test_scheduler_that_does_not_answer(small):
         hyperparameter_search(x, t, SPACE, n_trials=2, scheduler=f"tcp://127.0.0.1:{port}",
                               connect_timeout=2, **KW)
     assert time.monotonic() - t0 < 60  # an error, not a hang (the bound only guards against one)
-    with pytest.raises(ValueError, match="scheduler"):
-        hyperparameter_search(x, t, SPACE, scheduler="", **KW)
+    for bad, match in [("", "scheduler must be an address"), ("garbage", "missing port"),
+                       ("http://127.0.0.1:8786", "unknown address scheme 'http'")]:
+        with pytest.raises(ValueError, match=match):
+            hyperparameter_search(x, t, SPACE, scheduler=bad, **KW)
 
 
 # --------------------------------------------------------------------------- command line

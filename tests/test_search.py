@@ -36,6 +36,13 @@ def small():
     return x[:1200].copy(), t[:1200].copy()
 
 
+@pytest.fixture(scope="module")
+def tpool():
+    """A thread pool for the searches that must fail before any trial runs."""
+    with cf.ThreadPoolExecutor(1) as ex:
+        yield ex
+
+
 # --------------------------------------------------------------------------- trial functions the workers run
 # (module level, so that spawned pool workers and Dask workers import them from this file)
 KILL_ALWAYS = 1  # trial number that kills its worker process every time it runs
@@ -103,32 +110,32 @@ def test_bad_dimensions(make, match):
     ({"weight_decay": Uniform(-1.0, 1.0)}, "negative weight decay"),
     ({"batch_size": [64, 5000]}, r"batch size\(s\) \[5000\] exceed"),
 ])
-def test_bad_space_is_an_error_before_any_trial(small, space, match):
+def test_bad_space_is_an_error_before_any_trial(small, tpool, space, match):
     x, t = small
     with pytest.raises(ValueError, match=match):
-        hyperparameter_search(x, t, space, n_trials=2, executor=cf.ThreadPoolExecutor(1), **KW)
+        hyperparameter_search(x, t, space, n_trials=2, executor=tpool, **KW)
 
 
-def test_bad_arguments(small):
+def test_bad_arguments(small, tpool):
     x, t = small
     with pytest.raises(ValueError, match="method"):
         hyperparameter_search(x, t, method="bayes", **KW)
     with pytest.raises(ValueError, match="n_trials"):
         hyperparameter_search(x, t, n_trials=0, **KW)
     with pytest.raises(ValueError, match="val_fraction"):
-        hyperparameter_search(x, t, val_fraction=1.0, executor=cf.ThreadPoolExecutor(1), **KW)
+        hyperparameter_search(x, t, val_fraction=1.0, executor=tpool, **KW)
     with pytest.raises(ValueError, match="labels"):
-        hyperparameter_search(x, t * 0.5, executor=cf.ThreadPoolExecutor(1), **KW)
+        hyperparameter_search(x, t * 0.5, executor=tpool, **KW)
     with pytest.raises(ValueError, match="labels"):
-        hyperparameter_search(x, t[:, None], executor=cf.ThreadPoolExecutor(1), **KW)
+        hyperparameter_search(x, t[:, None], executor=tpool, **KW)
     xn = x.copy()
     xn[5, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        hyperparameter_search(xn, t, executor=cf.ThreadPoolExecutor(1), **KW)
+        hyperparameter_search(xn, t, executor=tpool, **KW)
     with pytest.raises(TypeError, match="Executor"):
         hyperparameter_search(x, t, executor=object(), **KW)
     with pytest.raises(ValueError, match="not both"):
-        hyperparameter_search(x, t, executor=cf.ThreadPoolExecutor(1), scheduler="tcp://127.0.0.1:1", **KW)
+        hyperparameter_search(x, t, executor=tpool, scheduler="tcp://127.0.0.1:1", **KW)
 
 
 def test_split_validation_holds_out_a_shuffled_part_and_keeps_the_input():

@@ -725,9 +725,9 @@ def hyperparameter_search(
         ``val_fraction`` is held out of it (shuffled with ``seed``); the test set is never used. Not modified.
     space : dict, keys from :data:`SPACE_KEYS` ('lr', 'weight_decay', 'hidden', 'optimizer', 'batch_size',
         'activation', 'weight_init'). Values: ``LogUniform(low, high)`` or ``Uniform(low, high)`` (lr and
-        weight_decay), a list or ``Choice([...])`` of values, or one fixed value. ``hidden`` values are layer
-        size lists (``[100]``, ``[100, 100]``); a list of those is a Choice. Left-out keys use
-        :data:`DEFAULTS` (``lr`` None: the optimizer's default). Default :data:`DEFAULT_SPACE`.
+        weight_decay), a list or ``Choice([...])`` of values, or one fixed value. For ``hidden`` a tuple of
+        layer sizes is one net (``(100, 100)``), a list of them a Choice (``[(50,), (100, 100)]``).
+        Left-out keys use :data:`DEFAULTS` (``lr`` None: the optimizer's default). Default :data:`DEFAULT_SPACE`.
     method : 'random' (``n_trials`` draws), 'grid' (every combination; ranges give ``grid_points`` values,
         log-spaced for LogUniform) or 'optuna' (Optuna's TPE sampler, or ``sampler``, ask-and-tell).
     epochs : epochs per trial (short training, as the tutorials).
@@ -765,6 +765,8 @@ def hyperparameter_search(
     if max_in_flight is not None:
         max_in_flight = _positive_int(max_in_flight, "max_in_flight")
     trial_timeout = _positive_seconds(trial_timeout, "trial_timeout")
+    if connect_timeout is None:
+        raise ValueError("connect_timeout must be a positive number of seconds")
     connect_timeout = _positive_seconds(connect_timeout, "connect_timeout")
     if executor is not None and scheduler is not None:
         raise ValueError("give executor or scheduler, not both")

@@ -727,7 +727,7 @@ def hyperparameter_search(
         'activation', 'weight_init'). Values: ``LogUniform(low, high)`` or ``Uniform(low, high)`` (lr and
         weight_decay), a list or ``Choice([...])`` of values, or one fixed value. For ``hidden`` a tuple of
         layer sizes is one net (``(100, 100)``), a list of them a Choice (``[(50,), (100, 100)]``).
-        Left-out keys use :data:`DEFAULTS` (``lr`` None: the optimizer's default). Default :data:`DEFAULT_SPACE`.
+        Left-out keys use :data:`DEFAULTS` (``lr`` None: the optimizer's default). Default: DEFAULT_SPACE.
     method : 'random' (``n_trials`` draws), 'grid' (every combination; ranges give ``grid_points`` values,
         log-spaced for LogUniform) or 'optuna' (Optuna's TPE sampler, or ``sampler``, ask-and-tell).
     epochs : epochs per trial (short training, as the tutorials).

@@ -26,3 +26,7 @@ __all__ = [
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW", "make_optimizer", "schedules",
     "History", "Trainer", "fit", "set_num_threads", "get_num_threads", "__version__",
 ]
+
+# hyper-parameter search (the module stays importable as pyfastgrad.search)
+from .search import Choice, LogUniform, SearchResult, Uniform, hyperparameter_search  # noqa: E402
+__all__ += ["hyperparameter_search", "SearchResult", "LogUniform", "Uniform", "Choice"]

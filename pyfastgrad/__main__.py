@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", nargs="*", help="run only these benchmarks (by name)")
     b.add_argument("--no-plot", action="store_true")
     b.set_defaults(func=_bench)
+
+    from pyfastgrad.search import add_subcommand as add_search  # `search`, defined with the search
+    add_search(sub)
     return p
 
 

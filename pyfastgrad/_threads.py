@@ -44,13 +44,15 @@ def set_num_threads(n: Optional[int] = None) -> Dict[str, Optional[int]]:
     n = int(n)
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-    core = _core()
-    if core is not None:
-        core.blas_set_num_threads(n)
-        core.openmp_set_num_threads(n)
+    # numba first: starting its threading layer (an OpenMP runtime of its own) resets the process's
+    # OpenMP thread count, so the extension's setting must come after it.
     try:
         import numba
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     except ImportError:
         pass
+    core = _core()
+    if core is not None:
+        core.blas_set_num_threads(n)
+        core.openmp_set_num_threads(n)
     return get_num_threads()

@@ -32,3 +32,18 @@ def test_set_num_threads_rejects_non_positive(bad):
 def test_set_num_threads_rejects_non_integer():
     with pytest.raises(TypeError, match="integer"):
         pfg.set_num_threads(1.5)
+
+
+def test_set_num_threads_holds_in_a_fresh_process_after_numba_starts():
+    # numba's threading layer starts on first use and used to reset the extension's OpenMP count.
+    import subprocess
+    import sys
+    code = ("import numpy as np, pyfastgrad as pfg\n"
+            "pfg.set_num_threads(1)\n"
+            "net = pfg.TwoLayerNet(30, 8, 3, seed=0, backend='numba')\n"
+            "net.gradient(np.ones((4, 30)), np.arange(4) % 3)\n"
+            "print(pfg.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    counts = eval(out.stdout.strip().splitlines()[-1])
+    assert all(v in (None, 1) for v in counts.values()), counts

@@ -91,7 +91,7 @@ def _training_input(X: np.ndarray, backend: str):
 def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[str, Optimizer] = "sgd",
         lr: Optional[float] = None, epochs: int = 10, batch_size: int = 100, sampling: str = "epoch",
         iters_per_epoch: Optional[int] = None, seed: Optional[int] = 0, progress: bool = True,
-        verbose: bool = False, chunk: int = 100) -> History:
+        verbose: bool = False, chunk: int = 100, callback=None) -> History:
     """Train ``net`` with mini-batch SGD (or another optimizer).
 
     Parameters
@@ -106,6 +106,8 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
         with replacement).
     seed : seeds the batch order; same seed -> same batches on every backend.
     progress : show a tqdm progress bar.
+    callback : optional ``callback(epoch, history)``, called after each epoch's accuracies; a truthy
+        return stops training (``history.stopped`` is the returned string, or says the callback stopped it).
 
     Returns
     -------
@@ -188,6 +190,11 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
                                     (f" test {hist.test_acc[-1]:.4f}" if has_test else ""))
             if verbose:
                 (bar.write if bar is not None else print)(msg)
+            if callback is not None:
+                stop = callback(ep, hist)
+                if stop:
+                    hist.stopped = stop if isinstance(stop, str) else f"stopped by the callback after epoch {ep}"
+                    break
     finally:
         if bar is not None:
             bar.close()

@@ -5,6 +5,8 @@ classic API (``TwoLayerNet``, ``numerical_gradient``, ``params['W1']``), backed 
 C++ (pybind11 + OpenBLAS + OpenMP) or numba kernels, checked against the
 pure-numpy reference in :mod:`pyfastgrad.reference`.
 """
+__version__ = "0.1.0"  # first: the extension loader compares it with the installed copy
+
 from ._backend import available_backends, backends, get_backend, set_backend, use_backend
 from . import reference
 from .functions import (cross_entropy_error, hinge_loss, mean_squared_error, relu, sigmoid, softmax,
@@ -15,8 +17,6 @@ from .optimizers import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, RMSprop, 
 from . import schedules
 from .train import History, Trainer, fit
 from ._threads import get_num_threads, set_num_threads
-
-__version__ = "0.1.0"
 
 __all__ = [
     "backends", "available_backends", "get_backend", "set_backend", "use_backend", "reference",

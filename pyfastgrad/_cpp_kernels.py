@@ -25,7 +25,9 @@ finally:
     if _SET_TIMEOUT:
         del os.environ["OPENBLAS_THREAD_TIMEOUT"]
 
-from . import _core
+from ._extension import load_core
+
+_core = load_core()  # next to the package, or the installed copy when a source tree shadows it
 from ._sparse import CsrRows
 
 NAME = "cpp"

@@ -603,8 +603,8 @@ def _mnist_candidates() -> List[Optional[Path]]:
 def load_images() -> Tuple[np.ndarray, np.ndarray, str]:
     """60,000 training images (float32, (N, 784), in [0, 1]), int labels, and where they came from.
 
-    MNIST when found; else the embedded synthetic digits (6,000 rendered, tiled to
-    60,000: same shapes, so the same cost); else random data.
+    MNIST when found; else the real MNIST subset shipped in the package (12,000 images, tiled
+    to 60,000: same shapes, so the same cost); else random data.
     """
     try:
         from .datasets import load_mnist
@@ -615,10 +615,12 @@ def load_images() -> Tuple[np.ndarray, np.ndarray, str]:
                     f"MNIST ({path if path is not None else 'default search'})"
             except FileNotFoundError:
                 continue
-        from .datasets import load_digits_embedded
-        (x, t), _ = load_digits_embedded(n_train=6000, n_test=10, dtype=np.float32)
-        return (np.ascontiguousarray(np.tile(x, (10, 1)), np.float32), np.tile(np.asarray(t, np.int64), 10),
-                "embedded synthetic digits (MNIST not found; 6,000 rendered, tiled to 60,000)")
+        from .datasets import load_mnist_subset
+        (x, t), _ = load_mnist_subset(dtype=np.float32)
+        reps = -(-60000 // x.shape[0])
+        return (np.ascontiguousarray(np.tile(x, (reps, 1))[:60000], np.float32),
+                np.tile(np.asarray(t, np.int64), reps)[:60000],
+                f"the MNIST subset shipped with pyfastgrad (MNIST not found; {x.shape[0]:,} images tiled to 60,000)")
     except Exception as exc:  # the datasets module is optional for timing purposes
         rng = np.random.default_rng(0)
         return (rng.random((60000, 784), dtype=np.float32), rng.integers(0, 10, 60000),

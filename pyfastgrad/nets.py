@@ -55,9 +55,18 @@ class ParamDict(MutableMapping):
         return f"ParamDict({{{inner}}}, dtype={self._flat.dtype})"
 
 
+WEIGHT_INITS = ("he", "relu", "xavier", "sigmoid", "std", "auto")
+
+
 def _init_scale(weight_init: Union[str, float], fan_in: int, activation: str) -> float:
+    """Standard deviation of a layer's initial weights (the tutorials' ``weight_init_std``).
+
+    'he' / 'relu': sqrt(2 / fan_in) (for ReLU); 'xavier' / 'sigmoid': sqrt(1 / fan_in) (for
+    sigmoid and tanh); 'std': 0.01; 'auto': 'he' for ReLU nets, else 'xavier'; a positive float:
+    that standard deviation.
+    """
     if isinstance(weight_init, str):
-        w = weight_init.lower()
+        w = weight_init.strip().lower()
         if w == "auto":
             w = "he" if activation == "relu" else "xavier"
         if w in ("he", "relu"):
@@ -66,7 +75,10 @@ def _init_scale(weight_init: Union[str, float], fan_in: int, activation: str) ->
             return float(np.sqrt(1.0 / fan_in))
         if w == "std":
             return 0.01
-        raise ValueError(f"weight_init must be 'std', 'he', 'xavier', 'auto' or a float, got {weight_init!r}")
+        raise ValueError(f"weight_init must be 'he' (or 'relu'), 'xavier' (or 'sigmoid'), 'std', 'auto' "
+                         f"or a positive float, got {weight_init!r}")
+    if isinstance(weight_init, (bool, np.bool_)) or not isinstance(weight_init, (int, float, np.number)):
+        raise TypeError(f"weight_init must be a name or a positive float, got {type(weight_init).__name__}")
     return positive(weight_init, "weight_init")
 
 
@@ -81,7 +93,10 @@ class Net:
     loss : {'softmax', 'mse', 'hinge'}
         Softmax with cross-entropy, mean squared error on the identity output, or
         multiclass hinge (SVM, margin 1).
-    weight_init : 'std' (0.01), 'he', 'xavier', 'auto' or a float std.
+    weight_init : str or float, default 'std'
+        Standard deviation of the initial weights: 'he' (or 'relu', sqrt(2/fan_in), for ReLU),
+        'xavier' (or 'sigmoid', sqrt(1/fan_in), for sigmoid/tanh), 'std' (0.01, the tutorials'
+        TwoLayerNet), 'auto' ('he' for ReLU, else 'xavier') or a positive float. Biases start at 0.
     weight_decay : float
         L2 penalty ``0.5 * weight_decay * sum(W**2)`` over weights (gradient ``weight_decay * W``).
     dtype : float64 (default) or float32.
@@ -314,10 +329,12 @@ class TwoLayerNet(Net):
     """The tutorials' TwoLayerNet: Affine -> ReLU -> Affine -> SoftmaxWithLoss.
 
     Weights ``weight_init_std * randn`` (default 0.01), zero biases, params ``W1, b1, W2, b2``.
+    ``weight_init_std`` may also be 'he' / 'relu' (sqrt(2/fan_in) per layer, for ReLU) or
+    'xavier' / 'sigmoid' (sqrt(1/fan_in), for sigmoid/tanh), as in the tutorials' next chapter.
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int,
-                 weight_init_std: float = 0.01, activation: str = "relu", loss: str = "softmax",
+                 weight_init_std: Union[str, float] = 0.01, activation: str = "relu", loss: str = "softmax",
                  weight_decay: float = 0.0, dtype=np.float64, seed: Optional[int] = None,
                  backend: Optional[str] = None) -> None:
         super().__init__([input_size, hidden_size, output_size], activation=activation, loss=loss,

@@ -115,7 +115,7 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
         lr: Optional[float] = None, epochs: int = 10, batch_size: int = 100, sampling: str = "epoch",
         iters_per_epoch: Optional[int] = None, seed: Optional[int] = 0, progress: bool = True,
         verbose: bool = False, chunk: int = 100, schedule: Union[str, Schedule, None] = None,
-        clip: Optional[float] = None) -> History:
+        clip: Optional[float] = None, callback=None) -> History:
     """Train ``net`` with mini-batch SGD (or another optimizer).
 
     Parameters
@@ -137,6 +137,8 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
 
     The optimizer's state, update count, hyper-parameters, schedule and clipping are those of
     ``update``/``train_step``: the steps run inside the backend kernel, one learning rate per step.
+    callback : optional ``callback(epoch, history)``, called after each epoch's accuracies; a truthy
+        return stops training (``history.stopped`` is the returned string, or says the callback stopped it).
 
     Returns
     -------
@@ -243,6 +245,11 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
                 bar.set_postfix_str(f"loss {np.mean(hist.loss[-steps:]):.3f}" + short)
             if verbose:
                 (bar.write if bar is not None else print)(msg)
+            if callback is not None:
+                stop = callback(ep, hist)
+                if stop:
+                    hist.stopped = stop if isinstance(stop, str) else f"stopped by the callback after epoch {ep}"
+                    break
     finally:
         if bar is not None:
             bar.close()

@@ -1,10 +1,10 @@
-"""Tests for pyfastgrad.datasets: MNIST IDX loading, download, embedded digits."""
+"""Tests for pyfastgrad.datasets: MNIST IDX loading, where files are looked for, the shipped subset,
+load_data (what `train` uses). Downloads: test_download.py; drawn digits: test_synthetic.py."""
 from __future__ import annotations
 
 import gzip
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -47,6 +47,7 @@ def isolated(monkeypatch, tmp_path) -> Path:
     """No PYFASTGRAD_DATA and an empty user cache, so only explicit paths count."""
     monkeypatch.delenv("PYFASTGRAD_DATA", raising=False)
     monkeypatch.delenv("PYFASTGRAD_MNIST_MIRRORS", raising=False)
+    monkeypatch.delenv("PYFASTGRAD_OFFLINE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     ds.clear_cache()
     yield tmp_path
@@ -122,16 +123,12 @@ def test_mnist_one_hot_and_unflattened(mnist_dir):
 
 def test_mnist_cache_returns_fresh_writable_arrays(mnist_dir):
     ds.clear_cache()
-    t0 = time.perf_counter()
     (x1, t1), _ = ds.load_mnist(mnist_dir, normalize=False)
-    first = time.perf_counter() - t0
     x1[:] = 0  # callers may scribble on what they got ...
     t1[:] = 3
-    t0 = time.perf_counter()
     (x2, t2), _ = ds.load_mnist(mnist_dir, normalize=False)
-    cached = time.perf_counter() - t0
     assert x2.flags.writeable and x2.max() == 255 and t2[0] == 5  # ... without harming the cache
-    assert cached < first
+    assert not np.shares_memory(x1, x2)
 
 
 def test_mnist_uncompressed_md5_and_gz_sha256(mnist_dir):
@@ -156,28 +153,44 @@ def test_mnist_found_through_env_var(mnist_dir, isolated, monkeypatch):
     (x, t), _ = ds.load_mnist()
     assert x.shape == (60000, 784) and t[0] == 5
     data, source = ds.load_data()
-    assert source == "mnist" and data[0][0].shape == (60000, 784)
+    assert source.name == "mnist" and data[0][0].shape == (60000, 784)
+    assert str(source).startswith("MNIST (60,000 train / 10,000 test images") and source.note is None
 
 
-def test_download_from_file_mirror(mnist_dir, isolated, monkeypatch):
-    if not all((mnist_dir / n).is_file() for n in ds.MNIST_SHA256):
-        pytest.skip("the .gz files are not in the MNIST directory")
-    mirror = mnist_dir.resolve().as_uri() + "/"
-    dest = ds.download_mnist(isolated / "dl", mirrors=["file:///nonexistent/mirror/", mirror], quiet=True)
-    assert dest == (isolated / "dl").resolve()
-    assert sorted(p.name for p in dest.iterdir()) == sorted(ds.MNIST_SHA256)
-    # Present and verified: a second call fetches nothing (a dead mirror is fine).
-    ds.download_mnist(dest, mirrors=["file:///nonexistent/mirror/"], quiet=True)
-    (x, t), _ = ds.load_mnist(dest)
-    assert t[0] == 5
-    # load_mnist(download=True) fills the cache dir from the mirror in the env var.
-    monkeypatch.setenv("PYFASTGRAD_MNIST_MIRRORS", mirror)
-    with pytest.raises(FileNotFoundError):
-        ds.load_mnist()
-    (x, t), _ = ds.load_mnist(download=True)
-    assert x.shape == (60000, 784)
-    assert ds.find_mnist_dir() == ds.default_cache_dir().resolve()
-    assert ds.default_cache_dir() == isolated / "xdg-cache" / "pyfastgrad" / "mnist"
+# --------------------------------------------------------------------------- the shipped subset
+def test_subset_is_real_mnist_every_fifth_image(mnist_dir):
+    (x, t), (xt, tt) = ds.load_mnist_subset(normalize=False)
+    (fx, ft), (fxt, ftt) = ds.load_mnist(mnist_dir, normalize=False)
+    np.testing.assert_array_equal(x, fx[::5])
+    np.testing.assert_array_equal(t, ft[::5])
+    np.testing.assert_array_equal(xt, fxt[::5])
+    np.testing.assert_array_equal(tt, ftt[::5])
+
+
+def test_subset_regenerates_byte_for_byte(mnist_dir, tmp_path):
+    from pyfastgrad.datasets.mnist import SUBSET_SHA256, _write_subset
+    assert _write_subset(mnist_dir, tmp_path) == SUBSET_SHA256
+
+
+def test_subset_files_licence_and_size():
+    from pyfastgrad.datasets.mnist import SUBSET_SHA256
+    files = sorted(p.name for p in ds.SUBSET_DIR.iterdir())
+    assert files == sorted(list(SUBSET_SHA256) + ["README.md"])
+    assert {n: ds.sha256_of(ds.SUBSET_DIR / n) for n in SUBSET_SHA256} == SUBSET_SHA256
+    assert sum((ds.SUBSET_DIR / n).stat().st_size for n in SUBSET_SHA256) <= 3_000_000
+    notice = (ds.SUBSET_DIR / "README.md").read_text()
+    for needle in ("Yann LeCun", "Corinna Cortes", "Burges", "CC BY-SA 3.0",
+                   "https://creativecommons.org/licenses/by-sa/3.0/"):
+        assert needle in notice, needle
+
+
+def test_subset_format():
+    (x, t), (xt, tt) = ds.load_mnist_subset()
+    assert x.shape == (12000, 784) and xt.shape == (2000, 784) and x.dtype == np.float32
+    assert t.dtype == np.int64 and set(np.unique(t)) == set(range(10)) and set(np.unique(tt)) == set(range(10))
+    assert x.min() == 0.0 and x.max() == 1.0
+    (x4, t1), _ = ds.load_mnist_subset(flatten=False, one_hot_label=True, dtype=np.float64)
+    assert x4.shape == (12000, 1, 28, 28) and t1.shape == (12000, 10) and t1.dtype == np.float64
 
 
 # --------------------------------------------------------------------------- IDX files on tmp_path
@@ -279,25 +292,37 @@ def test_missing_files_message(isolated):
     with pytest.raises(FileNotFoundError) as info:
         ds.load_mnist(isolated / "partial")
     msg = str(info.value)
-    for needle in ("PYFASTGRAD_DATA", "path=", "pyfastgrad.datasets.download_mnist()",
-                   str(isolated / "partial"), "missing t10k-labels-idx1-ubyte",
-                   str(isolated / "xdg-cache" / "pyfastgrad" / "mnist")):
+    for needle in (str(isolated / "partial"), "missing t10k-labels-idx1-ubyte", "t10k-images-idx3-ubyte[.gz]"):
         assert needle in msg, needle
+    assert "\n" not in msg
     assert not ds.mnist_available(isolated / "partial")
     assert ds.find_mnist_dir(isolated / "partial") is None
+    with pytest.raises(FileNotFoundError) as info:  # the user cache: say how to fill it
+        ds.load_mnist()
+    msg = str(info.value)
+    for needle in ("PYFASTGRAD_DATA", "download_mnist()", "download=True", "does not exist",
+                   str(isolated / "xdg-cache" / "pyfastgrad" / "mnist")):
+        assert needle in msg, needle
 
 
-def test_search_order(isolated, monkeypatch):
+def test_one_directory_no_silent_fallback(isolated, monkeypatch):
+    """path, else $PYFASTGRAD_DATA, else the user cache: only that one, never the next."""
     write_set(isolated / "arg", n_train=2)
     write_set(isolated / "env", n_train=3)
     write_set(ds.default_cache_dir(), n_train=4)
+    n = lambda path=None: ds.load_mnist(path)[0][0].shape[0]  # noqa: E731
+    assert n() == 4
     monkeypatch.setenv("PYFASTGRAD_DATA", str(isolated / "env"))
-    n = lambda path: ds.load_mnist(path)[0][0].shape[0]  # noqa: E731
     assert n(isolated / "arg") == 2
-    assert n(None) == 3
-    assert n(isolated / "empty") == 3  # a path without the files falls through
-    monkeypatch.delenv("PYFASTGRAD_DATA")
-    assert n(None) == 4
+    assert n() == 3
+    with pytest.raises(FileNotFoundError, match="empty"):  # a path without the files is an error
+        n(isolated / "empty")
+    monkeypatch.setenv("PYFASTGRAD_DATA", str(isolated / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"nowhere \(\$PYFASTGRAD_DATA\) does not exist"):
+        n()
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        ds.load_data()  # no download, no subset: the user pointed somewhere on purpose
+    assert ds.default_cache_dir() == isolated / "xdg-cache" / "pyfastgrad" / "mnist"
 
 
 def test_cache_sees_replaced_files(isolated):
@@ -315,129 +340,30 @@ def test_normalize_needs_float_dtype(isolated):
     assert x.dtype == np.uint8
 
 
-def test_download_errors(isolated):
-    with pytest.raises(ds.DownloadError, match=r"(?s)train-images-idx3-ubyte\.gz.*No such file.*PYFASTGRAD_DATA"):
-        ds.download_mnist(isolated / "dl", mirrors=["file:///nonexistent/mirror"], quiet=True)
-    fake = isolated / "fake-mirror"
-    fake.mkdir()
-    for name in ds.MNIST_SHA256:
-        (fake / name).write_bytes(b"not mnist")
-    with pytest.raises(ds.DownloadError, match="SHA256 mismatch"):
-        ds.download_mnist(isolated / "dl", mirrors=[fake.as_uri()], quiet=True)
-    assert list((isolated / "dl").iterdir()) == []  # no partial or unverified files left
-
-
 # --------------------------------------------------------------------------- load_data
-def test_load_data_falls_back(isolated):
-    with pytest.warns(ds.DatasetFallbackWarning, match="PYFASTGRAD_DATA"):
-        ((x, t), (xt, tt)), source = ds.load_data(n_train=100, n_test=20, one_hot_label=True)
-    assert source == "embedded-digits" and x.shape == (100, 784) and tt.shape == (20, 10)
-    with pytest.raises(FileNotFoundError, match="PYFASTGRAD_DATA"):
-        ds.load_data(allow_fallback=False)
-    _, source = ds.load_data(warn=False, n_train=10, n_test=10)  # no warning: it would be an error here
-    assert source == "embedded-digits"
+def test_load_data_uses_the_subset_offline_and_says_so(isolated, monkeypatch):
+    monkeypatch.setenv("PYFASTGRAD_OFFLINE", "1")
+    with pytest.warns(ds.DatasetFallbackWarning, match="subset shipped with pyfastgrad"):
+        ((x, t), (xt, tt)), source = ds.load_data(one_hot_label=True)
+    assert source.name == "mnist-subset" and x.shape == (12000, 784) and tt.shape == (2000, 10)
+    assert source.directory == ds.SUBSET_DIR and "\n" not in source.note
+    assert "downloads are off" in source.note and str(ds.default_cache_dir()) in source.note
+    _, source = ds.load_data(warn=False)  # no warning: it would be an error here
+    assert source.name == "mnist-subset"
+    monkeypatch.delenv("PYFASTGRAD_OFFLINE")
+    _, source = ds.load_data(download=False, warn=False)
+    assert source.name == "mnist-subset"
     with pytest.raises(TypeError, match="bogus"):
         ds.load_data(bogus=1)
 
 
 def test_load_data_prefers_mnist_and_keeps_corruption_loud(isolated):
     write_set(isolated / "d", n_train=4)
-    ((x, _), _), source = ds.load_data(isolated / "d", seed=3, flatten=False)
-    assert source == "mnist" and x.shape == (4, 1, 28, 28)
+    ((x, _), _), source = ds.load_data(isolated / "d", flatten=False)
+    assert source.name == "mnist" and x.shape == (4, 1, 28, 28) and source.n_train == 4
     write_set(isolated / "bad", override={"train_labels": idx_labels(np.zeros(2))})
     with pytest.raises(ValueError):
         ds.load_data(isolated / "bad")
-
-
-# --------------------------------------------------------------------------- embedded digits
-def test_embedded_format():
-    (x, t), (xt, tt) = ds.load_digits_embedded()
-    assert x.shape == (2000, 784) and xt.shape == (500, 784) and x.dtype == np.float32
-    assert t.shape == (2000,) and t.dtype == np.int64 and tt.shape == (500,)
-    assert x.min() == 0.0 and 0.7 < x.max() <= 1.0
-    assert (x == 0).mean() > 0.6  # mostly empty background, like MNIST
-    assert np.all(x.max(axis=1) > 0.5)  # no blank images
-    (x4, t1), _ = ds.load_digits_embedded(n_train=30, n_test=5, flatten=False, one_hot_label=True,
-                                          dtype=np.float64)
-    assert x4.shape == (30, 1, 28, 28) and x4.dtype == np.float64
-    assert t1.shape == (30, 10) and t1.dtype == np.float64 and np.all(t1.sum(axis=1) == 1)
-    (x8, _), _ = ds.load_digits_embedded(n_train=50, n_test=5, normalize=False)
-    assert x8.dtype == np.uint8 and x8.max() > 200
-    (x0, t0), (xt0, _) = ds.load_digits_embedded(n_train=0, n_test=0)
-    assert x0.shape == (0, 784) and t0.shape == (0,) and xt0.shape == (0, 784)
-
-
-def test_embedded_matches_normalized_uint8():
-    (x8, t8), _ = ds.load_digits_embedded(n_train=200, n_test=10, normalize=False, seed=5)
-    (x, t), _ = ds.load_digits_embedded(n_train=200, n_test=10, seed=5)
-    np.testing.assert_array_equal(x, x8.astype(np.float32) / np.float32(255))
-    np.testing.assert_array_equal(t, t8)
-
-
-def test_embedded_deterministic_per_seed():
-    a = ds.load_digits_embedded(n_train=300, n_test=100, seed=1)
-    b = ds.load_digits_embedded(n_train=300, n_test=100, seed=1)
-    c = ds.load_digits_embedded(n_train=300, n_test=100, seed=2)
-    for u, v in zip(a[0] + a[1], b[0] + b[1]):
-        np.testing.assert_array_equal(u, v)
-    assert not np.array_equal(a[0][0], c[0][0]) and not np.array_equal(a[1][0], c[1][0])
-    # the test set depends on the seed only, not on n_train
-    d = ds.load_digits_embedded(n_train=50, n_test=100, seed=1)
-    np.testing.assert_array_equal(d[1][0], a[1][0])
-
-
-def test_embedded_class_balance():
-    (_, t), (_, tt) = ds.load_digits_embedded()
-    assert np.bincount(t, minlength=10).tolist() == [200] * 10
-    assert np.bincount(tt, minlength=10).tolist() == [50] * 10
-    (_, t), _ = ds.load_digits_embedded(n_train=1003, n_test=0, seed=9)
-    counts = np.bincount(t, minlength=10)
-    assert counts.sum() == 1003 and counts.max() - counts.min() <= 1
-    assert not np.array_equal(t[:20], np.arange(20) % 10)  # shuffled, not in class order
-
-
-def test_embedded_generation_is_fast():
-    ds.load_digits_embedded(n_train=20, n_test=0)  # warm up
-    t0 = time.perf_counter()
-    ds.load_digits_embedded(n_train=2000, n_test=500)
-    assert time.perf_counter() - t0 < 2.0  # < 1 s on a dev machine; slack for loaded CI
-
-
-def _softmax(a: np.ndarray) -> np.ndarray:
-    e = np.exp(a - a.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _train_two_layer(x, t, epochs, hidden=100, lr=0.1, batch=20, seed=0):
-    """Plain mini-batch SGD on Affine-ReLU-Affine-Softmax (He init); returns a predictor."""
-    rng = np.random.default_rng(seed)
-    w1 = (rng.standard_normal((x.shape[1], hidden)) * np.sqrt(2.0 / x.shape[1])).astype(np.float32)
-    b1 = np.zeros(hidden, np.float32)
-    w2 = (rng.standard_normal((hidden, 10)) * np.sqrt(2.0 / hidden)).astype(np.float32)
-    b2 = np.zeros(10, np.float32)
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        for i in range(0, len(x), batch):
-            j = order[i:i + batch]
-            h = np.maximum(x[j] @ w1 + b1, 0)
-            dy = _softmax(h @ w2 + b2)
-            dy[np.arange(len(j)), t[j]] -= 1
-            dy /= len(j)
-            dh = (dy @ w2.T) * (h > 0)
-            w2 -= lr * (h.T @ dy)
-            b2 -= lr * dy.sum(axis=0)
-            w1 -= lr * (x[j].T @ dh)
-            b1 -= lr * dh.sum(axis=0)
-    return lambda z: (np.maximum(z @ w1 + b1, 0) @ w2 + b2).argmax(axis=1)
-
-
-def test_embedded_learnable_but_not_trivial():
-    (x, t), (xt, tt) = ds.load_digits_embedded(seed=0)
-    predict = _train_two_layer(x, t, epochs=5)
-    acc = float((predict(xt) == tt).mean())
-    assert acc >= 0.90, acc
-    # Not trivial: a nearest-class-mean template matcher does clearly worse.
-    means = np.stack([x[t == c].mean(axis=0) for c in range(10)])
-    ncm = float((((xt[:, None, :] - means[None]) ** 2).sum(axis=2).argmin(axis=1) == tt).mean())
-    assert ncm < 0.85, ncm
-    assert acc - ncm > 0.1
+    write_set(ds.default_cache_dir(), override={"train_labels": idx_labels(np.zeros(2))})
+    with pytest.raises(ValueError):  # a corrupt cache is reported, not replaced by the subset
+        ds.load_data(download=False)

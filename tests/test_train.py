@@ -139,15 +139,3 @@ def test_history_and_trainer(tmp_path):
     pytest.importorskip("matplotlib")
     h.plot(tmp_path / "h.png")
     assert (tmp_path / "h.png").stat().st_size > 1000
-
-
-def test_cli_train(tmp_path, capsys, mnist):
-    from pyfastgrad.__main__ import main
-    from conftest import mnist_dir
-    rc = main(["train", "--hidden", "20", "--epochs", "1", "--train-size", "2000", "--no-progress",
-               "--data", str(mnist_dir()), "--save", str(tmp_path / "n.npz")])
-    out = capsys.readouterr().out
-    assert rc == 0
-    assert "data: mnist" in out and "test accuracy" in out
-    net = pfg.load_net(tmp_path / "n.npz")
-    assert net.sizes == [784, 20, 10]

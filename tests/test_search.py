@@ -99,7 +99,7 @@ def test_bad_dimensions(make, match):
 
 
 @pytest.mark.parametrize("space, match", [
-    ({"optimizer": ["sgd", "adamw"]}, "unknown optimizer 'adamw'"),
+    ({"optimizer": ["sgd", "lion"]}, "unknown optimizer 'lion'"),
     ({"optimizer": "lbfgs"}, "unknown optimizer 'lbfgs'"),
     ({"learning_rate": LogUniform(1e-3, 1e-1)}, "unknown search-space key"),
     ({"hidden": LogUniform(10, 100)}, "only 'lr' and 'weight_decay'"),
@@ -410,7 +410,7 @@ def test_cli_search(small, tmp_path, capsys):
 @pytest.mark.parametrize("args, match", [
     (["--lr", "0.5:0.05"], "inverted"),
     (["--lr", "0.1:0.1"], "empty range"),
-    (["--optimizer", "sgd", "adamw"], "unknown optimizer 'adamw'"),
+    (["--optimizer", "sgd", "lion"], "unknown optimizer 'lion'"),
 ])
 def test_cli_bad_ranges(args, match, capsys):
     from pyfastgrad.__main__ import main

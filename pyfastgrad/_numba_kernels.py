@@ -683,6 +683,11 @@ class Mlp:
         _net_numgrad(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
                      float(weight_decay), float(h), grad)
 
+    def kink_counts(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, h: float,
+                    plus: np.ndarray, minus: np.ndarray) -> None:
+        """See ``_numpy_kernels.Mlp.kink_counts``."""
+        _npk.kink_counts_reference(self.sizes, self.activation, self.loss_name, theta, x, t, h, plus, minus)
+
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
                     state2: np.ndarray, step0: int) -> np.ndarray:

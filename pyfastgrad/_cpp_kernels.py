@@ -26,7 +26,6 @@ finally:
         del os.environ["OPENBLAS_THREAD_TIMEOUT"]
 
 from . import _core
-from . import _numpy_kernels as _npk
 from ._sparse import CsrRows
 
 NAME = "cpp"
@@ -79,8 +78,8 @@ class Mlp:
 
     def kink_counts(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, h: float,
                     plus: np.ndarray, minus: np.ndarray) -> None:
-        """See ``_numpy_kernels.Mlp.kink_counts``."""
-        _npk.kink_counts_reference(self.sizes, self.activation, self.loss_name, theta, x, t, h, plus, minus)
+        """See ``_numpy_kernels.Mlp.kink_counts`` (csrc/numgrad.hpp ``mlp_kink_counts``)."""
+        _core.mlp_kink_counts(self.sizes, self.activation, self.loss_name, theta, x, t, h, plus, minus)
 
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,

@@ -136,19 +136,21 @@ def _chunk_diffs(f: Callable, x: np.ndarray, idx: np.ndarray, h: float, forward:
     """Differences for the flat coordinates ``idx`` of ``x`` (a private copy is perturbed).
 
     Module-level so that process pools and Dask can pickle it."""
-    xf = np.array(x, copy=True)
-    flat = xf.reshape(-1)
     hT = x.dtype.type(h)
-    out = np.empty(idx.size, dtype=np.float64)
     if vectorized:
         m = idx.size
-        X = np.repeat(xf.reshape(1, -1), m if forward else 2 * m, axis=0)
+        flat = x.reshape(-1)
+        X = np.empty((m if forward else 2 * m, flat.size), dtype=x.dtype)
+        X[...] = flat
         rows = np.arange(m)
         X[rows, idx] = flat[idx] + hT
         if not forward:
             X[m + rows, idx] = flat[idx] - hT
         v = _as_values(f(X.reshape((X.shape[0],) + x.shape)), X.shape[0])
         return (v[:m] - f0) / h if forward else (v[:m] - v[m:]) / (2 * h)
+    xf = np.array(x, copy=True)  # perturbed one entry at a time; x itself is only read
+    flat = xf.reshape(-1)
+    out = np.empty(idx.size, dtype=np.float64)
     for k, i in enumerate(idx):
         tmp = flat[i]
         flat[i] = tmp + hT

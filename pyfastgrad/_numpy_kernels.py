@@ -284,6 +284,14 @@ def mean_squared_error(y: np.ndarray, t: np.ndarray) -> float:
     return float(0.5 * np.sum((y - t) ** 2) / y.shape[0])
 
 
+def _real(v) -> float:
+    """f's value as a float; the C++ loop's TypeError for anything else (arrays, strings)."""
+    a = np.asarray(v)
+    if a.size != 1 or a.dtype.kind not in "fiub":
+        raise TypeError(f"f must return a real number (float, numpy scalar or 0-d array), got {type(v)}")
+    return float(a.reshape(()))
+
+
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float,
                        scheme: str = "central") -> np.ndarray:
     """Per-element differences of ``f`` at ``x`` (perturbed in place, restored exactly).
@@ -291,17 +299,17 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
     scheme 'central': (f(x+h) - f(x-h)) / 2h; 'forward': (f(x+h) - f(x)) / h.
     """
     grad = np.zeros(x.shape, dtype=x.dtype)
-    f0 = f(x) if scheme == "forward" else 0.0
+    f0 = _real(f(x)) if scheme == "forward" else 0.0
     it = np.nditer(x, flags=["multi_index"])
     while not it.finished:
         idx = it.multi_index
         tmp_val = x[idx]
         try:
             x[idx] = tmp_val + h
-            fxh1 = f(x)
+            fxh1 = _real(f(x))
             if scheme == "central":
                 x[idx] = tmp_val - h
-                fxh2 = f(x)
+                fxh2 = _real(f(x))
                 grad[idx] = (fxh1 - fxh2) / (2 * h)
             else:
                 grad[idx] = (fxh1 - f0) / h

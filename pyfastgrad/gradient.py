@@ -91,6 +91,11 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: Optio
     Returns
     -------
     ndarray of x's shape and dtype.
+
+    Raises
+    ------
+    TypeError if f returns something other than a real number (ValueError for the wrong
+    number of values with ``vectorized``); ValueError if a difference is NaN or inf.
     """
     _check_x(x)
     h = default_step(x) if h is None else positive(h, "h")
@@ -115,6 +120,10 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: Optio
         g2 = diff(h / 2)
         p = 2 if scheme == "central" else 1  # leading error term h^p
         g = (2 ** p * g2 - g) / (2 ** p - 1)
+    if not np.isfinite(g).all():  # a NaN gradient would pass silently into gradient descent
+        bad = np.unravel_index(int(np.flatnonzero(~np.isfinite(g))[0]), x.shape)
+        raise ValueError(f"f returned NaN or inf when x{list(int(i) for i in bad)} was perturbed by +-{h:g} "
+                         "(or the differences overflowed): the gradient is undefined there")
     return g
 
 

@@ -106,6 +106,14 @@ def test_bad_input(backend):
         with pytest.raises(RuntimeError, match="inside f"):
             pfg.numerical_gradient(boom, x)
         assert x.tolist() == [1.0, 2.0]
+        with pytest.raises(TypeError, match="real number"):
+            pfg.numerical_gradient(lambda w: w * 2, np.ones(2))
+        with pytest.raises(ValueError, match="NaN or inf"):
+            pfg.numerical_gradient(lambda w: np.nan, np.ones(2))
+        x_log = np.array([1.0, 1e-5])
+        with pytest.raises(ValueError, match=r"x\[1\]"), np.errstate(invalid="ignore"):
+            pfg.numerical_gradient(lambda w: float(np.sum(np.log(w))), x_log)  # log of a negative
+        assert x_log.tolist() == [1.0, 1e-5]
         with pytest.raises(ValueError, match="lr"):
             pfg.gradient_descent(function_2, np.ones(2), lr=-1)
 

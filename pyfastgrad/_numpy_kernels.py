@@ -110,7 +110,7 @@ class Mlp:
         distance to the first kink is min |z| / |dz/ds|); first order for sigmoid/tanh
         nets with the hinge loss. ``plus``/``minus`` are int64 arrays of length n_params.
         """
-        kink_counts_reference(self.sizes, self.activation, self.loss_name, theta, x, t, h, plus, minus)
+        _kink_counts_reference(self.sizes, self.activation, self.loss_name, theta, x, t, h, plus, minus)
 
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
@@ -157,7 +157,7 @@ def _act_slope(activation: str, z: np.ndarray) -> np.ndarray:
     return 1.0 - np.tanh(z) ** 2
 
 
-def kink_counts_reference(sizes: Sequence[int], activation: str, loss: str, theta: np.ndarray,
+def _kink_counts_reference(sizes: Sequence[int], activation: str, loss: str, theta: np.ndarray,
                           x: np.ndarray, t: np.ndarray, h: float, plus: np.ndarray,
                           minus: np.ndarray) -> None:
     """The specification of ``Mlp.kink_counts`` (see there), in float64 numpy."""

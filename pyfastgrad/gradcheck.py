@@ -441,7 +441,8 @@ def check_gradient(f: Callable, grad_f: Callable, x, atol: Optional[float] = Non
         directions ``v`` (seeded), comparing ``grad_f(x) . v`` with the directional central
         difference (2 evaluations each, like torch's fast mode; a wrong entry shows up with
         weight ``v_k``, so small isolated errors can pass).
-    vectorized, executor : as :func:`pyfastgrad.numerical_gradient` (full mode, array ``x``).
+    vectorized, executor : as :func:`pyfastgrad.numerical_gradient` (full mode, array ``x``); with
+        ``vectorized`` every call of ``f`` gets a batch ``(m, *x.shape)``, ``f(x)`` itself as ``m = 1``.
 
     Returns
     -------
@@ -477,7 +478,11 @@ def check_gradient(f: Callable, grad_f: Callable, x, atol: Optional[float] = Non
         point = arrays[0]
     dtype = np.result_type(*arrays)
     atol, rtol = _tolerances(dtype, atol, rtol)
-    f0 = _scalar(f(point), "f(x)")
+    if vectorized and mode == "full":  # f takes batches: x as a batch of one
+        from .gradient import _as_values
+        f0 = float(_as_values(f(point.reshape((1,) + point.shape)), 1)[0])
+    else:
+        f0 = _scalar(f(point), "f(x)")
     if not np.isfinite(f0):
         raise ValueError(f"f(x) is {f0}: the gradient is undefined there")
     g = grad_f(point)

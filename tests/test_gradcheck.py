@@ -415,7 +415,10 @@ def test_vectorized_equals_loop():
     np.testing.assert_array_equal(x, x0)
     with pytest.raises(ValueError, match="vectorized"):
         pfg.numerical_gradient(_point_f, x, vectorized=True)  # returns one value for a whole batch
-    assert pfg.check_gradient(_point_f, lambda w: np.sin(w) * 2 * w + w ** 2 * np.cos(w), x).passed
+    grad = lambda w: np.sin(w) * 2 * w + w ** 2 * np.cos(w)  # noqa: E731
+    assert pfg.check_gradient(_point_f, grad, x).passed
+    assert pfg.check_gradient(_batch_f, grad, x, vectorized=True).passed
+    assert not pfg.check_gradient(_batch_f, lambda w: grad(w) * (1 + 1e-6), x, vectorized=True).passed
 
 
 def test_executors_equal_serial():

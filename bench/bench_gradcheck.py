@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -300,7 +301,8 @@ def speed_rows(quick: bool) -> list:
     xs = np.random.default_rng(4).standard_normal(4 if quick else 16)
     t_f = _best(lambda: slow_f(xs), 3)
     serial = _best(lambda: pfg.numerical_gradient(slow_f, xs.copy(), backend="numpy"), 1)
-    with concurrent.futures.ProcessPoolExecutor(2) as ex:
+    # spawn: forking a process that runs BLAS/OpenMP (or torch/JAX) threads can deadlock the child
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
         pfg.numerical_gradient(slow_f, xs[:2].copy(), executor=ex)  # start the workers
         par = _best(lambda: pfg.numerical_gradient(slow_f, xs.copy(), executor=ex, chunk_size=max(1, xs.size // 2)), 1)
     label = f"f of {t_f * 1e3:.0f} ms, {xs.size} inputs"

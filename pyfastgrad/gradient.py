@@ -87,6 +87,9 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: Optio
         ``ProcessPoolExecutor``; a Dask ``distributed`` client's ``client.get_executor()``).
         ``f`` must be picklable (a module-level function, not a lambda, for process
         pools) and must use its argument: each chunk perturbs its own copy of ``x``.
+        Create process pools with ``mp_context=multiprocessing.get_context("spawn")``
+        (or "forkserver"): forking a process whose BLAS/OpenMP threads are running can
+        deadlock the child.
 
     Returns
     -------

@@ -1,6 +1,7 @@
 """Gradient checks (issue 12): no false alarms at ReLU kinks, injected bugs still fail, kinks
 reported; the tolerance model; check_gradient for any function; blocks and executors."""
 import concurrent.futures
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -426,7 +427,8 @@ def test_executors_equal_serial():
     g = pfg.numerical_gradient(_point_f, x, backend="numpy")
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
         np.testing.assert_array_equal(pfg.numerical_gradient(_point_f, x, executor=ex, chunk_size=5), g)
-    with concurrent.futures.ProcessPoolExecutor(2) as ex:
+    # spawn: forking a process that runs OpenMP/BLAS (or JAX) threads can deadlock the child
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
         np.testing.assert_array_equal(pfg.numerical_gradient(_point_f, x, executor=ex), g)
         np.testing.assert_allclose(pfg.numerical_gradient(_batch_f, x, executor=ex, vectorized=True), g,
                                    rtol=1e-9, atol=1e-12)

@@ -26,8 +26,8 @@ plain central difference (the tutorials' check, false alarms included).
 from __future__ import annotations
 
 import concurrent.futures
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 

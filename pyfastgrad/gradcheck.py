@@ -457,6 +457,8 @@ def check_gradient(f: Callable, grad_f: Callable, x, atol: Optional[float] = Non
         raise ValueError(f"method must be 'central', 'richardson' or 'complex', got {method!r}")
     if mode not in ("full", "random"):
         raise ValueError(f"mode must be 'full' or 'random', got {mode!r}")
+    if mode == "random" and (vectorized or executor is not None):
+        raise ValueError("vectorized and executor apply to mode='full' (random mode makes 2 calls per direction)")
     n_worst = int(n_worst)
     if isinstance(x, dict):
         if vectorized or executor is not None or method == "complex":

@@ -377,6 +377,12 @@ def test_check_gradient_bad_input():
         pfg.check_gradient(np.sum, lambda w: np.ones(2), [1.0, np.nan])
     with pytest.raises(TypeError, match="callable"):
         pfg.check_gradient(np.sum, None, x)
+    with pytest.raises(ValueError, match="mode"):
+        pfg.check_gradient(np.sum, lambda w: np.ones(2), x, mode="fast")
+    with pytest.raises(ValueError, match="method"):
+        pfg.check_gradient(np.sum, lambda w: np.ones(2), x, method="backward")
+    with pytest.raises(ValueError, match="random"):
+        pfg.check_gradient(np.sum, lambda w: np.ones(2), x, mode="random", vectorized=True)
     with pytest.raises(TypeError, match="complex"):
         pfg.check_gradient(lambda w: float(np.sum(w.real)), lambda w: np.ones(2), x, method="complex")
 

@@ -57,6 +57,32 @@ void mlp_numgrad(const std::vector<std::int64_t>& sizes, const std::string& acti
     pfg::mlp_numerical_gradient<T>(sizes, act, lo, th, xp, tp, N, weight_decay, h, g);
 }
 
+template <class T>
+void mlp_kinks(const std::vector<std::int64_t>& sizes, const std::string& activation, const std::string& loss,
+               const CArr<T>& theta, const CArr<T>& x, const CArr<T>& t, double h, CArr<std::int64_t>& plus,
+               CArr<std::int64_t>& minus) {
+    const pfg::Act act = pfg::parse_act(activation);
+    const pfg::Loss lo = pfg::parse_loss(loss);
+    if (theta.ndim() != 1 || plus.ndim() != 1 || minus.ndim() != 1)
+        throw std::invalid_argument("theta, plus and minus must be 1-D");
+    if (x.ndim() != 2) throw std::invalid_argument("x must be 2-D (N, n_inputs)");
+    if (t.ndim() != 2) throw std::invalid_argument("t must be 2-D (N, n_outputs)");
+    pfg::check_mlp_numgrad_shapes(sizes, theta.shape(0), x.shape(0), x.shape(1), t.shape(0), t.shape(1),
+                                  plus.shape(0));
+    if (minus.shape(0) != plus.shape(0)) throw std::invalid_argument("minus must have plus's length");
+    if (!plus.writeable() || !minus.writeable()) throw std::invalid_argument("plus/minus are not writeable");
+    if (overlaps(plus, minus)) throw std::invalid_argument("plus and minus must not share memory");
+    if (!(h > 0.0 && std::isfinite(h))) throw std::invalid_argument("h must be finite and > 0");
+    const T* th = theta.data();
+    const T* xp = x.data();
+    const T* tp = t.data();
+    std::int64_t* pp = plus.mutable_data();
+    std::int64_t* mp = minus.mutable_data();
+    const std::int64_t N = x.shape(0);
+    py::gil_scoped_release nogil;
+    pfg::mlp_kink_counts<T>(sizes, act, lo, th, xp, tp, N, h, pp, mp);
+}
+
 // f(x) as a double; a clear TypeError when the result is not a real number.
 inline double call_f(const py::object& f, const py::array& x) {
     py::object r = f(x);
@@ -543,6 +569,15 @@ PYBIND11_MODULE(_core, m) {
         m.def("mlp_numerical_gradient", &numgrad_bind::mlp_numgrad<float>, py::arg("sizes"),
               py::arg("activation"), py::arg("loss"), py::arg("theta").noconvert(), py::arg("x").noconvert(),
               py::arg("t").noconvert(), py::arg("weight_decay"), py::arg("h"), py::arg("grad").noconvert(), doc);
+        const char* kdoc = "Rows per parameter in which a step to the stored theta_p + h (plus) / theta_p - h "
+                           "(minus) changes the state of a ReLU pre-activation or hinge margin (int64 "
+                           "arrays of length n_params, overwritten); theta is only read.";
+        m.def("mlp_kink_counts", &numgrad_bind::mlp_kinks<double>, py::arg("sizes"), py::arg("activation"),
+              py::arg("loss"), py::arg("theta").noconvert(), py::arg("x").noconvert(), py::arg("t").noconvert(),
+              py::arg("h"), py::arg("plus").noconvert(), py::arg("minus").noconvert(), kdoc);
+        m.def("mlp_kink_counts", &numgrad_bind::mlp_kinks<float>, py::arg("sizes"), py::arg("activation"),
+              py::arg("loss"), py::arg("theta").noconvert(), py::arg("x").noconvert(), py::arg("t").noconvert(),
+              py::arg("h"), py::arg("plus").noconvert(), py::arg("minus").noconvert(), kdoc);
         m.def("numerical_gradient_callback", &numgrad_bind::callback_numgrad, py::arg("f"), py::arg("x"),
               py::arg("h"), py::arg("forward"), py::arg("out"),
               "Per-element differences of f at x (float64/float32, any strides; perturbed in place and "

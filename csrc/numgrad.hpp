@@ -797,6 +797,167 @@ void mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
     }
 }
 
+// ---- kinks: where a +-h step of a parameter crosses a point where the loss is not smooth ----
+//
+// mlp_kink_counts: for every parameter p, the number of rows n in which moving p to the stored
+// value theta_p + h (plus[p]) or theta_p - h (minus[p]) changes the state of a ReLU pre-activation
+// (z > 0) or of a hinge margin of row n. A central difference across such a kink averages two
+// slopes; the gradient check judges those entries separately (pyfastgrad/gradcheck.py).
+// A parameter of layer l shifts z_l[n, j] by s = (stored shift) * a_{l-1}[n, i]. Until the first
+// state change every later variable moves linearly in s (ReLU nets are piecewise linear), so the
+// distance to the first kink on each side, t+(n, j) and t-(n, j), is min |v| / |dv/ds| over the
+// variables v downstream, with dv/ds pushed forward layer by layer (first order for sigmoid/tanh
+// with the hinge loss). Same counts as _numpy_kernels._kink_counts_reference.
+namespace ng {
+
+// v + s*d changes state (v > 0) at |s| = |v|/|d|: upward when (v > 0) == (d < 0).
+inline void kink_update(double v, double d, double& tp, double& tm) {
+    if (d == 0.0) return;
+    const double r = std::fabs(v) / std::fabs(d);
+    if ((v > 0.0) == (d < 0.0)) tp = std::min(tp, r);
+    else tm = std::min(tm, r);
+}
+
+inline double slope64(Act act, double z) {
+    if (act == Act::Relu) return z > 0.0 ? 1.0 : 0.0;
+    if (act == Act::Sigmoid) {
+        const double a = 1.0 / (1.0 + std::exp(-z));
+        return a * (1.0 - a);
+    }
+    const double a = std::tanh(z);
+    return 1.0 - a * a;
+}
+
+}  // namespace ng
+
+template <class T>
+void mlp_kink_counts(const std::vector<int64_t>& sizes, Act act, Loss loss, const T* theta, const T* x,
+                     const T* t, int64_t N, double h, int64_t* plus, int64_t* minus) {
+    const int64_t L = static_cast<int64_t>(sizes.size()) - 1;
+    const int64_t P = count_params(sizes);
+    const bool relu = act == Act::Relu, hinge = loss == Loss::Hinge;
+    std::fill(plus, plus + P, int64_t(0));
+    std::fill(minus, minus + P, int64_t(0));
+    if (!relu && !hinge) return;  // smooth everywhere
+    std::vector<int64_t> woff(L), boff(L), zoff(L + 1, 0);
+    int64_t maxw = 0;
+    for (int64_t l = 0, off = 0; l < L; ++l) {
+        woff[l] = off;
+        boff[l] = off + sizes[l] * sizes[l + 1];
+        off = boff[l] + sizes[l + 1];
+        zoff[l + 1] = zoff[l] + N * sizes[l + 1];
+    }
+    for (int64_t s : sizes) maxw = std::max(maxw, s);
+    auto W = [&](int64_t l, int64_t i, int64_t j) { return static_cast<double>(theta[woff[l] + i * sizes[l + 1] + j]); };
+    auto input = [&](const std::vector<double>& A, int64_t l, int64_t n, int64_t i) {
+        return l == 0 ? static_cast<double>(x[n * sizes[0] + i]) : A[zoff[l - 1] + n * sizes[l] + i];
+    };
+    int nthreads = 1;
+#ifdef _OPENMP
+    nthreads = std::max(1, omp_get_max_threads());
+#endif
+    // float64 forward pass (rows in parallel)
+    std::vector<double> Z(zoff[L]), A(zoff[L]);
+    std::vector<int64_t> cls(N, 0);
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t n = 0; n < N; ++n) {
+        for (int64_t l = 0; l < L; ++l) {
+            const int64_t nin = sizes[l], nout = sizes[l + 1];
+            double* z = Z.data() + zoff[l] + n * nout;
+            for (int64_t j = 0; j < nout; ++j) z[j] = static_cast<double>(theta[boff[l] + j]);
+            for (int64_t i = 0; i < nin; ++i) {
+                const double a = input(A, l, n, i);
+                if (a == 0.0) continue;
+                for (int64_t j = 0; j < nout; ++j) z[j] += a * W(l, i, j);
+            }
+            for (int64_t j = 0; j < nout; ++j) A[zoff[l] + n * nout + j] = activate<double>(act, z[j]);
+        }
+        const int64_t C = sizes[L];
+        int64_t c = 0;  // argmax of t (first maximum)
+        for (int64_t k = 1; k < C; ++k)
+            if (t[n * C + k] > t[n * C + c]) c = k;
+        cls[n] = c;
+    }
+    // t+ / t- for every (layer, row, unit)
+    std::vector<double> TP(zoff[L], std::numeric_limits<double>::infinity()), TM(TP);
+#pragma omp parallel num_threads(nthreads)
+    {
+        std::vector<double> cur(maxw), nxt(maxw);
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t n = 0; n < N; ++n) {
+            const int64_t c = cls[n];
+            for (int64_t l = 0; l < L; ++l) {
+                const int64_t nl = sizes[l + 1];
+                for (int64_t j = 0; j < nl; ++j) {
+                    double tp = std::numeric_limits<double>::infinity(), tm = tp;
+                    const double zj = Z[zoff[l] + n * nl + j];
+                    if (l == L - 1) {  // a logit moves: margin k by [k == j] - [c == j]
+                        if (hinge) {
+                            const double zc = Z[zoff[l] + n * nl + c];
+                            for (int64_t k = 0; k < nl; ++k)
+                                if (k != c)
+                                    ng::kink_update(Z[zoff[l] + n * nl + k] - zc + 1.0,
+                                                    (k == j ? 1.0 : 0.0) - (c == j ? 1.0 : 0.0), tp, tm);
+                        }
+                    } else {
+                        if (relu) ng::kink_update(zj, 1.0, tp, tm);  // the unit itself
+                        const double s = ng::slope64(act, zj);
+                        if (s != 0.0) {  // else nothing downstream moves before the unit switches
+                            for (int64_t k = 0; k < sizes[l + 2]; ++k) cur[k] = s * W(l + 1, j, k);
+                            for (int64_t m = l + 1; m < L; ++m) {
+                                const int64_t nm = sizes[m + 1];
+                                const double* zm = Z.data() + zoff[m] + n * nm;
+                                if (m == L - 1) {
+                                    if (hinge)
+                                        for (int64_t k = 0; k < nm; ++k)
+                                            if (k != c) ng::kink_update(zm[k] - zm[c] + 1.0, cur[k] - cur[c], tp, tm);
+                                    break;
+                                }
+                                if (relu)
+                                    for (int64_t k = 0; k < nm; ++k) ng::kink_update(zm[k], cur[k], tp, tm);
+                                const int64_t nn = sizes[m + 2];
+                                std::fill(nxt.begin(), nxt.begin() + nn, 0.0);
+                                for (int64_t k = 0; k < nm; ++k) {
+                                    const double g = cur[k] * ng::slope64(act, zm[k]);
+                                    if (g == 0.0) continue;
+                                    for (int64_t q = 0; q < nn; ++q) nxt[q] += g * W(m + 1, k, q);
+                                }
+                                std::copy(nxt.begin(), nxt.begin() + nn, cur.begin());
+                            }
+                        }
+                    }
+                    TP[zoff[l] + n * nl + j] = tp;
+                    TM[zoff[l] + n * nl + j] = tm;
+                }
+            }
+        }
+    }
+    // count the rows per parameter and side; the shifts are the stored values minus theta
+    const T hT = static_cast<T>(h);
+    for (int64_t l = 0; l < L; ++l) {
+        const int64_t nin = sizes[l], nout = sizes[l + 1];
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+        for (int64_t j = 0; j < nout; ++j) {
+            for (int64_t i = 0; i <= nin; ++i) {  // the bias last, with input 1
+                const int64_t e = i < nin ? woff[l] + i * nout + j : boff[l] + j;
+                const T w = theta[e];
+                const double dp = static_cast<double>(static_cast<T>(w + hT)) - static_cast<double>(w);
+                const double dm = static_cast<double>(static_cast<T>(w - hT)) - static_cast<double>(w);
+                int64_t cp = 0, cm = 0;
+                for (int64_t n = 0; n < N; ++n) {
+                    const double a = i < nin ? input(A, l, n, i) : 1.0;
+                    const double tp = TP[zoff[l] + n * nout + j], tm = TM[zoff[l] + n * nout + j];
+                    const double sp = dp * a, sm = dm * a;
+                    cp += (sp > 0.0 && sp >= tp) || (sp < 0.0 && -sp >= tm);
+                    cm += (sm > 0.0 && sm >= tp) || (sm < 0.0 && -sm >= tm);
+                }
+                plus[e] = cp;
+                minus[e] = cm;
+            }
+        }
+    }
+}
+
 // Generic per-element finite differences over an array of any strides: every element of `data`
 // (walked in C order) is set to v + h (and v - h for the central scheme), f() is evaluated, and the
 // element's original bits are restored, also when f throws. out is C-contiguous, same shape.

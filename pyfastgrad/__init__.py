@@ -11,7 +11,9 @@ from ._backend import available_backends, backends, get_backend, set_backend, us
 from . import reference
 from .functions import (cross_entropy_error, hinge_loss, mean_squared_error, relu, sigmoid, softmax,
                         tanh)
-from .gradient import GradientCheckResult, gradient_check, gradient_descent, numerical_gradient
+from . import gradcheck
+from .gradient import (GradientCheckResult, check_gradient, gradient_check, gradient_descent,
+                       numerical_gradient)
 from .nets import MultiLayerNet, Net, SimpleNet, TwoLayerNet, load_net
 from .optimizers import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, RMSprop, make_optimizer
 from . import schedules
@@ -21,7 +23,7 @@ from ._threads import get_num_threads, set_num_threads
 __all__ = [
     "backends", "available_backends", "get_backend", "set_backend", "use_backend", "reference",
     "sigmoid", "relu", "tanh", "softmax", "mean_squared_error", "cross_entropy_error", "hinge_loss",
-    "numerical_gradient", "gradient_descent", "gradient_check", "GradientCheckResult",
+    "numerical_gradient", "gradient_descent", "gradient_check", "check_gradient", "GradientCheckResult",
     "Net", "SimpleNet", "TwoLayerNet", "MultiLayerNet", "load_net",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW", "make_optimizer", "schedules",
     "History", "Trainer", "fit", "set_num_threads", "get_num_threads", "__version__",

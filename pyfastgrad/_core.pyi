@@ -136,6 +136,15 @@ def mlp_numerical_gradient(sizes: Sequence[int], activation: str, loss: str, the
     """Central-difference gradient of the full net loss (as ``_Mlp.loss``) for every parameter of
     the flat layout, written to grad; theta is only read."""
 
+@overload
+def mlp_kink_counts(sizes: Sequence[int], activation: str, loss: str, theta: F64, x: F64, t: F64, h: float,
+                    plus: np.ndarray, minus: np.ndarray) -> None: ...
+@overload
+def mlp_kink_counts(sizes: Sequence[int], activation: str, loss: str, theta: F32, x: F32, t: F32, h: float,
+                    plus: np.ndarray, minus: np.ndarray) -> None:
+    """Rows per parameter (int64 plus/minus, length n_params, overwritten) in which a step to the
+    stored theta_p + h / theta_p - h changes the state of a ReLU pre-activation or hinge margin."""
+
 def numerical_gradient_callback(f: Callable[[np.ndarray], float], x: np.ndarray, h: float, forward: bool,
                                 out: np.ndarray) -> None:
     """Per-element differences of f at x (float64/float32, any strides; perturbed in place and

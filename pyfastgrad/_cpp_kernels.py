@@ -78,6 +78,11 @@ class Mlp:
         _core.mlp_numerical_gradient(self.sizes, self.activation, self.loss_name, theta, x, t,
                                      weight_decay, h, grad)
 
+    def kink_counts(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, h: float,
+                    plus: np.ndarray, minus: np.ndarray) -> None:
+        """See ``_numpy_kernels.Mlp.kink_counts`` (csrc/numgrad.hpp ``mlp_kink_counts``)."""
+        _core.mlp_kink_counts(self.sizes, self.activation, self.loss_name, theta, x, t, h, plus, minus)
+
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
                     state2: np.ndarray, step0: int, lrs: Optional[np.ndarray] = None) -> np.ndarray:

@@ -625,6 +625,170 @@ def _net_numgrad(theta, sizes, act, lossc, x, t, wd, h, grad):
             grad[bo + j] = acc / den
 
 
+# ------------------------------------------------------------------ kinks of the net's loss
+@_jit
+def _slope64(act, z):
+    """act'(z) in float64 (ReLU: 1 for z > 0, as backprop)."""
+    if act == 0:
+        return 1.0 if z > 0.0 else 0.0
+    if act == 1:
+        a = 1.0 / (1.0 + np.exp(-z))
+        return a * (1.0 - a)
+    a = np.tanh(z)
+    return 1.0 - a * a
+
+
+@_jit
+def _kink_row(theta, sizes, woff, act, hinge, Z, zoff, n, c, l, j, cur, nxt):
+    """(t+, t-): how far z_l[n, j] can move up / down before some ReLU pre-activation or hinge
+    margin of row n changes state. Forward mode: the derivative of every later variable with
+    respect to the shift is pushed through the layers (exact for ReLU: linear until a switch)."""
+    L = sizes.shape[0] - 1
+    relu = act == 0
+    tp = np.inf
+    tm = np.inf
+    nl = sizes[l + 1]
+    if l == L - 1:  # a logit moves; margin k by [k == j] - [c == j]
+        if hinge:
+            zc = Z[zoff[l] + n * nl + c]
+            for k in range(nl):
+                if k == c:
+                    continue
+                d = (1.0 if k == j else 0.0) - (1.0 if c == j else 0.0)
+                if d != 0.0:
+                    q = Z[zoff[l] + n * nl + k] - zc + 1.0
+                    r = abs(q) / abs(d)
+                    if (q > 0.0) == (d < 0.0):
+                        tp = min(tp, r)
+                    else:
+                        tm = min(tm, r)
+        return tp, tm
+    zj = Z[zoff[l] + n * nl + j]
+    if relu:  # the unit itself: state change at distance |z|, upward when z <= 0
+        if zj > 0.0:
+            tm = zj
+        else:
+            tp = -zj
+    s = _slope64(act, zj)
+    if s == 0.0:
+        return tp, tm  # nothing downstream moves before the unit switches
+    nm = sizes[l + 2]
+    wo = woff[l + 1] + j * nm
+    for k in range(nm):
+        cur[k] = s * theta[wo + k]
+    for m in range(l + 1, L):
+        nm = sizes[m + 1]
+        base = zoff[m] + n * nm
+        if m == L - 1:
+            if hinge:
+                zc = Z[base + c]
+                for k in range(nm):
+                    d = cur[k] - cur[c]
+                    if k == c or d == 0.0:
+                        continue
+                    q = Z[base + k] - zc + 1.0
+                    r = abs(q) / abs(d)
+                    if (q > 0.0) == (d < 0.0):
+                        tp = min(tp, r)
+                    else:
+                        tm = min(tm, r)
+            break
+        if relu:
+            for k in range(nm):
+                d = cur[k]
+                if d != 0.0:
+                    z = Z[base + k]
+                    r = abs(z) / abs(d)
+                    if (z > 0.0) == (d < 0.0):
+                        tp = min(tp, r)
+                    else:
+                        tm = min(tm, r)
+        nn = sizes[m + 2]
+        for q in range(nn):
+            nxt[q] = 0.0
+        wo = woff[m + 1]
+        for k in range(nm):
+            g = cur[k] * _slope64(act, Z[base + k])
+            if g != 0.0:
+                for q in range(nn):
+                    nxt[q] += g * theta[wo + k * nn + q]
+        for q in range(nn):
+            cur[q] = nxt[q]
+    return tp, tm
+
+
+@_pjit
+def _kink_counts(theta, sizes, act, lossc, x, t, h, plus, minus):
+    """Rows crossing a kink per parameter and side (see ``_numpy_kernels.Mlp.kink_counts``)."""
+    N = x.shape[0]
+    L = sizes.shape[0] - 1
+    hinge = lossc == 2
+    woff, boff = _offsets(sizes)
+    zoff = _act_offsets(sizes, N)
+    maxw = 0
+    for l in range(L + 1):
+        maxw = max(maxw, sizes[l])
+    Z = np.empty(zoff[L], np.float64)  # float64 forward, row by row
+    A = np.empty(zoff[L], np.float64)
+    for n in prange(N):
+        for l in range(L):
+            nin = sizes[l]
+            nout = sizes[l + 1]
+            for j in range(nout):
+                s = np.float64(theta[boff[l] + j])
+                for i in range(nin):
+                    a = np.float64(x[n, i]) if l == 0 else A[zoff[l - 1] + n * nin + i]
+                    s += a * np.float64(theta[woff[l] + i * nout + j])
+                Z[zoff[l] + n * nout + j] = s
+                A[zoff[l] + n * nout + j] = _act64(act, s)
+    for p in range(plus.shape[0]):
+        plus[p] = 0
+        minus[p] = 0
+    if act != 0 and not hinge:
+        return  # smooth everywhere
+    cls = np.zeros(N, np.int64)
+    for n in range(N):
+        cls[n] = _argmax_row(t, n)
+    TP = np.full(zoff[L], np.inf)
+    TM = np.full(zoff[L], np.inf)
+    for n in prange(N):
+        cur = np.empty(maxw, np.float64)
+        nxt = np.empty(maxw, np.float64)
+        for l in range(L):
+            nout = sizes[l + 1]
+            for j in range(nout):
+                tp, tm = _kink_row(theta, sizes, woff, act, hinge, Z, zoff, n, cls[n], l, j, cur, nxt)
+                TP[zoff[l] + n * nout + j] = tp
+                TM[zoff[l] + n * nout + j] = tm
+    hh = theta.dtype.type(h)
+    for l in range(L):
+        nin = sizes[l]
+        nout = sizes[l + 1]
+        for j in prange(nout):
+            for i in range(nin + 1):  # the bias last, with input 1
+                e = woff[l] + i * nout + j if i < nin else boff[l] + j
+                w = theta[e]
+                dp = np.float64(w + hh) - np.float64(w)  # the shifts the reference stores
+                dm = np.float64(w - hh) - np.float64(w)
+                cp = 0
+                cm = 0
+                for n in range(N):
+                    if i < nin:
+                        a = np.float64(x[n, i]) if l == 0 else A[zoff[l - 1] + n * nin + i]
+                    else:
+                        a = 1.0
+                    tp = TP[zoff[l] + n * nout + j]
+                    tm = TM[zoff[l] + n * nout + j]
+                    s = dp * a
+                    if (s > 0.0 and s >= tp) or (s < 0.0 and -s >= tm):
+                        cp += 1
+                    s = dm * a
+                    if (s > 0.0 and s >= tp) or (s < 0.0 and -s >= tm):
+                        cm += 1
+                plus[e] = cp
+                minus[e] = cm
+
+
 # ------------------------------------------------------------------ element-wise kernels
 @_jit
 def _softmax2d(x, out):
@@ -734,6 +898,11 @@ class Mlp:
                            h: float, grad: np.ndarray) -> None:
         _net_numgrad(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
                      float(weight_decay), float(h), grad)
+
+    def kink_counts(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, h: float,
+                    plus: np.ndarray, minus: np.ndarray) -> None:
+        """See ``_numpy_kernels.Mlp.kink_counts`` (same counts, own row-by-row forward-mode loops)."""
+        _kink_counts(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t), float(h), plus, minus)
 
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,

@@ -100,6 +100,21 @@ class Mlp:
         net = self._net(theta, weight_decay)
         grad[:] = ref.numerical_gradient(lambda _: net.loss(x, t), theta, h)
 
+    def kink_counts(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, h: float,
+                    plus: np.ndarray, minus: np.ndarray) -> None:
+        """Rows whose loss is not smooth between theta and theta +- h e_p, for every parameter p.
+
+        ``plus[p]`` (``minus[p]``) counts the rows n in which moving parameter p to the
+        stored value ``theta_p + h`` (``theta_p - h``) changes the state of a ReLU
+        pre-activation (``z > 0``) or of a hinge margin, anywhere downstream of p. A
+        central difference across such a kink measures the average of two slopes, not
+        backprop's one. Exact for ReLU nets (piecewise linear: until the first state
+        change every pre-activation of the row moves linearly with the shift, so the
+        distance to the first kink is min |z| / |dz/ds|); first order for sigmoid/tanh
+        nets with the hinge loss. ``plus``/``minus`` are int64 arrays of length n_params.
+        """
+        _kink_counts_reference(self.sizes, self.activation, self.loss_name, theta, x, t, h, plus, minus)
+
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
                     state2: np.ndarray, step0: int, lrs: Optional[np.ndarray] = None) -> np.ndarray:
@@ -148,6 +163,99 @@ def _clip_factor(grad: np.ndarray, max_norm: float) -> float:
     g = grad.astype(np.float64, copy=False)
     norm = float(np.sqrt(np.dot(g, g)))
     return max_norm / (norm + 1e-6) if norm > max_norm else 1.0
+
+
+# ------------------------------------------------------------------ kinks of the net's loss
+def _kink_side(z: np.ndarray, d: np.ndarray, tp: np.ndarray, tm: np.ndarray) -> None:
+    """Lower tp/tm (distances in s to the first state change on each side) by the variables
+    z + s*d, state z > 0. They change state at |s| = |z|/|d|, on the + side when
+    (z > 0) == (d < 0). Shapes broadcast to tp's; tp, tm updated in place."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(d != 0, np.abs(z) / np.abs(d), np.inf)
+    side_p = (z > 0) == (d < 0)
+    np.minimum(tp, np.where(side_p, r, np.inf).min(axis=-1), out=tp)
+    np.minimum(tm, np.where(side_p, np.inf, r).min(axis=-1), out=tm)
+
+
+def _act_slope(activation: str, z: np.ndarray) -> np.ndarray:
+    if activation == "relu":
+        return (z > 0).astype(np.float64)
+    if activation == "sigmoid":
+        a = 1.0 / (1.0 + np.exp(-z))
+        return a * (1.0 - a)
+    return 1.0 - np.tanh(z) ** 2
+
+
+def _kink_counts_reference(sizes: Sequence[int], activation: str, loss: str, theta: np.ndarray,
+                          x: np.ndarray, t: np.ndarray, h: float, plus: np.ndarray,
+                          minus: np.ndarray) -> None:
+    """The specification of ``Mlp.kink_counts`` (see there), in float64 numpy."""
+    sizes = [int(s) for s in sizes]
+    L = len(sizes) - 1
+    relu, hinge = activation == "relu", loss == "hinge"
+    th = theta.astype(np.float64)
+    sl = layer_slices(sizes)
+    W = [th[ws].reshape(shape) for ws, shape, _ in sl]
+    b = [th[bs] for _, _, bs in sl]
+    A = [x.astype(np.float64)]  # input of each layer
+    Z = []
+    for l in range(L):
+        Z.append(A[l] @ W[l] + b[l])
+        if l < L - 1:
+            A.append(ref._ACTIVATIONS[activation]().forward(Z[l]))
+    N = x.shape[0]
+    rows = np.arange(N)
+    cls = t.argmax(axis=1)
+    q = Z[L - 1] - Z[L - 1][rows, cls][:, None] + 1.0  # hinge margins
+    q[rows, cls] = -np.inf  # the true class has no margin: never a kink
+    plus[:] = 0
+    minus[:] = 0
+    if not relu and not hinge:
+        return  # smooth everywhere
+    hd = theta.dtype.type(h)
+    for l in range(L):
+        nout = sizes[l + 1]
+        # tp/tm[n, j]: distance in s (a shift of z_l[n, j]) to the first kink on each side
+        tp = np.full((N, nout), np.inf)
+        tm = np.full((N, nout), np.inf)
+        if l == L - 1:  # a logit moves: margin k moves by [k == j] - [c == j]
+            if hinge:
+                d = np.eye(nout)[None, :, :] - (cls[:, None] == np.arange(nout))[:, :, None]
+                _kink_side(q[:, None, :], d, tp, tm)
+        else:
+            if relu:  # the unit itself: z + s
+                _kink_side(Z[l][:, :, None], np.ones((1, 1, 1)), tp, tm)
+            # downstream, one block of rows at a time: D[n, j, :] = d z_m[n, :] / ds
+            slope = _act_slope(activation, Z[l])
+            for n0 in range(0, N, 16):
+                r = slice(n0, n0 + 16)
+                D = slope[r][:, :, None] * W[l + 1][None]
+                for m in range(l + 1, L):
+                    if m < L - 1:
+                        if relu:
+                            _kink_side(Z[m][r][:, None, :], D, tp[r], tm[r])
+                        D = (D * _act_slope(activation, Z[m][r])[:, None, :]) @ W[m + 1]
+                    elif hinge:
+                        c = cls[r]
+                        Dq = D - D[np.arange(D.shape[0]), :, c][:, :, None]
+                        _kink_side(q[r][:, None, :], Dq, tp[r], tm[r])
+        # parameter shifts: the stored values theta +- h, minus theta, times the layer input
+        ws, (nin, _), bs = sl[l]
+        wv = theta[ws].reshape(nin, nout)
+        dp = (wv + hd).astype(np.float64) - wv
+        dm = (wv - hd).astype(np.float64) - wv
+        for n0 in range(0, N, 16):
+            r = slice(n0, n0 + 16)
+            a = A[l][r][:, :, None]
+            for dd, cnt in ((dp, plus), (dm, minus)):
+                s = dd[None] * a
+                hit = ((s > 0) & (s >= tp[r][:, None, :])) | ((s < 0) & (-s >= tm[r][:, None, :]))
+                cnt[ws] += hit.sum(axis=0).ravel()
+        bv = theta[bs]
+        for dd, cnt in (((bv + hd).astype(np.float64) - bv, plus), ((bv - hd).astype(np.float64) - bv, minus)):
+            s = dd[None, :]
+            hit = ((s > 0) & (s >= tp)) | ((s < 0) & (-s >= tm))
+            cnt[bs] += hit.sum(axis=0)
 
 
 def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray, state2: np.ndarray,
@@ -243,6 +351,14 @@ def mean_squared_error(y: np.ndarray, t: np.ndarray) -> float:
     return float(0.5 * np.sum((y - t) ** 2) / y.shape[0])
 
 
+def _real(v) -> float:
+    """f's value as a float; the C++ loop's TypeError for anything else (arrays, strings)."""
+    a = np.asarray(v)
+    if a.size != 1 or a.dtype.kind not in "fiub":
+        raise TypeError(f"f must return a real number (float, numpy scalar or 0-d array), got {type(v)}")
+    return float(a.reshape(()))
+
+
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float,
                        scheme: str = "central") -> np.ndarray:
     """Per-element differences of ``f`` at ``x`` (perturbed in place, restored exactly).
@@ -250,17 +366,17 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
     scheme 'central': (f(x+h) - f(x-h)) / 2h; 'forward': (f(x+h) - f(x)) / h.
     """
     grad = np.zeros(x.shape, dtype=x.dtype)
-    f0 = f(x) if scheme == "forward" else 0.0
+    f0 = _real(f(x)) if scheme == "forward" else 0.0
     it = np.nditer(x, flags=["multi_index"])
     while not it.finished:
         idx = it.multi_index
         tmp_val = x[idx]
         try:
             x[idx] = tmp_val + h
-            fxh1 = f(x)
+            fxh1 = _real(f(x))
             if scheme == "central":
                 x[idx] = tmp_val - h
-                fxh2 = f(x)
+                fxh2 = _real(f(x))
                 grad[idx] = (fxh1 - fxh2) / (2 * h)
             else:
                 grad[idx] = (fxh1 - f0) / h

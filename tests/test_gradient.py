@@ -41,7 +41,7 @@ def test_any_shape_matches_reference(backend, dtype):
     x0 = x.copy()
     f = lambda w: float(np.sum(np.sin(w) * w))  # noqa: E731
     with pfg.use_backend(backend):
-        g = pfg.numerical_gradient(f, x)
+        g = pfg.numerical_gradient(f, x, h=1e-4)  # the reference's step (float32's default is larger)
     assert g.shape == x.shape and g.dtype == dtype
     np.testing.assert_array_equal(x, x0)  # restored bit for bit
     expect = ref.numerical_gradient(f, x0.copy())
@@ -106,5 +106,25 @@ def test_bad_input(backend):
         with pytest.raises(RuntimeError, match="inside f"):
             pfg.numerical_gradient(boom, x)
         assert x.tolist() == [1.0, 2.0]
+        with pytest.raises(TypeError, match="real number"):
+            pfg.numerical_gradient(lambda w: w * 2, np.ones(2))
+        with pytest.raises(ValueError, match="NaN or inf"):
+            pfg.numerical_gradient(lambda w: np.nan, np.ones(2))
+        x_log = np.array([1.0, 1e-5])
+        with pytest.raises(ValueError, match=r"x\[1\]"), np.errstate(invalid="ignore"):
+            pfg.numerical_gradient(lambda w: float(np.sum(np.log(w))), x_log)  # log of a negative
+        assert x_log.tolist() == [1.0, 1e-5]
         with pytest.raises(ValueError, match="lr"):
             pfg.gradient_descent(function_2, np.ones(2), lr=-1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_default_step_is_accurate(backend):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    f = lambda w: float(np.sum(np.sin(w) * w))  # noqa: E731
+    exact = np.sin(x.astype(np.float64)) + x * np.cos(x.astype(np.float64))
+    with pfg.use_backend(backend):
+        err_default = np.max(np.abs(pfg.numerical_gradient(f, x) - exact))
+        err_tutorial = np.max(np.abs(pfg.numerical_gradient(f, x, h=1e-4) - exact))
+    assert err_default < 2e-4 < 1e-3 < err_tutorial  # 1e-4 loses ~3 digits to float32 rounding

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
               "and the speedup understated", file=sys.stderr)
     q = args.quick
     print(f"pyfastgrad {pfg.__version__}, backend {pfg.get_backend()}, {os.cpu_count()} cores, data {source}")
-    result = {"source": source, "cores": os.cpu_count(), "quick": q, "date": time.strftime("%Y-%m-%d %H:%M")}
+    result = {"source": str(source), "cores": os.cpu_count(), "quick": q, "date": time.strftime("%Y-%m-%d %H:%M")}
     n = 3000 if q else 20000
     print(f"throughput: {n} training images (20 % held out), hidden 100, "
           f"{1 if q else 2} epoch(s) per trial")

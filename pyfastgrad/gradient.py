@@ -143,27 +143,29 @@ def _as_values(v, m: int) -> np.ndarray:
     return a.astype(np.float64).reshape(m)
 
 
-def _chunk_diffs(f: Callable, x: np.ndarray, idx: np.ndarray, h: float, forward: bool, f0: float,
+def _chunk_diffs(f: Callable, x: np.ndarray, start: int, stop: int, h: float, forward: bool, f0: float,
                  vectorized: bool) -> np.ndarray:
-    """Differences for the flat coordinates ``idx`` of ``x`` (a private copy is perturbed).
+    """Differences for the flat coordinates ``start:stop`` of ``x`` (a private copy is perturbed).
 
     Module-level so that process pools and Dask can pickle it."""
     hT = x.dtype.type(h)
+    m = stop - start
     if vectorized:
-        m = idx.size
         flat = x.reshape(-1)
-        X = np.empty((m if forward else 2 * m, flat.size), dtype=x.dtype)
+        n = flat.size
+        X = np.empty((m if forward else 2 * m, n), dtype=x.dtype)
         X[...] = flat
-        rows = np.arange(m)
-        X[rows, idx] = flat[idx] + hT
+        # row r perturbs coordinate start + r: X's flat entries start + r*(n+1), a strided slice
+        Xf = X.reshape(-1)
+        Xf[start:start + m * (n + 1):n + 1] += hT
         if not forward:
-            X[m + rows, idx] = flat[idx] - hT
+            Xf[m * n + start:m * n + start + m * (n + 1):n + 1] -= hT
         v = _as_values(f(X.reshape((X.shape[0],) + x.shape)), X.shape[0])
         return (v[:m] - f0) / h if forward else (v[:m] - v[m:]) / (2 * h)
     xf = np.array(x, copy=True)  # perturbed one entry at a time; x itself is only read
     flat = xf.reshape(-1)
-    out = np.empty(idx.size, dtype=np.float64)
-    for k, i in enumerate(idx):
+    out = np.empty(m, dtype=np.float64)
+    for k, i in enumerate(range(start, stop)):
         tmp = flat[i]
         flat[i] = tmp + hT
         fp = float(_as_values(f(xf), 1)[0])
@@ -190,13 +192,14 @@ def _blocked(f: Callable, x: np.ndarray, h: float, scheme: str, vectorized: bool
         else:  # a few chunks per worker balance uneven f costs
             workers = getattr(executor, "_max_workers", None) or 2
             chunk_size = max(1, -(-n // (4 * workers)))
-    chunks = [np.arange(i, min(n, i + int(chunk_size))) for i in range(0, n, int(chunk_size))]
+    bounds = [(i, min(n, i + int(chunk_size))) for i in range(0, n, int(chunk_size))]
     if executor is None:
-        parts = [_chunk_diffs(f, xc, c, h, forward, f0, vectorized) for c in chunks]
+        parts = [_chunk_diffs(f, xc, a, b, h, forward, f0, vectorized) for a, b in bounds]
     else:
-        futures = [executor.submit(_chunk_diffs, f, xc, c, h, forward, f0, vectorized) for c in chunks]
+        futures = [executor.submit(_chunk_diffs, f, xc, a, b, h, forward, f0, vectorized) for a, b in bounds]
         parts = [fu.result() for fu in futures]
-    return np.concatenate(parts).astype(x.dtype).reshape(x.shape)
+    g = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return g.astype(x.dtype, copy=False).reshape(x.shape)
 
 
 def gradient_descent(f: Callable[[np.ndarray], float], init_x, lr: float = 0.01, step_num: int = 100,

@@ -81,25 +81,27 @@ def main(argv: Optional[List[str]] = None) -> dict:
         fine = np.linspace(-4.5, 4.5, 200)
         F0, F1 = np.meshgrid(fine, fine)
         ax1.contour(F0, F1, F0 ** 2 + F1 ** 2, levels=[0.5, 2, 5, 10, 15, 20], colors="0.75", linewidths=0.8)
-        styles = {0.1: ("o-", "tab:blue"), 10.0: ("s-", "tab:red"), 1e-10: ("^", "tab:green")}
-        for lr in LRS:
-            st, c = styles[lr]
-            path = paths[lr][:30] if lr == 0.1 else paths[lr][:3]
-            ax1.plot(path[:, 0], path[:, 1], st, color=c, ms=4, lw=1,
-                     label=f"lr {lr:g}" + (" (first 30 steps)" if lr == 0.1 else " (first 2 steps)"))
-        ax1.plot([-3], [4], "k*", ms=12, label="start (−3, 4)")
+        styles = {0.1: "tab:blue", 10.0: "tab:red", 1e-10: "tab:green"}
+        path = paths[0.1]
+        ax1.plot(path[:, 0], path[:, 1], "o-", color=styles[0.1], ms=4, lw=1, label="lr 0.1: converges to (0, 0)")
+        ax1.plot(path[-1:, 0], path[-1:, 1], "*", color="k", ms=12, zorder=5)  # the start is drawn below
+        ax1.plot([-3], [4], "*", color="gold", mec="k", ms=16, zorder=6, label="start (−3, 4)")
+        fin10, fin_small = paths[10.0][-1], paths[1e-10][-1]
+        ax1.text(0.03, 0.03, f"lr 10: diverges, x = ({fin10[0]:.2e}, {fin10[1]:.2e})\n"
+                 f"lr 1e-10: stays, x = ({fin_small[0]:.8f}, {fin_small[1]:.8f})",
+                 transform=ax1.transAxes, fontsize=9, va="bottom",
+                 bbox=dict(boxstyle="round", fc="white", ec="0.7"))
         ax1.axhline(0, color="0.5", ls="--", lw=0.8)
         ax1.axvline(0, color="0.5", ls="--", lw=0.8)
-        ax1.set(title="Gradient descent on contour lines of f", xlabel="x0 (dimensionless)",
+        ax1.set(title=f"Gradient descent from (−3, 4), {args.steps} steps", xlabel="x0 (dimensionless)",
                 ylabel="x1 (dimensionless)", xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal")
-        ax1.legend(loc="lower right", fontsize=8, framealpha=0.9)
+        ax1.legend(loc="upper right", fontsize=9, framealpha=0.9)
         for lr in LRS:
-            st, c = styles[lr]
             dist = np.linalg.norm(paths[lr], axis=1)
-            ax2.semilogy(np.arange(dist.size), dist, "-", color=c, label=f"lr {lr:g}")
+            ax2.semilogy(np.arange(dist.size), dist, "-", color=styles[lr], lw=2, label=f"lr {lr:g}")
         ax2.set(title="Distance to the minimum per step", xlabel="step",
                 ylabel="‖x‖ (dimensionless, log scale)")
-        ax2.legend(loc="center right")
+        ax2.legend(loc="center right", title="learning rate")
         fig.tight_layout()
         _common.save(fig, args.out, "gradient_descent.png")
     return out

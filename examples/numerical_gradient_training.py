@@ -7,7 +7,7 @@ the tutorials' numpy loop that is days of computing; ``net.numerical_gradient`` 
 C++ call per iteration. The script times its run, times the pure-numpy reference loop on a
 sample of the weights and extrapolates that to the full run, and draws ``numerical_training.png``.
 
-    python examples/numerical_gradient_training.py --out docs      # the full run (about a minute)
+    python examples/numerical_gradient_training.py --threads 1 --out docs   # the full run (about a minute)
     python examples/numerical_gradient_training.py --iters 20 --no-plots   # a taste
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import _common  # noqa: E402
 import pyfastgrad as pfg  # noqa: E402
 from pyfastgrad import reference  # noqa: E402
 
-FULL = "python examples/numerical_gradient_training.py --out docs"
+FULL = "python examples/numerical_gradient_training.py --threads 1 --out docs"
 
 
 def reference_seconds_per_iteration(x_batch, t_batch, n_sample: int = 400, seed: int = 0) -> float:
@@ -71,9 +71,24 @@ def main(argv: Optional[List[str]] = None) -> dict:
     p.add_argument("--subset", action="store_true", help="the MNIST subset shipped in the package")
     p.add_argument("--ref-sample", type=int, default=400, help="weights timed in the reference's loop")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads for pyfastgrad's kernels and (with threadpoolctl) numpy's BLAS; 1 on a busy machine")
     args = p.parse_args(argv)
+    if args.threads is None:
+        return _run(args)
+    pfg.set_num_threads(args.threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # numpy's BLAS keeps its threads: the reference's time may suffer on a busy machine
+        print("note: without threadpoolctl numpy's BLAS threads are not limited")
+        return _run(args)
+    with threadpool_limits(args.threads):
+        return _run(args)
+
+
+def _run(args) -> dict:
     ((x_train, t_train), (x_test, t_test)), what = _common.mnist(args.train_size, subset=args.subset)
-    print(f"data: {what}; backend {pfg.get_backend()}")
+    print(f"data: {what}; backend {pfg.get_backend()}, threads {pfg.get_num_threads()}")
     if args.iters < 10000:
         print(f"(a short run; the full one is: {FULL})")
     rng = np.random.default_rng(args.seed)

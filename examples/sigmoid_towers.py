@@ -22,16 +22,16 @@ import _common  # noqa: E402
 
 import pyfastgrad as pfg  # noqa: E402
 
-STEEP = 400.0  # weight of the steep sigmoids: a step over ~1/100 of the unit interval
+STEEP = 700.0  # weight of the steep sigmoids: a step over ~1/150 of the unit interval (< 709: no overflow)
 THRESH = 40.0  # weight of the tower's output sigmoid
 
 
-def step(x, s: float, w: float = STEEP):
-    """A steep sigmoid: about 0 left of ``s`` and 1 right of it."""
-    return pfg.sigmoid(w * (np.asarray(x, dtype=np.float64) - s))
+def step(x, s: float, w: Optional[float] = None):
+    """A steep sigmoid ``sigmoid(w (x - s))`` (w: default :data:`STEEP`): about 0 left of ``s``, 1 right."""
+    return pfg.sigmoid((STEEP if w is None else w) * (np.asarray(x, dtype=np.float64) - s))
 
 
-def bump(x, s1: float, s2: float, w: float = STEEP):
+def bump(x, s1: float, s2: float, w: Optional[float] = None):
     """Two steep sigmoids, ``step(s1) - step(s2)``: 1 on [s1, s2], 0 outside."""
     return step(x, s1, w) - step(x, s2, w)
 
@@ -65,20 +65,24 @@ def main(argv: Optional[List[str]] = None) -> dict:
     p.add_argument("--grid", type=int, default=41, help="training points per axis")
     p.add_argument("--hidden", type=int, default=50, help="sigmoid hidden units")
     p.add_argument("--epochs", type=int, default=400)
-    p.add_argument("--lr", type=float, default=0.01, help="Adam's learning rate")
+    p.add_argument("--lr", type=float, default=0.03, help="Adam's learning rate (cosine decay to 0)")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--eval-grid", type=int, default=200,
+                   help="test points per axis (cell centres of the unit square: never on a tower's edge)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     out = {}
-    g = np.linspace(0, 1, 201)
+    g = (np.arange(args.eval_grid) + 0.5) / args.eval_grid  # cell centres
     X, Y = np.meshgrid(g, g, indexing="ij")
     one = tower(X, Y, 0.4, 0.6, 0.3, 0.7)
-    print(f"one tower over [0.4, 0.6] x [0.3, 0.7]: {one[100, 100]:.3f} at (0.5, 0.5), "
-          f"{one[20, 100]:.3f} at (0.1, 0.5), {one[100, 20]:.3f} at (0.5, 0.1)")
-    out["tower"] = (one[100, 100], one[20, 100], one[100, 20])
+    vals = [float(tower(px, py, 0.4, 0.6, 0.3, 0.7)) for px, py in ((0.5, 0.5), (0.1, 0.5), (0.5, 0.1), (0.4, 0.5))]
+    print(f"one tower over [0.4, 0.6] x [0.3, 0.7]: {vals[0]:.3f} at (0.5, 0.5), {vals[1]:.3f} at (0.1, 0.5), "
+          f"{vals[2]:.3f} at (0.5, 0.1), {vals[3]:.3f} on its edge at (0.4, 0.5)")
+    out["tower"] = vals
     T = target(X, Y)
-    for n in (5, 10, 20):
+    for n in (5, 10, 20, 40):
         err = np.sqrt(np.mean((towers_sum(X, Y, n) - T) ** 2))
-        print(f"{n:2d} x {n:2d} towers summed: RMS error against the target {err:.4f}")
+        print(f"{n:2d} x {n:2d} towers summed: RMS error against the target {err:.4f} ({len(g)} x {len(g)} points)")
         out[f"towers{n}"] = err
 
     gt = np.linspace(0, 1, args.grid)
@@ -89,12 +93,14 @@ def main(argv: Optional[List[str]] = None) -> dict:
     t_test = T.reshape(-1, 1)
     net = pfg.Net([2, args.hidden, 1], activation="sigmoid", loss="mse", weight_init=4.0, seed=args.seed)
     hist = pfg.fit(net, 2 * x_train - 1, t_train, 2 * x_test - 1, t_test, optimizer="adam", lr=args.lr,
-                   epochs=args.epochs, batch_size=min(50, len(t_train)), seed=args.seed, progress=False)
-    print(f"2-{args.hidden}-1 net (sigmoid hidden, linear output, MSE), Adam lr {args.lr:g}, {args.epochs} "
+                   epochs=args.epochs, batch_size=min(args.batch_size, len(t_train)), seed=args.seed, progress=False,
+                   schedule="cosine")
+    print(f"2-{args.hidden}-1 net (sigmoid hidden, linear output, MSE), Adam lr {args.lr:g} cosine, {args.epochs} "
           f"epochs on {len(t_train)} points: test MSE {hist.test_mse[-1]:.2e}, R2 {hist.test_r2[-1]:.4f}")
     out.update(hist=hist, r2=hist.test_r2[-1], mse=hist.test_mse[-1])
     if not args.no_plots:
         plt = _common.pyplot()
+        sub = max(1, len(g) // 50)  # about 50 x 50 surface points
         fig = plt.figure(figsize=(12, 3.6))
         ax = fig.add_subplot(1, 4, 1)
         ax.plot(g, step(g, 0.4), label="step at 0.4")
@@ -106,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         panels = ((one, "One tower"), (towers_sum(X, Y, 10), "10 x 10 towers summed"), (T, "Target surface"))
         for k, (Z, title) in enumerate(panels, start=2):
             ax = fig.add_subplot(1, 4, k, projection="3d")
-            ax.plot_surface(X[::4, ::4], Y[::4, ::4], Z[::4, ::4], cmap="viridis", linewidth=0,
+            ax.plot_surface(X[::sub, ::sub], Y[::sub, ::sub], Z[::sub, ::sub], cmap="viridis", linewidth=0,
                             rcount=51, ccount=51)
             ax.set(title=title, xlabel="x", ylabel="y", zlabel="height")
             ax.view_init(30, -60)
@@ -114,21 +120,22 @@ def main(argv: Optional[List[str]] = None) -> dict:
         _common.save(fig, args.out, "sigmoid_towers.png")
 
         fit = net.predict(2 * x_test - 1).reshape(X.shape)
-        fig = plt.figure(figsize=(11, 4.2))
+        fig = plt.figure(figsize=(13, 4.2))
         for k, (Z, title) in enumerate(((T, "Target surface"),
                                         (fit, f"Net's fit (2-{args.hidden}-1, R² {hist.test_r2[-1]:.4f})")),
                                        start=1):
             ax = fig.add_subplot(1, 3, k, projection="3d")
-            ax.plot_surface(X[::4, ::4], Y[::4, ::4], Z[::4, ::4], cmap="viridis", linewidth=0,
+            ax.plot_surface(X[::sub, ::sub], Y[::sub, ::sub], Z[::sub, ::sub], cmap="viridis", linewidth=0,
                             vmin=0, vmax=0.85)
             ax.set(title=title, xlabel="x", ylabel="y", zlabel="height", zlim=(-0.05, 0.9))
             ax.view_init(30, -60)
         ax = fig.add_subplot(1, 3, 3)
-        ax.semilogy(hist.epoch, hist.train_mse, label="train (41x41 grid)")
-        ax.semilogy(hist.epoch, hist.test_mse, "--", label="test (201x201 grid)")
-        ax.set(title="Mean squared error per epoch", xlabel="epoch", ylabel="MSE (height², log scale)")
+        ax.set_box_aspect(0.8)
+        ax.semilogy(hist.epoch, hist.train_mse, label=f"train ({args.grid}x{args.grid} grid)")
+        ax.semilogy(hist.epoch, hist.test_mse, "--", label=f"test ({len(g)}x{len(g)} grid)")
+        ax.set(title="Mean squared error per epoch", xlabel="epoch", ylabel="MSE (log scale)")
         ax.legend(loc="upper right")
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.0, right=0.98, bottom=0.12, top=0.9, wspace=0.3)
         _common.save(fig, args.out, "surface_fit.png")
     return out
 

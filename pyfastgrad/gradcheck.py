@@ -1,6 +1,6 @@
 """Gradient checks: a gradient (backprop or the user's own) against finite differences.
 
-The verdict is per entry, as ``numpy.allclose`` / ``torch.autograd.gradcheck``:
+The verdict is per entry, as ``numpy.allclose`` / ``torch.autograd.gradcheck``::
 
     |g - n| <= atol + rtol * |n| + noise
 
@@ -74,7 +74,7 @@ class GradientEntry:
 
 @dataclass
 class ParamReport:
-    """Summary of one parameter: ``rel`` is the normwise max|g - n| / max(|g|, |n|) over the
+    """Summary of one parameter: ``rel`` is the normwise ``max|g - n| / max(|g|, |n|)`` over the
     judged entries; ``n_kinks`` entries had a kink within +-h, of which ``n_one_sided`` were
     judged one-sided and ``n_excluded`` left out."""
 

@@ -23,7 +23,7 @@ def default_step(x: np.ndarray) -> float:
     """The step ``numerical_gradient`` uses when ``h=None``.
 
     float64: the tutorials' ``1e-4``. float32: ``eps**(1/3) * max(1, max|x|)`` rounded to a
-    power of two (4.9e-3 -> 2**-8 for |x| <= 1), the step that balances the central
+    power of two (4.9e-3 -> 2**-8 for ``|x| <= 1``), the step that balances the central
     difference's truncation error O(h^2) against float32 rounding O(eps/h); a power of two so
     that ``x + h`` is exact for most x and the step taken is the step divided by.
     """

@@ -133,7 +133,7 @@ def _run(args) -> dict:
         plt = _common.pyplot()
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.1, 1]})
         labels = ["reference numpy loop\n(extrapolated)", "net.numerical_gradient\n(measured)",
-                  "backprop, net.gradient\n(measured)"]
+                  "backprop, net.gradient\n(measured per iteration)"]
         vals = [ref_total, ours, bp_iter * args.iters]
         bars = ax1.barh(labels, vals, color=["tab:red", "tab:blue", "tab:green"])
         ax1.set_xscale("log")

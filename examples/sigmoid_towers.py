@@ -100,12 +100,12 @@ def main(argv: Optional[List[str]] = None) -> dict:
     out.update(hist=hist, r2=hist.test_r2[-1], mse=hist.test_mse[-1])
     if not args.no_plots:
         plt = _common.pyplot()
-        sub = max(1, len(g) // 50)  # about 50 x 50 surface points
+        sub = max(1, len(g) // 40)  # about 40 x 40 surface points (keeps the PNGs small)
         fig = plt.figure(figsize=(12, 3.6))
         ax = fig.add_subplot(1, 4, 1)
         ax.plot(g, step(g, 0.4), label="step at 0.4")
         ax.plot(g, step(g, 0.6), "--", label="step at 0.6")
-        ax.plot(g, bump(g, 0.4, 0.6), lw=2.5, alpha=0.6, label="difference: bump")
+        ax.fill_between(g, 0, bump(g, 0.4, 0.6), color="tab:green", alpha=0.3, label="difference: a bump")
         ax.set(title=f"Steep sigmoids (w = {STEEP:g})", xlabel="x (dimensionless)", ylabel="output",
                ylim=(-0.1, 1.25))
         ax.legend(loc="upper left", fontsize=8)
@@ -113,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         for k, (Z, title) in enumerate(panels, start=2):
             ax = fig.add_subplot(1, 4, k, projection="3d")
             ax.plot_surface(X[::sub, ::sub], Y[::sub, ::sub], Z[::sub, ::sub], cmap="viridis", linewidth=0,
-                            rcount=51, ccount=51)
+                            rcount=41, ccount=41)
             ax.set(title=title, xlabel="x", ylabel="y", zlabel="height")
             ax.view_init(30, -60)
         fig.tight_layout()

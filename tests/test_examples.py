@@ -299,12 +299,12 @@ def test_mnist_training_example_small(capsys, tmp_path):
 
 # ------------------------------------------------------------------ training by the numerical gradient
 def test_numerical_gradient_training_example_small(capsys):
-    res, out = run("numerical_gradient_training", ["--subset", "--iters", 40, "--train-size", 400,
+    res, out = run("numerical_gradient_training", ["--subset", "--iters", 100, "--train-size", 1000,
                                                    "--ref-sample", 30, "--no-plots"], capsys)
     assert "python examples/numerical_gradient_training.py --threads 1 --out docs" in out  # the full run
     assert len(res["test_acc_list"]) == 10
-    assert res["test_acc"] > 0.5 and res["loss"][-1] < res["loss"][0]
-    assert res["ref_total"] == pytest.approx(40 * res["ref_per_iter"])
+    assert res["test_acc"] > 0.6 and res["loss"][-1] < 0.5 * res["loss"][0]  # chance is 0.1
+    assert res["ref_total"] == pytest.approx(100 * res["ref_per_iter"])
     assert res["ref_per_iter"] > 10 * res["per_iter"]  # the reference's loop is far slower
     assert f"test accuracy {100 * res['test_acc']:.1f} %" in out
 
@@ -315,6 +315,7 @@ def test_numerical_gradient_training_follows_backprop_training():
     (x, t), _ = load_mnist_subset()
     a = pfg.TwoLayerNet(784, 50, 10, seed=0)
     b = pfg.TwoLayerNet(784, 50, 10, seed=0)
+    theta0 = b.theta.copy()
     rng = np.random.default_rng(0)
     for _ in range(5):
         m = rng.choice(1000, 100)
@@ -322,4 +323,7 @@ def test_numerical_gradient_training_follows_backprop_training():
         for k in ga:
             a.params[k] -= 0.1 * ga[k]
             b.params[k] -= 0.1 * gb[k]
-    assert np.max(np.abs(a.theta - b.theta)) < 1e-8
+    # the same training up to the central difference's error (ReLU kinks within +-h add a little,
+    # which later steps spread): under 1 % of the distance the parameters moved
+    moved = np.linalg.norm(b.theta - theta0)
+    assert moved > 0.01 and np.linalg.norm(a.theta - b.theta) < 1e-2 * moved, np.linalg.norm(a.theta - b.theta) / moved

@@ -1,6 +1,6 @@
 """Gradient checks: a gradient (backprop or the user's own) against finite differences.
 
-The verdict is per entry, as ``numpy.allclose`` / ``torch.autograd.gradcheck``:
+The verdict is per entry, as ``numpy.allclose`` / ``torch.autograd.gradcheck``::
 
     |g - n| <= atol + rtol * |n| + noise
 
@@ -74,7 +74,7 @@ class GradientEntry:
 
 @dataclass
 class ParamReport:
-    """Summary of one parameter: ``rel`` is the normwise max|g - n| / max(|g|, |n|) over the
+    """Summary of one parameter: ``rel`` is the normwise ``max|g - n| / max(|g|, |n|)`` over the
     judged entries; ``n_kinks`` entries had a kink within +-h, of which ``n_one_sided`` were
     judged one-sided and ``n_excluded`` left out."""
 
@@ -101,6 +101,7 @@ class KinkEntries:
     rules: List[str]
 
     def indices(self) -> List[Tuple[int, ...]]:
+        """The kink entries' multi-indices into the parameter (``np.unravel_index`` of ``flat_index``)."""
         return [tuple(int(i) for i in np.unravel_index(k, self.shape)) for k in self.flat_index]
 
 
@@ -127,6 +128,7 @@ class GradientCheckResult:
 
     @property
     def passed(self) -> bool:
+        """True when no judged entry exceeds ``atol + rtol * |n| + noise``."""
         return all(p.n_failed == 0 for p in self.params.values())
 
     def __bool__(self) -> bool:
@@ -134,26 +136,32 @@ class GradientCheckResult:
 
     @property
     def n_failed(self) -> int:
+        """Number of entries outside their tolerance, over all parameters."""
         return sum(p.n_failed for p in self.params.values())
 
     @property
     def n_kinks(self) -> int:
+        """Number of entries with a ReLU/hinge kink within +-h, over all parameters."""
         return sum(p.n_kinks for p in self.params.values())
 
     @property
     def n_excluded(self) -> int:
+        """Number of kink entries left out of the verdict (kinks on both sides)."""
         return sum(p.n_excluded for p in self.params.values())
 
     @property
     def max_abs(self) -> Dict[str, float]:
+        """Per parameter, the largest ``|g - n|`` over the judged entries."""
         return {k: p.max_abs for k, p in self.params.items()}
 
     @property
     def mean_abs(self) -> Dict[str, float]:
+        """Per parameter, the mean ``|g - n|`` over the judged entries (the tutorials' table)."""
         return {k: p.mean_abs for k, p in self.params.items()}
 
     @property
     def rel(self) -> Dict[str, float]:
+        """Per parameter, the normwise relative error ``max|g - n| / max(|g|, |n|)``."""
         return {k: p.rel for k, p in self.params.items()}
 
     @property

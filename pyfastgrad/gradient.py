@@ -23,7 +23,7 @@ def default_step(x: np.ndarray) -> float:
     """The step ``numerical_gradient`` uses when ``h=None``.
 
     float64: the tutorials' ``1e-4``. float32: ``eps**(1/3) * max(1, max|x|)`` rounded to a
-    power of two (4.9e-3 -> 2**-8 for |x| <= 1), the step that balances the central
+    power of two (4.9e-3 -> 2**-8 for ``|x| <= 1``), the step that balances the central
     difference's truncation error O(h^2) against float32 rounding O(eps/h); a power of two so
     that ``x + h`` is exact for most x and the step taken is the step divided by.
     """
@@ -203,18 +203,51 @@ def _blocked(f: Callable, x: np.ndarray, h: float, scheme: str, vectorized: bool
 
 
 def gradient_descent(f: Callable[[np.ndarray], float], init_x, lr: float = 0.01, step_num: int = 100,
-                     backend: Optional[str] = None) -> np.ndarray:
+                     backend: Optional[str] = None, history: bool = False,
+                     callback: Optional[Callable[[int, np.ndarray], object]] = None):
     """Plain gradient descent ``x <- x - lr * grad f(x)`` with the numerical gradient.
 
-    Works on a float64 copy of ``init_x`` (the caller's array is not modified) and
-    returns the final ``x``.
+    Parameters
+    ----------
+    f : callable
+        ``f(x) -> float``, as for :func:`numerical_gradient`.
+    init_x : array_like
+        Starting point; a float64 copy is taken (integers are converted), the caller's
+        array is not modified.
+    lr : float
+        Learning rate (step size), > 0.
+    step_num : int
+        Number of steps, >= 0.
+    backend : None, 'cpp', 'numba' or 'numpy'
+        Backend of the numerical gradient.
+    history : bool
+        Also return the path: an array of shape ``(step_num + 1, *x.shape)`` holding the
+        starting point and ``x`` after every step (the last row is the returned ``x``), for
+        the tutorials' path-on-contours figure.
+    callback : callable or None
+        ``callback(i, x)`` after step ``i`` (1-based) with the current ``x`` (a copy); a truthy
+        return stops the descent early (the history then ends at that step).
+
+    Returns
+    -------
+    x : ndarray
+        The final point; or ``(x, path)`` when ``history`` is True.
     """
     lr = positive(lr, "lr")
     if int(step_num) < 0:
         raise ValueError(f"step_num must be >= 0, got {step_num}")
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable")
     x = np.array(init_x, dtype=np.float64 if np.asarray(init_x).dtype.kind != "f" else None, copy=True)
-    for _ in range(int(step_num)):
+    path = [x.copy()] if history else None
+    for i in range(1, int(step_num) + 1):
         x -= lr * numerical_gradient(f, x, backend=backend)
+        if path is not None:
+            path.append(x.copy())
+        if callback is not None and callback(i, x.copy()):
+            break
+    if path is not None:
+        return x, np.stack(path)
     return x
 
 

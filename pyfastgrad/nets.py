@@ -139,10 +139,12 @@ class Net:
     # ------------------------------------------------------------------ plumbing
     @property
     def n_params(self) -> int:
+        """Number of parameters, ``sum(fan_in * fan_out + fan_out)`` over the layers (``theta.size``)."""
         return self.theta.size
 
     @property
     def n_layers(self) -> int:
+        """Number of affine layers, ``len(sizes) - 1``."""
         return len(self.sizes) - 1
 
     def _mlp(self):
@@ -309,6 +311,7 @@ class Net:
         return load_net(path, backend=backend)
 
     def copy(self) -> "Net":
+        """An independent copy: same configuration, a new ``theta`` with the same values."""
         new = Net.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.theta = self.theta.copy()
@@ -373,6 +376,7 @@ class SimpleNet(Net):
 
     @property
     def W(self) -> np.ndarray:
+        """The 2x3 weight matrix (a view into ``theta``; assigning copies into it)."""
         return self.params["W"]
 
     @W.setter
@@ -380,9 +384,11 @@ class SimpleNet(Net):
         self.params["W"] = value
 
     def train_step(self, x, t, optimizer) -> float:
+        """Not supported: simpleNet only demonstrates gradients (raises NotImplementedError)."""
         raise NotImplementedError("SimpleNet is a demonstration net; use gradient/numerical_gradient")
 
     def copy(self) -> "SimpleNet":
+        """An independent SimpleNet with a copy of ``W``."""
         return SimpleNet(self.W.copy(), dtype=self.dtype, backend=self.backend)
 
 

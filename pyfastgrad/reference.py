@@ -48,6 +48,7 @@ DELTA = 1e-7  # guards log(0) in cross_entropy_error
 
 # --------------------------------------------------------------------------- functions
 def identity(x: np.ndarray) -> np.ndarray:
+    """``y = x`` (the output activation of a regression net)."""
     return x
 
 
@@ -57,19 +58,23 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def sigmoid_grad(x: np.ndarray) -> np.ndarray:
+    """Derivative of the sigmoid, ``sigmoid(x) * (1 - sigmoid(x))``."""
     s = sigmoid(x)
     return (1.0 - s) * s
 
 
 def relu(x: np.ndarray) -> np.ndarray:
+    """``max(0, x)``, element-wise."""
     return np.maximum(0, x)
 
 
 def relu_grad(x: np.ndarray) -> np.ndarray:
+    """Derivative of ReLU: 1 where ``x > 0``, else 0 (0 at the kink x = 0)."""
     return (x > 0).astype(x.dtype)
 
 
 def tanh(x: np.ndarray) -> np.ndarray:
+    """Hyperbolic tangent, element-wise."""
     return np.tanh(x)
 
 
@@ -169,53 +174,73 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
 
 
 def gradient_descent(f: Callable[[np.ndarray], float], init_x: np.ndarray, lr: float = 0.01,
-                     step_num: int = 100) -> np.ndarray:
-    """x <- x - lr * grad f(x), ``step_num`` times, starting from ``init_x`` (updated in place)."""
+                     step_num: int = 100, history: bool = False):
+    """x <- x - lr * grad f(x), ``step_num`` times, starting from ``init_x`` (updated in place).
+
+    With ``history=True`` returns ``(x, path)``: ``path`` has shape ``(step_num + 1, *x.shape)``,
+    the starting point and then ``x`` after every step (the tutorials' ``x_history`` holds the
+    points before each step, i.e. ``path[:-1]``).
+    """
     x = init_x
+    path = [x.copy()]
     for _ in range(step_num):
         grad = numerical_gradient(f, x)
         x -= lr * grad
-    return x
+        if history:
+            path.append(x.copy())
+    return (x, np.array(path)) if history else x
 
 
 # --------------------------------------------------------------------------- layers
 class Relu:
+    """ReLU layer: ``out = max(0, x)``; backward passes ``dout`` where ``x > 0`` and 0 elsewhere."""
+
     def __init__(self) -> None:
         self.mask: Optional[np.ndarray] = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """``max(0, x)``; remembers where ``x <= 0``."""
         self.mask = x <= 0
         out = x.copy()
         out[self.mask] = 0
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dx = dout`` where ``x > 0``, else 0."""
         dout = dout.copy()
         dout[self.mask] = 0
         return dout
 
 
 class Sigmoid:
+    """Sigmoid layer: ``out = 1 / (1 + exp(-x))``; backward ``dx = dout * out * (1 - out)``."""
+
     def __init__(self) -> None:
         self.out: Optional[np.ndarray] = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """``out = sigmoid(x)`` (kept for backward)."""
         self.out = sigmoid(x)
         return self.out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dx = dout * (1 - out) * out``."""
         return dout * (1.0 - self.out) * self.out
 
 
 class Tanh:
+    """Tanh layer: ``out = tanh(x)``; backward ``dx = dout * (1 - out**2)``."""
+
     def __init__(self) -> None:
         self.out: Optional[np.ndarray] = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """``out = tanh(x)`` (kept for backward)."""
         self.out = np.tanh(x)
         return self.out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dx = dout * (1 - out**2)``."""
         return dout * (1.0 - self.out ** 2)
 
 
@@ -231,12 +256,14 @@ class Affine:
         self.db: Optional[np.ndarray] = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """``out = x . W + b`` with ``x`` reshaped to (N, -1); remembers ``x``."""
         self.original_x_shape = x.shape
         x = x.reshape(x.shape[0], -1)
         self.x = x
         return np.dot(x, self.W) + self.b
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dx = dout . W^T`` (in x's original shape); sets ``dW = x^T . dout`` and ``db = sum_rows(dout)``."""
         dx = np.dot(dout, self.W.T)  # dX = dY . W^T
         self.dW = np.dot(self.x.T, dout)  # dW = X^T . dY
         self.db = np.sum(dout, axis=0)  # db = sum dY
@@ -244,18 +271,22 @@ class Affine:
 
 
 class SoftmaxWithLoss:
+    """Softmax output with cross-entropy loss: ``L = -sum(t * log softmax(x)) / N``; backward ``(y - t) / N``."""
+
     def __init__(self) -> None:
         self.loss: Optional[float] = None
         self.y: Optional[np.ndarray] = None
         self.t: Optional[np.ndarray] = None
 
     def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        """The mean cross-entropy of ``softmax(x)`` against ``t`` (one-hot or labels), from the logits."""
         self.t = t
         self.y = softmax(x)
         self.loss = softmax_cross_entropy(x, self.t)
         return self.loss
 
     def backward(self, dout: float = 1) -> np.ndarray:
+        """``dx = (softmax(x) - t) / N * dout``."""
         batch_size = self.t.shape[0]
         if self.t.size == self.y.size:
             dx = (self.y - self.t) / batch_size
@@ -274,12 +305,14 @@ class MSELoss:
         self.t: Optional[np.ndarray] = None
 
     def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        """``E = 1/(2N) * sum((x - t)**2)``; ``t`` real targets, one-hot rows or labels."""
         if t.size != x.size:
             t = np.eye(x.shape[-1], dtype=x.dtype)[t]
         self.y, self.t = x, t.reshape(x.shape)
         return mean_squared_error(self.y, self.t)
 
     def backward(self, dout: float = 1) -> np.ndarray:
+        """``dx = (x - t) / N * dout``."""
         return (self.y - self.t) / self.y.shape[0] * dout
 
 
@@ -292,12 +325,14 @@ class HingeLoss:
         self.t: Optional[np.ndarray] = None
 
     def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        """Mean over rows of ``sum_{k != t} max(0, x_k - x_t + margin)``."""
         if t.size == x.size:
             t = t.reshape(x.shape).argmax(axis=1)
         self.s, self.t = x, t
         return hinge_loss(x, t, self.margin)
 
     def backward(self, dout: float = 1) -> np.ndarray:
+        """Subgradient / N: 1 for each violated margin, minus their count at the true class."""
         n = self.s.shape[0]
         rows = np.arange(n)
         st = self.s[rows, self.t][:, None]
@@ -319,13 +354,16 @@ class SimpleNet:
         self.W = np.random.randn(2, 3) if W is None else W
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Scores ``x . W`` (no bias)."""
         return np.dot(x, self.W)
 
     def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        """Cross-entropy of ``softmax(x . W)`` against ``t``, from the logits."""
         z = self.predict(x)
         return softmax_cross_entropy(z, t)  # = cross_entropy_error(softmax(z), t) up to the 1e-7 guard
 
     def numerical_gradient(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``dL/dW`` by central differences (h = 1e-4), shape (2, 3)."""
         return numerical_gradient(lambda W: self.loss(x, t), self.W)
 
 
@@ -367,14 +405,17 @@ class MultiLayerNet:
 
     @property
     def n_layers(self) -> int:
+        """Number of affine layers, ``len(sizes) - 1``."""
         return len(self.sizes) - 1
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Scores: the last affine output (before the loss layer), shape (N, output)."""
         for layer in self.layers.values():
             x = layer.forward(x)
         return x
 
     def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        """Mean loss of the batch plus ``0.5 * weight_decay_lambda * sum(W**2)`` over the weights."""
         y = self.predict(x)
         weight_decay = 0.0
         for i in range(1, self.n_layers + 1):
@@ -383,12 +424,14 @@ class MultiLayerNet:
         return self.last_layer.forward(y, t) + weight_decay
 
     def accuracy(self, x: np.ndarray, t: np.ndarray) -> float:
+        """Fraction of rows whose arg-max score is the label (``t``: labels or one-hot)."""
         y = np.argmax(self.predict(x), axis=1)
         if t.ndim != 1:
             t = np.argmax(t, axis=1)
         return float(np.sum(y == t)) / float(x.shape[0])
 
     def numerical_gradient(self, x: np.ndarray, t: np.ndarray) -> Dict[str, np.ndarray]:
+        """Central-difference gradient of :meth:`loss` for every parameter, ``{'W1': ..., 'b1': ...}``."""
         loss_W = lambda W: self.loss(x, t)  # noqa: E731 (the tutorials' idiom)
         grads = {}
         for key in self.params:
@@ -396,6 +439,7 @@ class MultiLayerNet:
         return grads
 
     def gradient(self, x: np.ndarray, t: np.ndarray) -> Dict[str, np.ndarray]:
+        """Backprop gradient of :meth:`loss` (weights get ``+ weight_decay_lambda * W``)."""
         self.loss(x, t)  # forward
         dout = self.last_layer.backward(1)  # backward
         for layer in reversed(list(self.layers.values())):
@@ -423,19 +467,25 @@ class TwoLayerNet(MultiLayerNet):
 
 # --------------------------------------------------------------------------- optimizers
 class SGD:
+    """Stochastic gradient descent: ``W <- W - lr * dW``."""
+
     def __init__(self, lr: float = 0.01) -> None:
         self.lr = lr
 
     def update(self, params: Dict[str, np.ndarray], grads: Dict[str, np.ndarray]) -> None:
+        """One step on every array in ``params``, in place."""
         for key in params:
             params[key] -= self.lr * grads[key]
 
 
 class Momentum:
+    """Momentum SGD: ``v <- momentum * v - lr * dW``; ``W <- W + v``."""
+
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         self.lr, self.momentum, self.v = lr, momentum, None
 
     def update(self, params, grads) -> None:
+        """One step on every array in ``params``, in place (``v`` starts at 0)."""
         if self.v is None:
             self.v = {k: np.zeros_like(v) for k, v in params.items()}
         for key in params:
@@ -444,10 +494,13 @@ class Momentum:
 
 
 class Nesterov:
+    """Nesterov momentum (the tutorials' form): ``v <- mu v - lr dW``; ``W <- W + mu^2 v - (1 + mu) lr dW``."""
+
     def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
         self.lr, self.momentum, self.v = lr, momentum, None
 
     def update(self, params, grads) -> None:
+        """One step on every array in ``params``, in place (``v`` starts at 0)."""
         if self.v is None:
             self.v = {k: np.zeros_like(v) for k, v in params.items()}
         for key in params:
@@ -458,10 +511,13 @@ class Nesterov:
 
 
 class AdaGrad:
+    """AdaGrad: ``h <- h + dW**2``; ``W <- W - lr * dW / (sqrt(h) + 1e-7)``."""
+
     def __init__(self, lr: float = 0.01) -> None:
         self.lr, self.h = lr, None
 
     def update(self, params, grads) -> None:
+        """One step on every array in ``params``, in place (``h`` starts at 0)."""
         if self.h is None:
             self.h = {k: np.zeros_like(v) for k, v in params.items()}
         for key in params:
@@ -470,10 +526,13 @@ class AdaGrad:
 
 
 class RMSprop:
+    """RMSprop: ``h <- decay h + (1 - decay) dW**2``; ``W <- W - lr * dW / (sqrt(h) + 1e-7)``."""
+
     def __init__(self, lr: float = 0.01, decay_rate: float = 0.99) -> None:
         self.lr, self.decay_rate, self.h = lr, decay_rate, None
 
     def update(self, params, grads) -> None:
+        """One step on every array in ``params``, in place (``h`` starts at 0)."""
         if self.h is None:
             self.h = {k: np.zeros_like(v) for k, v in params.items()}
         for key in params:
@@ -483,11 +542,14 @@ class RMSprop:
 
 
 class Adam:
+    """Adam (the tutorials' form): ``m += (1-b1)(dW - m)``, ``v += (1-b2)(dW**2 - v)``, ``W -= lr_t m / (sqrt(v) + 1e-7)`` with ``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)``."""
+
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         self.lr, self.beta1, self.beta2 = lr, beta1, beta2
         self.iter, self.m, self.v = 0, None, None
 
     def update(self, params, grads) -> None:
+        """One step on every array in ``params``, in place (``m``, ``v`` start at 0)."""
         if self.m is None:
             self.m = {k: np.zeros_like(v) for k, v in params.items()}
             self.v = {k: np.zeros_like(v) for k, v in params.items()}

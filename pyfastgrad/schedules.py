@@ -36,6 +36,7 @@ class Schedule:
     """Base class: ``schedule(t)`` is the factor for update ``t + 1`` (``t`` an int or int array)."""
 
     def factor(self, t: np.ndarray) -> np.ndarray:
+        """The factor for updates ``t + 1`` (``t``: int64 array, >= 0); subclasses define it."""
         raise NotImplementedError
 
     def __call__(self, t) -> np.ndarray:
@@ -50,6 +51,7 @@ class Schedule:
 
     @staticmethod
     def from_spec(spec: Union[dict, str]) -> "Schedule":
+        """Rebuild a schedule from :meth:`spec`'s dict (or its JSON text)."""
         if isinstance(spec, str):
             spec = json.loads(spec)
         spec = dict(spec)
@@ -73,9 +75,11 @@ class Constant(Schedule):
     """factor 1 (the same as no schedule)."""
 
     def factor(self, t):
+        """1 for every update."""
         return np.ones(t.shape)
 
     def spec(self) -> dict:
+        """``{'kind': 'constant'}``."""
         return {"kind": "constant"}
 
 
@@ -87,9 +91,11 @@ class StepDecay(Schedule):
         self.gamma = _fraction(gamma, "gamma", low_open=True)
 
     def factor(self, t):
+        """``gamma ** (t // step_size)``."""
         return self.gamma ** (t // self.step_size)
 
     def spec(self) -> dict:
+        """``{'kind': 'step', 'step_size': ..., 'gamma': ...}``."""
         return {"kind": "step", "step_size": self.step_size, "gamma": self.gamma}
 
 
@@ -103,10 +109,12 @@ class Cosine(Schedule):
         self.min_factor = _fraction(min_factor, "min_factor")
 
     def factor(self, t):
+        """``m + (1 - m) (1 + cos(pi min(t, T) / T)) / 2``."""
         c = np.minimum(t, self.total_steps) / self.total_steps
         return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + np.cos(np.pi * c))
 
     def spec(self) -> dict:
+        """``{'kind': 'cosine', 'total_steps': ..., 'min_factor': ...}``."""
         return {"kind": "cosine", "total_steps": self.total_steps, "min_factor": self.min_factor}
 
 
@@ -121,10 +129,12 @@ class Warmup(Schedule):
         self.then = then
 
     def factor(self, t):
+        """``(t + 1) / steps`` while ``t < steps``, then ``then(t - steps)`` (or 1)."""
         after = np.ones(t.shape) if self.then is None else self.then(np.maximum(t - self.steps, 0))
         return np.where(t < self.steps, (t + 1) / self.steps, after)
 
     def spec(self) -> dict:
+        """``{'kind': 'warmup', 'steps': ..., 'then': then.spec() or None}``."""
         return {"kind": "warmup", "steps": self.steps, "then": None if self.then is None else self.then.spec()}
 
 

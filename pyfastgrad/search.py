@@ -69,9 +69,11 @@ class LogUniform:
         _check_range(self, positive=True)
 
     def sample(self, rng: np.random.Generator) -> float:
+        """One value ``exp(u)``, ``u ~ uniform(log low, log high)``."""
         return float(np.exp(rng.uniform(np.log(self.low), np.log(self.high))))
 
     def grid(self, n: int) -> List[float]:
+        """``n`` values evenly spaced in log scale from ``low`` to ``high`` (``np.geomspace``)."""
         return [float(v) for v in np.geomspace(self.low, self.high, n)]
 
     def __repr__(self) -> str:
@@ -89,9 +91,11 @@ class Uniform:
         _check_range(self, positive=False)
 
     def sample(self, rng: np.random.Generator) -> float:
+        """One value ``~ uniform(low, high)``."""
         return float(rng.uniform(self.low, self.high))
 
     def grid(self, n: int) -> List[float]:
+        """``n`` values evenly spaced from ``low`` to ``high`` (``np.linspace``)."""
         return [float(v) for v in np.linspace(self.low, self.high, n)]
 
     def __repr__(self) -> str:
@@ -112,9 +116,11 @@ class Choice:
                              f"several hidden layers write a tuple: 'hidden': (100, 100))")
 
     def sample(self, rng: np.random.Generator) -> Any:
+        """One of the options, each with probability ``1 / len(options)``."""
         return self.options[int(rng.integers(len(self.options)))]
 
     def grid(self, n: int) -> List[Any]:
+        """All the options (``n`` is ignored)."""
         return list(self.options)
 
     def __eq__(self, other: object) -> bool:
@@ -1040,6 +1046,7 @@ class SearchResult:
         return "\n".join(lines)
 
     def to_dict(self) -> Dict[str, Any]:
+        """A JSON-able dict of the search: its settings and every trial (what ``to_json`` writes)."""
         trials = []
         for r in self.trials:
             d = asdict(r)

@@ -270,6 +270,7 @@ class Trainer:
         self.history = History()
 
     def fit(self, x_train, t_train, x_test=None, t_test=None, epochs: int = 10) -> History:
+        """Train for ``epochs`` more epochs with :func:`fit` (same optimizer, state kept); returns the history of all calls so far."""
         h = fit(self.net, x_train, t_train, x_test, t_test, optimizer=self.optimizer, epochs=epochs,
                 batch_size=self.batch_size, sampling=self.sampling, seed=self.seed,
                 progress=self.progress, verbose=self.verbose)

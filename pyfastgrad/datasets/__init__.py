@@ -27,3 +27,8 @@ __all__ = [
     "mnist_available", "find_mnist_dir", "default_cache_dir", "read_idx", "clear_cache", "sha256_of",
     "make_synthetic_digits", "load_digits_embedded",
 ]
+
+# CIFAR-10 (binary version; never pickles)
+from .cifar10 import (CIFAR10_CLASSES, download_cifar10, find_cifar10, load_cifar10,  # noqa: E402
+                      read_cifar10_batch)
+__all__ += ["CIFAR10_CLASSES", "load_cifar10", "download_cifar10", "find_cifar10", "read_cifar10_batch"]

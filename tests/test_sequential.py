@@ -205,11 +205,12 @@ def test_weight_init(rule, std):
 def test_gradient_check_every_layer(backend, dtype):
     x, t = data(20, 6, 4, seed=2)
     net = mixed_net(dtype, backend=backend, seed=5)
-    res = net.gradient_check(x, t)
+    res = net.gradient_check(x, t)  # (the numerical side extrapolated: BatchNorm's curvature, see docs)
     assert res.passed, res
     assert set(res.max_abs) == set(net.params)
-    if dtype == np.float64:
-        assert res.max_rel < 1e-6
+    if dtype == np.float64:  # (b1's true gradient is 0: BatchNorm removes a bias before it)
+        assert max(v for k, v in res.rel.items() if k != "b1") < 1e-6
+        assert res.max_abs["b1"] < 1e-15
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

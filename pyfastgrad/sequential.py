@@ -363,9 +363,6 @@ class Sequential(Net):
         from .gradcheck import gradient_check
         return gradient_check(self, x, t, **kwargs)
 
-    def train_step(self, x, t, optimizer) -> float:
-        return super().train_step(x, t, optimizer)
-
     # ------------------------------------------------------------------ persistence
     def save(self, path, optimizer=None) -> None:
         """Save the layer stack, parameters, running statistics (and ``optimizer``'s state) to ``.npz``;

@@ -361,3 +361,18 @@ def test_save_load_round_trip(tmp_path, backend):
     e2 = pfg.load_net(tmp_path / "e.npz")
     assert type(e2) is pfg.MultiLayerNetExtend and e2.use_batchnorm and e2.dropout_ration == 0.2
     assert "gamma1" in e2.params
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("head", [SoftmaxWithLoss, MSELoss, SigmoidWithLoss])
+def test_gradient_check_heads_and_relu_on_layer_path(head, backend, dtype):
+    """The loss heads and ReLU (kinks detected) on the layer path: BatchNorm keeps it off the fused kernel."""
+    x, _ = data(20, 6, 4, seed=4)
+    rng = np.random.default_rng(5)
+    t = rng.integers(0, 2, (20, 3)).astype(np.float64) if head is not SoftmaxWithLoss else rng.integers(0, 3, 20)
+    net = pfg.Sequential([Affine(6, 8), Relu(), BatchNorm(8), Affine(8, 3), head()], dtype=dtype, seed=0,
+                         backend=backend)
+    assert net.path == "layers"
+    res = net.gradient_check(x, t)
+    assert res.passed, res

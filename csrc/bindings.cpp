@@ -530,6 +530,123 @@ inline void register_all(py::module_& m) {
 
 }  // namespace nets_bind
 
+// ---- section: composed nets' layers (layers.hpp) -----------------------------------------
+#include "layers.hpp"
+
+namespace layers_bind {
+using nets_bind::V;
+using nets_bind::bad_shape;
+using nets_bind::kReleaseGilWork;
+using nets_bind::need_vec;
+using nets_bind::writable;
+
+// (N, D) of a 2-D array named `name`.
+template <class T>
+std::pair<std::int64_t, std::int64_t> mat(const V<T>& a, const char* name) {
+    if (a.ndim != 2) bad_shape(name, "(N, D)", a);
+    return {a.shape(0), a.shape(1)};
+}
+template <class T>
+void same(const V<T>& a, const char* name, std::int64_t n, std::int64_t d) {
+    nets_bind::need_mat(a, name, n, d);
+}
+
+template <class T>
+void bind(py::module_& m) {
+    using A = V<T>;
+    m.def("layer_act_forward",
+          [](int code, double alpha, A z, A out) {
+              const auto k = pfg::layers::to_lact(code);
+              if (out.size != z.size) throw std::invalid_argument("out must have z's size");
+              T* o = writable(out, "out");
+              std::optional<py::gil_scoped_release> nogil;
+              if (z.size >= kReleaseGilWork) nogil.emplace();
+              pfg::layers::act_forward<T>(k, alpha, z.ptr, o, z.size);
+          },
+          py::arg("code"), py::arg("alpha"), py::arg("z"), py::arg("out"),
+          "out = f(z) elementwise; code 0 relu, 1 leaky relu (slope alpha), 2 sigmoid, 3 tanh, 4 identity.");
+    m.def("layer_act_backward",
+          [](int code, double alpha, A dout, A z, A a, A dz) {
+              const auto k = pfg::layers::to_lact(code);
+              if (z.size != dout.size || a.size != dout.size || dz.size != dout.size)
+                  throw std::invalid_argument("dout, z, a and dz must have the same size");
+              T* o = writable(dz, "dz");
+              std::optional<py::gil_scoped_release> nogil;
+              if (z.size >= kReleaseGilWork) nogil.emplace();
+              pfg::layers::act_backward<T>(k, alpha, dout.ptr, z.ptr, a.ptr, o, z.size);
+          },
+          py::arg("code"), py::arg("alpha"), py::arg("dout"), py::arg("z"), py::arg("a"), py::arg("dz"),
+          "dz = dout * f'(z) (from z for the ReLUs, from a = f(z) for sigmoid and tanh); dz may be dout.");
+    m.def("bn_forward_train",
+          [](A x, A gamma, A beta, double eps, A out, A xn, A mean, A var, A std_) {
+              const auto [n, d] = mat(x, "x");
+              if (n < 1) throw std::invalid_argument("x must have at least 1 row");
+              if (!(eps > 0.0)) throw std::invalid_argument("eps must be > 0");
+              need_vec(gamma, "gamma", d);
+              need_vec(beta, "beta", d);
+              same(out, "out", n, d);
+              same(xn, "xn", n, d);
+              need_vec(mean, "mean", d);
+              need_vec(var, "var", d);
+              need_vec(std_, "std", d);
+              T *o = writable(out, "out"), *xp = writable(xn, "xn"), *mp = writable(mean, "mean"),
+                *vp = writable(var, "var"), *sp = writable(std_, "std");
+              std::optional<py::gil_scoped_release> nogil;
+              if (x.size >= kReleaseGilWork) nogil.emplace();
+              pfg::layers::bn_forward_train<T>(x.ptr, n, d, gamma.ptr, beta.ptr, eps, o, xp, mp, vp, sp);
+          },
+          py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("eps"), py::arg("out"), py::arg("xn"),
+          py::arg("mean"), py::arg("var"), py::arg("std"),
+          "Batch Normalization, training mode, over the rows of x (N, D): writes out = gamma * xn + beta, "
+          "xn (N, D), and the batch mean, var and std = sqrt(var + eps) (D,).");
+    m.def("bn_forward_eval",
+          [](A x, A gamma, A beta, A rmean, A rvar, double eps, A out) {
+              const auto [n, d] = mat(x, "x");
+              if (!(eps > 0.0)) throw std::invalid_argument("eps must be > 0");
+              need_vec(gamma, "gamma", d);
+              need_vec(beta, "beta", d);
+              need_vec(rmean, "running_mean", d);
+              need_vec(rvar, "running_var", d);
+              same(out, "out", n, d);
+              T* o = writable(out, "out");
+              std::optional<py::gil_scoped_release> nogil;
+              if (x.size >= kReleaseGilWork) nogil.emplace();
+              pfg::layers::bn_forward_eval<T>(x.ptr, n, d, gamma.ptr, beta.ptr, rmean.ptr, rvar.ptr, eps, o);
+          },
+          py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("running_mean"), py::arg("running_var"),
+          py::arg("eps"), py::arg("out"),
+          "Batch Normalization, evaluation mode: out = gamma * (x - running_mean) / sqrt(running_var + eps) + beta.");
+    m.def("bn_backward",
+          [](A dout, A xn, A std_, A gamma, A dx, A dgamma, A dbeta) {
+              const auto [n, d] = mat(dout, "dout");
+              if (n < 1) throw std::invalid_argument("dout must have at least 1 row");
+              same(xn, "xn", n, d);
+              need_vec(std_, "std", d);
+              need_vec(gamma, "gamma", d);
+              same(dx, "dx", n, d);
+              need_vec(dgamma, "dgamma", d);
+              need_vec(dbeta, "dbeta", d);
+              T *o = writable(dx, "dx"), *g = writable(dgamma, "dgamma"), *b = writable(dbeta, "dbeta");
+              std::optional<py::gil_scoped_release> nogil;
+              if (dout.size >= kReleaseGilWork) nogil.emplace();
+              pfg::layers::bn_backward<T>(dout.ptr, xn.ptr, std_.ptr, gamma.ptr, n, d, o, g, b);
+          },
+          py::arg("dout"), py::arg("xn"), py::arg("std"), py::arg("gamma"), py::arg("dx"), py::arg("dgamma"),
+          py::arg("dbeta"), "Backward of bn_forward_train: writes dx (N, D), dgamma and dbeta (D,).");
+    m.def("mul_mask",
+          [](A x, A mask, A out) {
+              if (mask.size != x.size || out.size != x.size)
+                  throw std::invalid_argument("x, mask and out must have the same size");
+              T* o = writable(out, "out");
+              std::optional<py::gil_scoped_release> nogil;
+              if (x.size >= kReleaseGilWork) nogil.emplace();
+              pfg::layers::mul_mask<T>(x.ptr, mask.ptr, o, x.size);
+          },
+          py::arg("x"), py::arg("mask"), py::arg("out"), "Dropout: out = x * mask (out may be x).");
+}
+
+}  // namespace layers_bind
+
 PYBIND11_MODULE(_core, m) {
     m.doc() = "pyfastgrad C++ kernels (pybind11, OpenBLAS, OpenMP)";
 
@@ -587,4 +704,8 @@ PYBIND11_MODULE(_core, m) {
 
     // ---- register: nets, losses, optimizers, training ----
     nets_bind::register_all(m);
+
+    // ---- register: composed nets' layers ----
+    layers_bind::bind<double>(m);  // float64 first
+    layers_bind::bind<float>(m);
 }

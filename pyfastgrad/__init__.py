@@ -15,6 +15,8 @@ from . import gradcheck
 from .gradient import (GradientCheckResult, check_gradient, gradient_check, gradient_descent,
                        numerical_gradient)
 from .nets import MultiLayerNet, Net, SimpleNet, TwoLayerNet, load_net
+from .sequential import MultiLayerNetExtend, Sequential
+from . import layers
 from .optimizers import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, RMSprop, make_optimizer
 from . import schedules
 from .train import History, Trainer, fit
@@ -24,7 +26,7 @@ __all__ = [
     "backends", "available_backends", "get_backend", "set_backend", "use_backend", "reference",
     "sigmoid", "relu", "tanh", "softmax", "mean_squared_error", "cross_entropy_error", "hinge_loss",
     "numerical_gradient", "gradient_descent", "gradient_check", "check_gradient", "GradientCheckResult",
-    "Net", "SimpleNet", "TwoLayerNet", "MultiLayerNet", "load_net",
+    "Net", "SimpleNet", "TwoLayerNet", "MultiLayerNet", "load_net", "Sequential", "MultiLayerNetExtend", "layers",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW", "make_optimizer", "schedules",
     "History", "Trainer", "fit", "set_num_threads", "get_num_threads", "__version__",
 ]

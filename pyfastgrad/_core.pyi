@@ -150,3 +150,22 @@ def numerical_gradient_callback(f: Callable[[np.ndarray], float], x: np.ndarray,
     """Per-element differences of f at x (float64/float32, any strides; perturbed in place and
     restored bit-exactly) into the C-contiguous out of x's shape and dtype:
     (f(x+h) - f(x-h)) / 2h, or (f(x+h) - f(x)) / h when forward."""
+
+# ---------------------------------------------------------------------- composed nets' layers (layers.hpp)
+# Each has a float64 and a float32 overload (all arrays of one dtype, C-contiguous).
+def layer_act_forward(code: int, alpha: float, z: np.ndarray, out: np.ndarray) -> None:
+    """out = f(z): code 0 relu, 1 leaky relu (slope alpha), 2 sigmoid, 3 tanh, 4 identity."""
+def layer_act_backward(code: int, alpha: float, dout: np.ndarray, z: np.ndarray, a: np.ndarray,
+                       dz: np.ndarray) -> None:
+    """dz = dout * f'(z) (from z for the ReLUs, from a = f(z) for sigmoid and tanh)."""
+def bn_forward_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float, out: np.ndarray,
+                     xn: np.ndarray, mean: np.ndarray, var: np.ndarray, std: np.ndarray) -> None:
+    """Batch Normalization over the rows of x (N, D), training mode."""
+def bn_forward_eval(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
+                    running_var: np.ndarray, eps: float, out: np.ndarray) -> None:
+    """Batch Normalization with the running statistics."""
+def bn_backward(dout: np.ndarray, xn: np.ndarray, std: np.ndarray, gamma: np.ndarray, dx: np.ndarray,
+                dgamma: np.ndarray, dbeta: np.ndarray) -> None:
+    """Backward of bn_forward_train."""
+def mul_mask(x: np.ndarray, mask: np.ndarray, out: np.ndarray) -> None:
+    """Dropout: out = x * mask."""

@@ -129,3 +129,48 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
     out = np.zeros(x.shape, dtype=x.dtype)
     _core.numerical_gradient_callback(f, x, h, scheme == "forward", out)
     return out
+
+
+# ------------------------------------------------------------------ composed nets' layers
+# Whole-batch kernels of pyfastgrad.sequential's generic path (csrc/layers.hpp; see _numpy_kernels).
+LAYER_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")
+
+
+def act_forward(code: int, alpha: float, z: np.ndarray) -> np.ndarray:
+    a = np.empty_like(z)
+    _core.layer_act_forward(int(code), float(alpha), z, a)
+    return a
+
+
+def act_backward(code: int, alpha: float, dout: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+    dz = np.empty_like(dout)
+    _core.layer_act_backward(int(code), float(alpha), dout, z, a, dz)
+    return dz
+
+
+def bn_forward_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float):
+    d = x.shape[1]
+    out, xn = np.empty_like(x), np.empty_like(x)
+    mean, var, std = (np.empty(d, x.dtype) for _ in range(3))
+    _core.bn_forward_train(x, gamma, beta, float(eps), out, xn, mean, var, std)
+    return out, xn, mean, var, std
+
+
+def bn_forward_eval(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
+                    running_var: np.ndarray, eps: float) -> np.ndarray:
+    out = np.empty_like(x)
+    _core.bn_forward_eval(x, gamma, beta, running_mean, running_var, float(eps), out)
+    return out
+
+
+def bn_backward(dout: np.ndarray, xn: np.ndarray, std: np.ndarray, gamma: np.ndarray):
+    dx = np.empty_like(dout)
+    dgamma, dbeta = np.empty_like(gamma), np.empty_like(gamma)
+    _core.bn_backward(dout, xn, std, gamma, dx, dgamma, dbeta)
+    return dx, dgamma, dbeta
+
+
+def mul_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = np.empty_like(x)
+    _core.mul_mask(x, mask, out)
+    return out

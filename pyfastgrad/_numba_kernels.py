@@ -1010,3 +1010,134 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
         if cur[0] >= 0:  # f raised mid-perturbation: put the element back
             flat[cur[0]] = saved[0]
     return grad.reshape(x.shape)
+
+
+# ------------------------------------------------------------------ composed nets' layers
+# Whole-batch kernels of pyfastgrad.sequential's generic path (see _numpy_kernels, same names).
+LAYER_ACTIVATIONS = _npk.LAYER_ACTIVATIONS
+
+
+@_jit
+def _act_fwd(code, alpha, z, a):
+    al = z.dtype.type(alpha)
+    for i in range(z.size):
+        v = z[i]
+        if code == 0:
+            a[i] = v if v > 0 else 0
+        elif code == 1:
+            a[i] = v if v > 0 else al * v
+        elif code == 2:
+            a[i] = 1 / (1 + np.exp(-v))
+        elif code == 3:
+            a[i] = np.tanh(v)
+        else:
+            a[i] = v
+
+
+@_jit
+def _act_bwd(code, alpha, dout, z, a, dz):
+    al = z.dtype.type(alpha)
+    for i in range(z.size):
+        if code == 0:
+            dz[i] = dout[i] if z[i] > 0 else 0
+        elif code == 1:
+            dz[i] = dout[i] if z[i] > 0 else al * dout[i]
+        elif code == 2:
+            dz[i] = dout[i] * (1 - a[i]) * a[i]
+        elif code == 3:
+            dz[i] = dout[i] * (1 - a[i] * a[i])
+        else:
+            dz[i] = dout[i]
+
+
+@_jit
+def _bn_fwd_train(x, gamma, beta, eps, out, xn, mean, var, std):
+    n, d = x.shape
+    s = np.zeros(d)
+    for r in range(n):
+        for j in range(d):
+            s[j] += x[r, j]
+    for j in range(d):
+        mean[j] = s[j] / n
+        s[j] = 0.0
+    for r in range(n):
+        for j in range(d):
+            c = x[r, j] - mean[j]
+            xn[r, j] = c
+            s[j] += np.float64(c) * np.float64(c)
+    for j in range(d):
+        var[j] = s[j] / n
+        std[j] = np.sqrt(var[j] + x.dtype.type(eps))
+    for r in range(n):
+        for j in range(d):
+            v = xn[r, j] / std[j]
+            xn[r, j] = v
+            out[r, j] = gamma[j] * v + beta[j]
+
+
+@_jit
+def _bn_fwd_eval(x, gamma, beta, rmean, rvar, eps, out):
+    n, d = x.shape
+    sd = np.sqrt(rvar + x.dtype.type(eps))
+    for r in range(n):
+        for j in range(d):
+            out[r, j] = gamma[j] * ((x[r, j] - rmean[j]) / sd[j]) + beta[j]
+
+
+@_jit
+def _bn_bwd(dout, xn, std, gamma, dx, dgamma, dbeta):
+    n, d = dout.shape
+    sg = np.zeros(d)
+    sb = np.zeros(d)
+    for r in range(n):
+        for j in range(d):
+            sb[j] += dout[r, j]
+            sg[j] += np.float64(dout[r, j]) * np.float64(xn[r, j])
+    m1 = np.empty(d, dout.dtype)
+    m2 = np.empty(d, dout.dtype)
+    for j in range(d):
+        dbeta[j] = sb[j]
+        dgamma[j] = sg[j]
+        m1[j] = gamma[j] * sb[j] / n
+        m2[j] = gamma[j] * sg[j] / n
+    for r in range(n):
+        for j in range(d):
+            dx[r, j] = (gamma[j] * dout[r, j] - m1[j] - xn[r, j] * m2[j]) / std[j]
+
+
+def act_forward(code: int, alpha: float, z: np.ndarray) -> np.ndarray:
+    a = np.empty_like(z)
+    _act_fwd(int(code), float(alpha), z.reshape(-1), a.reshape(-1))
+    return a
+
+
+def act_backward(code: int, alpha: float, dout: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+    dz = np.empty_like(dout)
+    _act_bwd(int(code), float(alpha), dout.reshape(-1), z.reshape(-1), a.reshape(-1), dz.reshape(-1))
+    return dz
+
+
+def bn_forward_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float):
+    d = x.shape[1]
+    out, xn = np.empty_like(x), np.empty_like(x)
+    mean, var, std = (np.empty(d, x.dtype) for _ in range(3))
+    _bn_fwd_train(x, gamma, beta, float(eps), out, xn, mean, var, std)
+    return out, xn, mean, var, std
+
+
+def bn_forward_eval(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
+                    running_var: np.ndarray, eps: float) -> np.ndarray:
+    out = np.empty_like(x)
+    _bn_fwd_eval(x, gamma, beta, running_mean, running_var, float(eps), out)
+    return out
+
+
+def bn_backward(dout: np.ndarray, xn: np.ndarray, std: np.ndarray, gamma: np.ndarray):
+    dx = np.empty_like(dout)
+    dgamma, dbeta = np.empty_like(gamma), np.empty_like(gamma)
+    _bn_bwd(dout, xn, std, gamma, dx, dgamma, dbeta)
+    return dx, dgamma, dbeta
+
+
+def mul_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return x * mask  # one numpy pass: no faster jitted

@@ -384,3 +384,72 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
             x[idx] = tmp_val  # restore, also when f raises
         it.iternext()
     return grad
+
+
+# ------------------------------------------------------------------ composed nets' layers
+# Whole-batch kernels of pyfastgrad.sequential's generic path (every backend has these names; the
+# cpp ones are csrc/layers.hpp). Arrays are C-contiguous (N, D) of one float dtype; results are new
+# arrays, inputs are only read.
+LAYER_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")  # codes 0..4
+
+
+def act_forward(code: int, alpha: float, z: np.ndarray) -> np.ndarray:
+    """a = f(z): relu, leaky relu (slope ``alpha`` for z <= 0), sigmoid, tanh, identity."""
+    if code == 0:
+        return np.where(z > 0, z, z.dtype.type(0))
+    if code == 1:
+        return np.where(z > 0, z, z.dtype.type(alpha) * z)
+    if code == 2:
+        return ref.sigmoid(z)
+    if code == 3:
+        return np.tanh(z)
+    if code == 4:
+        return z.copy()
+    raise ValueError(f"unknown activation code {code}")
+
+
+def act_backward(code: int, alpha: float, dout: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """dz = dout * f'(z), from z (the ReLUs) or a = f(z) (sigmoid, tanh)."""
+    if code == 0:
+        return np.where(z > 0, dout, dout.dtype.type(0))
+    if code == 1:
+        return np.where(z > 0, dout, dout.dtype.type(alpha) * dout)
+    if code == 2:
+        return dout * (1 - a) * a
+    if code == 3:
+        return dout * (1 - a * a)
+    if code == 4:
+        return dout.copy()
+    raise ValueError(f"unknown activation code {code}")
+
+
+def bn_forward_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float):
+    """Batch Normalization over the rows (training mode): ``(out, xn, mean, var, std)``."""
+    dt = x.dtype.type
+    mean = x.mean(axis=0)
+    xc = x - mean
+    var = (xc * xc).mean(axis=0)
+    std = np.sqrt(var + dt(eps))
+    xn = xc / std
+    return gamma * xn + beta, xn, mean, var, std
+
+
+def bn_forward_eval(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
+                    running_var: np.ndarray, eps: float) -> np.ndarray:
+    """Batch Normalization with the running statistics (evaluation mode)."""
+    return gamma * ((x - running_mean) / np.sqrt(running_var + x.dtype.type(eps))) + beta
+
+
+def bn_backward(dout: np.ndarray, xn: np.ndarray, std: np.ndarray, gamma: np.ndarray):
+    """Backward of :func:`bn_forward_train`: ``(dx, dgamma, dbeta)`` with
+    dx = (gamma dout - mean(gamma dout) - xn mean(gamma dout xn)) / std."""
+    n = dout.shape[0]
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xn).sum(axis=0)
+    dx = (gamma * dout - gamma * dbeta / n - xn * (gamma * dgamma / n)) / std
+    return dx, dgamma, dbeta
+
+
+def mul_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Dropout (the tutorials' form): x * mask, mask of 0/1 in x's dtype."""
+    return x * mask

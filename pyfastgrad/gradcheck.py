@@ -288,6 +288,14 @@ def gradient_check(net, x, t, atol: Optional[float] = None, rtol: Optional[float
         raise ValueError(f"n_worst must be >= 0, got {n_worst}")
     if not isinstance(net, Net):
         return _generic_net_check(net, x, t, atol, rtol, h, n_worst, verbose)
+    context = getattr(net, "_gradcheck_context", None)  # composed nets: Dropout masks fixed, statistics kept
+    if context is not None:
+        with context():
+            return _net_check(net, x, t, atol, rtol, h, kinks, n_worst, verbose)
+    return _net_check(net, x, t, atol, rtol, h, kinks, n_worst, verbose)
+
+
+def _net_check(net, x, t, atol, rtol, h, kinks, n_worst, verbose) -> GradientCheckResult:
     from ._validate import positive
 
     h = 1e-4 if h is None else positive(h, "h")

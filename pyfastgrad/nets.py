@@ -147,6 +147,15 @@ class Net:
         """Number of affine layers, ``len(sizes) - 1``."""
         return len(self.sizes) - 1
 
+    @property
+    def weight_decay_lambda(self) -> float:
+        """The tutorials' name of :attr:`weight_decay`."""
+        return self.weight_decay
+
+    @weight_decay_lambda.setter
+    def weight_decay_lambda(self, value: float) -> None:
+        self.weight_decay = non_negative(value, "weight_decay_lambda")
+
     def _mlp(self):
         name = self.backend or get_backend()
         mlp = self._mlps.get(name)
@@ -329,13 +338,20 @@ class Net:
 class MultiLayerNet(Net):
     """The tutorials' MultiLayerNet: any number of hidden layers.
 
-    ``MultiLayerNet(784, [100, 100], 10, activation='relu', weight_init='he', weight_decay=0.1)``
+    ``MultiLayerNet(784, [100, 100], 10, activation='relu', weight_init='he', weight_decay=0.1)``;
+    the tutorials' keywords ``weight_init_std=`` and ``weight_decay_lambda=`` are accepted too.
     """
 
     def __init__(self, input_size: int, hidden_size_list: Sequence[int], output_size: int,
                  activation: str = "relu", weight_init: Union[str, float] = "auto",
                  weight_decay: float = 0.0, loss: str = "softmax", dtype=np.float64,
-                 seed: Optional[int] = None, backend: Optional[str] = None) -> None:
+                 seed: Optional[int] = None, backend: Optional[str] = None, *,
+                 weight_init_std: Union[str, float, None] = None,
+                 weight_decay_lambda: Optional[float] = None) -> None:
+        if weight_init_std is not None:
+            weight_init = weight_init_std
+        if weight_decay_lambda is not None:
+            weight_decay = weight_decay_lambda
         super().__init__([input_size, *hidden_size_list, output_size], activation=activation, loss=loss,
                          weight_init=weight_init, weight_decay=weight_decay, dtype=dtype, seed=seed,
                          backend=backend)
@@ -400,7 +416,10 @@ def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False, 
     ``(net, optimizer)`` with a new optimizer built from the file (``None`` when none was saved).
     """
     from .optimizers import Optimizer, make_optimizer
+    from .sequential import _is_composed, load_composed
 
+    if _is_composed(path):  # Sequential / MultiLayerNetExtend: the layer stack is in the file
+        return load_composed(path, backend=backend, with_optimizer=with_optimizer, optimizer=optimizer)
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a pyfastgrad Optimizer, got {type(optimizer).__name__}")
     with np.load(path, allow_pickle=False) as z:

@@ -559,3 +559,209 @@ class Adam:
             self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
             self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
             params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
+
+
+# =========================================================================== extension section
+# The tutorials' next chapter (Dropout, Batch Normalization, MultiLayerNetExtend) in their form, plus
+# layers that are not the book's (LeakyRelu, Identity, SigmoidWithLoss), marked as such. The fast
+# composed nets (pyfastgrad.sequential) are tested against these.
+BN_EPS = 1e-6  # the tutorials' 10e-7 inside the square root
+
+
+class BatchNormalization:
+    """The tutorials' Batch Normalization of 2-D input (N, D), per column over the batch.
+
+    Training (``train_flg=True``): batch statistics, and the running ones updated as
+    ``running = momentum * running + (1 - momentum) * batch``; evaluation: the running ones.
+    ``gamma``/``beta`` are the layer's parameters (shared with a net's ``params``), ``dgamma``/``dbeta``
+    its gradients after ``backward``.
+    """
+
+    def __init__(self, gamma: np.ndarray, beta: np.ndarray, momentum: float = 0.9,
+                 running_mean: Optional[np.ndarray] = None, running_var: Optional[np.ndarray] = None) -> None:
+        self.gamma, self.beta, self.momentum = gamma, beta, momentum
+        self.running_mean, self.running_var = running_mean, running_var
+        self.batch_size = self.xc = self.xn = self.std = None
+        self.dgamma = self.dbeta = None
+
+    def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        if self.running_mean is None:
+            self.running_mean = np.zeros(x.shape[1], dtype=x.dtype)
+            self.running_var = np.zeros(x.shape[1], dtype=x.dtype)
+        if train_flg:
+            mu = x.mean(axis=0)
+            xc = x - mu
+            var = np.mean(xc ** 2, axis=0)
+            std = np.sqrt(var + BN_EPS)
+            xn = xc / std
+            self.batch_size, self.xc, self.xn, self.std = x.shape[0], xc, xn, std
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+        else:
+            xn = (x - self.running_mean) / np.sqrt(self.running_var + BN_EPS)
+        return self.gamma * xn + self.beta
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dbeta = dout.sum(axis=0)
+        dgamma = np.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dvar = 0.5 * dstd / self.std
+        dxc += (2.0 / self.batch_size) * self.xc * dvar
+        dmu = np.sum(dxc, axis=0)
+        self.dgamma, self.dbeta = dgamma, dbeta
+        return dxc - dmu / self.batch_size
+
+
+class Dropout:
+    """The tutorials' Dropout: training keeps each unit with probability ``1 - dropout_ratio``
+    (``x * mask``), evaluation scales by ``1 - dropout_ratio``. ``rng``: a numpy Generator for the
+    masks (default: ``np.random``'s global state, as the tutorials)."""
+
+    def __init__(self, dropout_ratio: float = 0.5, rng: Optional[np.random.Generator] = None) -> None:
+        self.dropout_ratio = dropout_ratio
+        self.rng = rng
+        self.mask: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        if train_flg:
+            u = np.random.rand(*x.shape) if self.rng is None else self.rng.random(x.shape)
+            self.mask = u > self.dropout_ratio
+            return x * self.mask
+        return x * (1.0 - self.dropout_ratio)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * self.mask
+
+
+class LeakyRelu:
+    """Not the book's: max(x, alpha * x) (slope ``alpha`` for x <= 0)."""
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        self.alpha = alpha
+        self.mask: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.mask = x <= 0
+        return np.where(self.mask, self.alpha * x, x)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return np.where(self.mask, self.alpha * dout, dout)
+
+
+class Identity:
+    """Not the book's: the identity activation (a linear layer's output as is)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout
+
+
+def sigmoid_cross_entropy(z: np.ndarray, t: np.ndarray) -> float:
+    """Binary cross-entropy of sigmoid(z) against t in [0, 1], from the logits z (stable form
+    max(z, 0) - z t + log(1 + exp(-|z|))), summed over outputs and averaged over the batch."""
+    t = t.reshape(z.shape)
+    return float(np.sum(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))) / z.shape[0])
+
+
+class SigmoidWithLoss:
+    """Not the book's: sigmoid output with binary cross-entropy (from the logits); backward
+    (sigmoid(z) - t) / N."""
+
+    def __init__(self) -> None:
+        self.y: Optional[np.ndarray] = None
+        self.t: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        self.t = t.reshape(x.shape).astype(x.dtype)
+        self.y = sigmoid(x)
+        return sigmoid_cross_entropy(x, self.t)
+
+    def backward(self, dout: float = 1) -> np.ndarray:
+        return (self.y - self.t) / self.y.shape[0] * dout
+
+
+class MultiLayerNetExtend:
+    """The tutorials' MultiLayerNetExtend: MultiLayerNet with optional Batch Normalization after each
+    hidden Affine (``gamma{i}``, ``beta{i}`` in ``params``) and Dropout after each hidden activation.
+
+    ``predict(x, train_flg=False)``, ``loss(x, t, train_flg=False)``; ``gradient`` and
+    ``numerical_gradient`` use the training mode (as the tutorials). ``seed`` seeds the weights and
+    the dropout masks (``np.random`` when None).
+    """
+
+    def __init__(self, input_size: int, hidden_size_list: Sequence[int], output_size: int,
+                 activation: str = "relu", weight_init_std="relu", weight_decay_lambda: float = 0.0,
+                 use_dropout: bool = False, dropout_ration: float = 0.5, use_batchnorm: bool = False,
+                 seed: Optional[int] = None, dtype=np.float64) -> None:
+        self.sizes = [int(input_size)] + [int(h) for h in hidden_size_list] + [int(output_size)]
+        self.activation, self.weight_decay_lambda = activation, weight_decay_lambda
+        self.use_dropout, self.use_batchnorm = use_dropout, use_batchnorm
+        rng = np.random.default_rng(seed)
+        drop_rng = None if seed is None else np.random.default_rng(seed + 1)
+        self.params: Dict[str, np.ndarray] = {}
+        n = len(self.sizes) - 1
+        self.layers: "OrderedDict[str, object]" = OrderedDict()
+        for i in range(1, n + 1):
+            fan_in = self.sizes[i - 1]
+            scale = weight_init_std
+            if str(weight_init_std).lower() in ("relu", "he"):
+                scale = np.sqrt(2.0 / fan_in)
+            elif str(weight_init_std).lower() in ("sigmoid", "xavier"):
+                scale = np.sqrt(1.0 / fan_in)
+            self.params[f"W{i}"] = (float(scale) * rng.standard_normal((fan_in, self.sizes[i]))).astype(dtype)
+            self.params[f"b{i}"] = np.zeros(self.sizes[i], dtype=dtype)
+            self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"])
+            if i == n:
+                break
+            if use_batchnorm:
+                self.params[f"gamma{i}"] = np.ones(self.sizes[i], dtype=dtype)
+                self.params[f"beta{i}"] = np.zeros(self.sizes[i], dtype=dtype)
+                self.layers[f"BatchNorm{i}"] = BatchNormalization(self.params[f"gamma{i}"], self.params[f"beta{i}"])
+            self.layers[f"Activation_function{i}"] = _ACTIVATIONS[activation]()
+            if use_dropout:
+                self.layers[f"Dropout{i}"] = Dropout(dropout_ration, rng=drop_rng)
+        self.last_layer = SoftmaxWithLoss()
+
+    def predict(self, x: np.ndarray, train_flg: bool = False) -> np.ndarray:
+        for layer in self.layers.values():
+            x = layer.forward(x, train_flg) if isinstance(layer, (Dropout, BatchNormalization)) else layer.forward(x)
+        return x
+
+    def loss(self, x: np.ndarray, t: np.ndarray, train_flg: bool = False) -> float:
+        y = self.predict(x, train_flg)
+        wd = sum(0.5 * self.weight_decay_lambda * np.sum(self.params[f"W{i}"] ** 2)
+                 for i in range(1, len(self.sizes)))
+        return self.last_layer.forward(y, t) + wd
+
+    def accuracy(self, x: np.ndarray, t: np.ndarray) -> float:
+        y = np.argmax(self.predict(x, train_flg=False), axis=1)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return float(np.sum(y == t)) / float(x.shape[0])
+
+    def numerical_gradient(self, x: np.ndarray, t: np.ndarray) -> Dict[str, np.ndarray]:
+        loss_W = lambda W: self.loss(x, t, train_flg=True)  # noqa: E731
+        return {key: numerical_gradient(loss_W, self.params[key]) for key in self.params}
+
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> Dict[str, np.ndarray]:
+        self.loss(x, t, train_flg=True)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        grads = {}
+        for i in range(1, len(self.sizes)):
+            aff = self.layers[f"Affine{i}"]
+            grads[f"W{i}"] = aff.dW + self.weight_decay_lambda * aff.W
+            grads[f"b{i}"] = aff.db
+            if self.use_batchnorm and i != len(self.sizes) - 1:
+                grads[f"gamma{i}"] = self.layers[f"BatchNorm{i}"].dgamma
+                grads[f"beta{i}"] = self.layers[f"BatchNorm{i}"].dbeta
+        return grads
+
+
+__all__ += ["BatchNormalization", "Dropout", "LeakyRelu", "Identity", "SigmoidWithLoss",
+            "sigmoid_cross_entropy", "MultiLayerNetExtend"]

@@ -257,17 +257,103 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
 
 
 class Trainer:
-    """Object form of :func:`fit` (keeps the optimizer and history across calls)."""
+    """Object form of :func:`fit` (keeps the optimizer and history across calls).
 
-    def __init__(self, net: Net, optimizer: Union[str, Optimizer] = "sgd", lr: Optional[float] = None,
-                 batch_size: int = 100, sampling: str = "epoch", seed: Optional[int] = 0,
-                 progress: bool = True, verbose: bool = False) -> None:
-        self.net = net
+    Also the tutorials' Trainer, recognised by its second argument being the training data:
+    ``Trainer(network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,
+    optimizer='SGD', optimizer_param={'lr': 0.01}, evaluate_sample_num_per_epoch=None, verbose=True)``,
+    then ``train()``; ``train_loss_list`` (per iteration), ``train_acc_list`` and ``test_acc_list``
+    (per epoch). A pyfastgrad net trains through :func:`fit` (batches drawn with replacement, as the
+    tutorials; the loss recorded is the step's, before its update); any other net with the tutorials'
+    ``gradient``/``loss``/``accuracy``/``params`` through the tutorials' own loop.
+    """
+
+    def __init__(self, net, *args, **kwargs) -> None:
+        self.net = self.network = net
+        if (args and not isinstance(args[0], (str, Optimizer))) or "x_train" in kwargs:
+            self._tutorial_init(*args, **kwargs)
+            return
+        self._own_init(*args, **kwargs)
+
+    def _own_init(self, optimizer: Union[str, Optimizer] = "sgd", lr: Optional[float] = None,
+                  batch_size: int = 100, sampling: str = "epoch", seed: Optional[int] = 0,
+                  progress: bool = True, verbose: bool = False) -> None:
+        self.tutorial = False
         self.optimizer = make_optimizer(optimizer, **({} if lr is None else {"lr": lr})) \
             if isinstance(optimizer, str) else optimizer
         self.batch_size, self.sampling, self.seed = batch_size, sampling, seed
         self.progress, self.verbose = progress, verbose
         self.history = History()
+
+    def _tutorial_init(self, x_train, t_train, x_test, t_test, epochs: int = 20, mini_batch_size: int = 100,
+                       optimizer: Union[str, Optimizer] = "SGD", optimizer_param: Optional[dict] = None,
+                       evaluate_sample_num_per_epoch: Optional[int] = None, verbose: bool = True,
+                       seed: Optional[int] = None) -> None:
+        self.tutorial = True
+        self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
+        self.epochs, self.batch_size = int(epochs), int(mini_batch_size)
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and mini_batch_size must be >= 1, got {epochs} and {mini_batch_size}")
+        param = dict({"lr": 0.01} if optimizer_param is None else optimizer_param)
+        if isinstance(optimizer, str):
+            name = {"rmsprpo": "rmsprop"}.get(optimizer.lower(), optimizer.lower())  # the tutorials' typo
+            self.optimizer = make_optimizer(name, **param)
+        elif isinstance(optimizer, Optimizer):
+            self.optimizer = optimizer
+        else:
+            raise TypeError("optimizer must be a name ('SGD', 'Momentum', ...) or a pyfastgrad Optimizer")
+        self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
+        self.verbose, self.seed = verbose, seed
+        self.train_size = int(np.asarray(x_train).shape[0])
+        self.iter_per_epoch = max(self.train_size // self.batch_size, 1)
+        self.max_iter = self.epochs * self.iter_per_epoch
+        self.current_iter = self.current_epoch = 0
+        self.train_loss_list: List[float] = []
+        self.train_acc_list: List[float] = []
+        self.test_acc_list: List[float] = []
+
+    def _evaluate(self) -> None:
+        n = self.evaluate_sample_num_per_epoch
+        xs, ts, xt, tt = self.x_train, self.t_train, self.x_test, self.t_test
+        if n is not None:
+            xs, ts, xt, tt = xs[:n], ts[:n], xt[:n], tt[:n]
+        self.current_epoch += 1
+        self.train_acc_list.append(float(self.network.accuracy(xs, ts)))
+        self.test_acc_list.append(float(self.network.accuracy(xt, tt)))
+        if self.verbose:
+            print(f"=== epoch:{self.current_epoch}, train acc:{self.train_acc_list[-1]}, "
+                  f"test acc:{self.test_acc_list[-1]} ===")
+
+    def train(self) -> None:
+        """The tutorials' ``train()``: ``epochs`` epochs of ``train_size // mini_batch_size`` steps,
+        accuracies after each epoch, the final test accuracy printed when verbose."""
+        if not getattr(self, "tutorial", False):
+            raise TypeError("train() belongs to the tutorials' form Trainer(network, x_train, t_train, x_test, "
+                            "t_test, ...); use fit(x_train, t_train, ...) here")
+        if isinstance(self.network, Net):
+            def cb(ep, hist):
+                self._evaluate()
+            h = fit(self.network, self.x_train, self.t_train, optimizer=self.optimizer, epochs=self.epochs,
+                    batch_size=self.batch_size, sampling="random", iters_per_epoch=self.iter_per_epoch,
+                    seed=self.seed, progress=False, callback=cb)
+            self.train_loss_list += h.loss
+            self.current_iter += len(h.loss)
+            if h.stopped:
+                return
+        else:  # the tutorials' loop, for nets that are not pyfastgrad's
+            rng = np.random.default_rng(self.seed)
+            for i in range(self.max_iter):
+                mask = rng.choice(self.train_size, self.batch_size)
+                xb, tb = self.x_train[mask], self.t_train[mask]
+                grads = self.network.gradient(xb, tb)
+                self.optimizer.update(self.network.params, grads)
+                self.train_loss_list.append(float(self.network.loss(xb, tb)))
+                self.current_iter += 1
+                if self.current_iter % self.iter_per_epoch == 0:
+                    self._evaluate()
+        if self.verbose:
+            print("=============== Final Test Accuracy ===============")
+            print(f"test acc:{self.network.accuracy(self.x_test, self.t_test)}")
 
     def fit(self, x_train, t_train, x_test=None, t_test=None, epochs: int = 10) -> History:
         """Train for ``epochs`` more epochs with :func:`fit` (same optimizer, state kept); returns the history of all calls so far."""
@@ -288,4 +374,5 @@ class Trainer:
         return self.history
 
     def __repr__(self) -> str:
-        return f"Trainer(net={self.net!r}, optimizer={self.optimizer!r}, batch_size={self.batch_size})"
+        extra = f", epochs={self.epochs}, tutorial=True" if getattr(self, "tutorial", False) else ""
+        return f"Trainer(net={self.net!r}, optimizer={self.optimizer!r}, batch_size={self.batch_size}{extra})"

@@ -1,0 +1,141 @@
+// Whole-batch kernels of the composed nets' layers (pyfastgrad.layers / pyfastgrad.sequential):
+// per-layer activations, Batch Normalization and Dropout, forward and backward side by side.
+// Row-major (N, D) arrays; the math is the reference's (pyfastgrad/reference.py, extension section),
+// in the arrays' dtype. No pybind11 here: the bindings live in bindings.cpp.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace pfg {
+namespace layers {
+
+// Codes shared with pyfastgrad/_numpy_kernels.py LAYER_ACTIVATIONS (same order).
+enum class LAct { Relu = 0, LeakyRelu = 1, Sigmoid = 2, Tanh = 3, Identity = 4 };
+
+inline LAct to_lact(int code) {
+    if (code < 0 || code > 4) throw std::invalid_argument("unknown activation code " + std::to_string(code));
+    return static_cast<LAct>(code);
+}
+
+// a = f(z), n entries. alpha: the leaky ReLU's slope for z <= 0.
+template <class T>
+void act_forward(LAct kind, double alpha, const T* z, T* a, std::int64_t n) {
+    const T al = T(alpha), one = T(1);
+    switch (kind) {
+        case LAct::Relu:
+            for (std::int64_t i = 0; i < n; ++i) a[i] = z[i] > T(0) ? z[i] : T(0);
+            break;
+        case LAct::LeakyRelu:
+            for (std::int64_t i = 0; i < n; ++i) a[i] = z[i] > T(0) ? z[i] : al * z[i];
+            break;
+        case LAct::Sigmoid:
+            for (std::int64_t i = 0; i < n; ++i) a[i] = one / (one + std::exp(-z[i]));
+            break;
+        case LAct::Tanh:
+            for (std::int64_t i = 0; i < n; ++i) a[i] = std::tanh(z[i]);
+            break;
+        case LAct::Identity:
+            for (std::int64_t i = 0; i < n; ++i) a[i] = z[i];
+            break;
+    }
+}
+
+// dz = dout * f'(z), written from z (ReLUs) or a = f(z) (sigmoid, tanh). dz may be dout.
+template <class T>
+void act_backward(LAct kind, double alpha, const T* dout, const T* z, const T* a, T* dz, std::int64_t n) {
+    const T al = T(alpha), one = T(1);
+    switch (kind) {
+        case LAct::Relu:  // the reference's mask z <= 0 -> 0
+            for (std::int64_t i = 0; i < n; ++i) dz[i] = z[i] > T(0) ? dout[i] : T(0);
+            break;
+        case LAct::LeakyRelu:
+            for (std::int64_t i = 0; i < n; ++i) dz[i] = z[i] > T(0) ? dout[i] : al * dout[i];
+            break;
+        case LAct::Sigmoid:
+            for (std::int64_t i = 0; i < n; ++i) dz[i] = dout[i] * (one - a[i]) * a[i];
+            break;
+        case LAct::Tanh:
+            for (std::int64_t i = 0; i < n; ++i) dz[i] = dout[i] * (one - a[i] * a[i]);
+            break;
+        case LAct::Identity:
+            for (std::int64_t i = 0; i < n; ++i) dz[i] = dout[i];
+            break;
+    }
+}
+
+// Batch Normalization, training mode: per column d over the N rows,
+// mean = sum x / N, xc = x - mean, var = sum xc^2 / N, std = sqrt(var + eps), xn = xc / std,
+// out = gamma * xn + beta. Writes out, xn (N, D) and mean, var, std (D,) for backward and the
+// running statistics.
+template <class T>
+void bn_forward_train(const T* x, std::int64_t N, std::int64_t D, const T* gamma, const T* beta, double eps,
+                      T* out, T* xn, T* mean, T* var, T* std_) {
+    std::vector<double> s(static_cast<std::size_t>(D), 0.0);
+    for (std::int64_t r = 0; r < N; ++r)  // rows outer, columns inner: contiguous, vectorises
+        for (std::int64_t d = 0; d < D; ++d) s[d] += double(x[r * D + d]);
+    for (std::int64_t d = 0; d < D; ++d) mean[d] = T(s[d] / double(N));
+    std::fill(s.begin(), s.end(), 0.0);
+    for (std::int64_t r = 0; r < N; ++r)
+        for (std::int64_t d = 0; d < D; ++d) {
+            const T c = x[r * D + d] - mean[d];
+            xn[r * D + d] = c;  // xc for now
+            s[d] += double(c) * double(c);
+        }
+    for (std::int64_t d = 0; d < D; ++d) {
+        var[d] = T(s[d] / double(N));
+        std_[d] = std::sqrt(var[d] + T(eps));
+    }
+    for (std::int64_t r = 0; r < N; ++r)
+        for (std::int64_t d = 0; d < D; ++d) {
+            const T v = xn[r * D + d] / std_[d];
+            xn[r * D + d] = v;
+            out[r * D + d] = gamma[d] * v + beta[d];
+        }
+}
+
+// Batch Normalization, evaluation mode: out = gamma * (x - rmean) / sqrt(rvar + eps) + beta.
+template <class T>
+void bn_forward_eval(const T* x, std::int64_t N, std::int64_t D, const T* gamma, const T* beta, const T* rmean,
+                     const T* rvar, double eps, T* out) {
+    std::vector<T> sd(static_cast<std::size_t>(D));
+    for (std::int64_t d = 0; d < D; ++d) sd[d] = std::sqrt(rvar[d] + T(eps));
+    for (std::int64_t r = 0; r < N; ++r)
+        for (std::int64_t d = 0; d < D; ++d) out[r * D + d] = gamma[d] * ((x[r * D + d] - rmean[d]) / sd[d]) + beta[d];
+}
+
+// Backward of bn_forward_train: dbeta = sum dout, dgamma = sum dout * xn, and with dxn = gamma * dout,
+// dx = (dxn - mean(dxn) - xn * mean(dxn * xn)) / std (the tutorials' chain of steps, simplified).
+template <class T>
+void bn_backward(const T* dout, const T* xn, const T* std_, const T* gamma, std::int64_t N, std::int64_t D, T* dx,
+                 T* dgamma, T* dbeta) {
+    std::vector<double> sg(static_cast<std::size_t>(D), 0.0), sb(static_cast<std::size_t>(D), 0.0);
+    for (std::int64_t r = 0; r < N; ++r)
+        for (std::int64_t d = 0; d < D; ++d) {
+            sb[d] += double(dout[r * D + d]);
+            sg[d] += double(dout[r * D + d]) * double(xn[r * D + d]);
+        }
+    std::vector<T> m1(static_cast<std::size_t>(D)), m2(static_cast<std::size_t>(D));
+    for (std::int64_t d = 0; d < D; ++d) {
+        dbeta[d] = T(sb[d]);
+        dgamma[d] = T(sg[d]);
+        m1[d] = T(double(gamma[d]) * sb[d] / double(N));  // mean(dxn)
+        m2[d] = T(double(gamma[d]) * sg[d] / double(N));  // mean(dxn * xn)
+    }
+    for (std::int64_t r = 0; r < N; ++r)
+        for (std::int64_t d = 0; d < D; ++d)
+            dx[r * D + d] = (gamma[d] * dout[r * D + d] - m1[d] - xn[r * D + d] * m2[d]) / std_[d];
+}
+
+// Dropout (the tutorials' form): out = x * mask, mask 0/1 drawn by the caller; backward is the same
+// product with dout. out may be x.
+template <class T>
+void mul_mask(const T* x, const T* mask, T* out, std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] * mask[i];
+}
+
+}  // namespace layers
+}  // namespace pfg

@@ -58,6 +58,12 @@ class ParamDict(MutableMapping):
 WEIGHT_INITS = ("he", "relu", "xavier", "sigmoid", "std", "auto")
 
 
+def _seed_or_global(seed: Optional[int]) -> int:
+    """``seed``, or (None) a draw from numpy's global generator: like the tutorials' nets, which call
+    ``np.random.randn``, a script made reproducible with ``np.random.seed`` stays reproducible."""
+    return int(np.random.randint(0, 2**31 - 1)) if seed is None else seed
+
+
 def _init_scale(weight_init: Union[str, float], fan_in: int, activation: str) -> float:
     """Standard deviation of a layer's initial weights (the tutorials' ``weight_init_std``).
 
@@ -131,7 +137,7 @@ class Net:
             layout[f"b{i}"] = (bs, (wshape[1],))
         self._layout = layout
         self.params = ParamDict(self.theta, layout)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(_seed_or_global(seed))
         for i in range(1, len(sizes)):
             scale = _init_scale(weight_init, sizes[i - 1], activation)
             self.params[f"W{i}"] = scale * rng.standard_normal((sizes[i - 1], sizes[i]))

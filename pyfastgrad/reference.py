@@ -585,6 +585,7 @@ class BatchNormalization:
         self.dgamma = self.dbeta = None
 
     def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        """Training: normalise by the batch mean/variance and update the running statistics; eval (``train_flg=False``): by the running ones. ``gamma * xn + beta``."""
         if self.running_mean is None:
             self.running_mean = np.zeros(x.shape[1], dtype=x.dtype)
             self.running_var = np.zeros(x.shape[1], dtype=x.dtype)
@@ -602,6 +603,7 @@ class BatchNormalization:
         return self.gamma * xn + self.beta
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        """dx from dout through the batch normalisation (batch statistics of the last forward); sets ``dgamma``, ``dbeta``."""
         dbeta = dout.sum(axis=0)
         dgamma = np.sum(self.xn * dout, axis=0)
         dxn = self.gamma * dout
@@ -625,6 +627,7 @@ class Dropout:
         self.mask: Optional[np.ndarray] = None
 
     def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        """Training: zero each unit with probability ``dropout_ratio`` (mask kept for backward); eval: ``x * (1 - dropout_ratio)`` (the tutorials' scaling)."""
         if train_flg:
             u = np.random.rand(*x.shape) if self.rng is None else self.rng.random(x.shape)
             self.mask = u > self.dropout_ratio
@@ -632,6 +635,7 @@ class Dropout:
         return x * (1.0 - self.dropout_ratio)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dout * mask``."""
         return dout * self.mask
 
 
@@ -643,10 +647,12 @@ class LeakyRelu:
         self.mask: Optional[np.ndarray] = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x`` where ``x > 0``, else ``alpha * x``."""
         self.mask = x <= 0
         return np.where(self.mask, self.alpha * x, x)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dout`` where the input was ``> 0``, else ``alpha * dout``."""
         return np.where(self.mask, self.alpha * dout, dout)
 
 
@@ -654,9 +660,11 @@ class Identity:
     """Not the book's: the identity activation (a linear layer's output as is)."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """Returns ``x`` unchanged (a linear output)."""
         return x
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Returns ``dout`` unchanged."""
         return dout
 
 
@@ -676,11 +684,13 @@ class SigmoidWithLoss:
         self.t: Optional[np.ndarray] = None
 
     def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        """Binary cross-entropy of ``sigmoid(x)`` against 0/1 targets ``t``, averaged over the batch."""
         self.t = t.reshape(x.shape).astype(x.dtype)
         self.y = sigmoid(x)
         return sigmoid_cross_entropy(x, self.t)
 
     def backward(self, dout: float = 1) -> np.ndarray:
+        """``(sigmoid(x) - t) / N * dout``."""
         return (self.y - self.t) / self.y.shape[0] * dout
 
 
@@ -727,27 +737,32 @@ class MultiLayerNetExtend:
         self.last_layer = SoftmaxWithLoss()
 
     def predict(self, x: np.ndarray, train_flg: bool = False) -> np.ndarray:
+        """Forward pass to the scores (``train_flg`` selects Dropout/BatchNorm training behaviour)."""
         for layer in self.layers.values():
             x = layer.forward(x, train_flg) if isinstance(layer, (Dropout, BatchNormalization)) else layer.forward(x)
         return x
 
     def loss(self, x: np.ndarray, t: np.ndarray, train_flg: bool = False) -> float:
+        """Data loss of the last layer plus ``0.5 * weight_decay_lambda * sum(W**2)`` over the weights."""
         y = self.predict(x, train_flg)
         wd = sum(0.5 * self.weight_decay_lambda * np.sum(self.params[f"W{i}"] ** 2)
                  for i in range(1, len(self.sizes)))
         return self.last_layer.forward(y, t) + wd
 
     def accuracy(self, x: np.ndarray, t: np.ndarray) -> float:
+        """Share of rows whose argmax score equals the label (eval mode)."""
         y = np.argmax(self.predict(x, train_flg=False), axis=1)
         if t.ndim != 1:
             t = np.argmax(t, axis=1)
         return float(np.sum(y == t)) / float(x.shape[0])
 
     def numerical_gradient(self, x: np.ndarray, t: np.ndarray) -> Dict[str, np.ndarray]:
+        """Central differences of ``loss(x, t, train_flg=True)`` for every parameter (W, b, gamma, beta)."""
         loss_W = lambda W: self.loss(x, t, train_flg=True)  # noqa: E731
         return {key: numerical_gradient(loss_W, self.params[key]) for key in self.params}
 
     def gradient(self, x: np.ndarray, t: np.ndarray) -> Dict[str, np.ndarray]:
+        """Backpropagation through every layer (weight decay added to dW); same keys as ``params``."""
         self.loss(x, t, train_flg=True)
         dout = self.last_layer.backward(1)
         for layer in reversed(list(self.layers.values())):

@@ -28,7 +28,7 @@ from . import layers as L
 from ._backend import get_backend, kernels
 from ._layer_program import Op, Program
 from ._validate import as_batch, as_targets, check_finite, labels_of
-from .nets import WEIGHT_INITS, Net, ParamDict, _init_scale  # noqa: F401
+from .nets import WEIGHT_INITS, Net, ParamDict, _init_scale, _seed_or_global  # noqa: F401
 
 __all__ = ["Sequential", "MultiLayerNetExtend"]
 
@@ -170,8 +170,9 @@ class Sequential(Net):
         self._mlps = {}
 
         # initial values: the Net's rule (same draws as Net/TwoLayerNet for the same seed)
-        rng = np.random.default_rng(seed)
-        self._mask_rng = np.random.default_rng(None if seed is None else [int(seed), 1])
+        seed_used = _seed_or_global(seed)
+        rng = np.random.default_rng(seed_used)
+        self._mask_rng = np.random.default_rng([int(seed_used), 1])
         self._frozen_seed: Optional[int] = None
         self._flags = {"richardson": False}
         aff_i = bn_i = 0

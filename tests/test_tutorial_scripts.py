@@ -130,6 +130,7 @@ def test_ch6_weight_decay_overfit(small_mnist, backend):
 def test_ch6_dropout_trainer(small_mnist, backend):
     (x_train, t_train), (x_test, t_test) = small_mnist
     x_train, t_train = x_train[:300], t_train[:300]
+    np.random.seed(0)  # the tutorials' Trainer draws batches from numpy's global generator
     network = MultiLayerNetExtend(input_size=784, hidden_size_list=[50, 50], output_size=10,
                                   use_dropout=True, dropout_ration=0.2)
     trainer = Trainer(network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100,

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import reference as ref
 from ._backend import kernels
-from ._validate import as_targets, check_finite
+from ._validate import as_c, as_targets, check_finite
 
 __all__ = ["sigmoid", "relu", "tanh", "softmax", "mean_squared_error", "cross_entropy_error",
            "hinge_loss"]
@@ -44,7 +44,7 @@ def tanh(x) -> np.ndarray:
 
 
 def _rows(y: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(y.reshape(1, -1) if y.ndim == 1 else y)
+    return as_c(y.reshape(1, -1) if y.ndim == 1 else y)
 
 
 def softmax(x, backend: Optional[str] = None) -> np.ndarray:
@@ -52,7 +52,7 @@ def softmax(x, backend: Optional[str] = None) -> np.ndarray:
     x = _as_float(x)
     check_finite(x, "x")
     shape = x.shape
-    out = kernels(backend).softmax(np.ascontiguousarray(x.reshape(-1, shape[-1])))
+    out = kernels(backend).softmax(as_c(x.reshape(-1, shape[-1])))
     return out.reshape(shape)
 
 

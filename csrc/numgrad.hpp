@@ -284,6 +284,25 @@ struct Base {
     OutRows out;
 };
 
+// Ctrl-C for a long kernel: `fn` (optional) says whether to stop; only thread 0, the caller's thread
+// (the one that may take the GIL back), calls it, at most every kPollEvery. The others see `stop`.
+constexpr auto kPollEvery = std::chrono::milliseconds(50);
+struct Poll {
+    const std::function<bool()>* fn = nullptr;
+    std::atomic<bool> stop{false};
+    std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
+    bool operator()(int tid) {
+        if (stop.load(std::memory_order_relaxed)) return true;
+        if (tid != 0 || fn == nullptr || !*fn) return false;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last < kPollEvery) return false;
+        last = now;
+        if (!(*fn)()) return false;
+        stop.store(true, std::memory_order_relaxed);
+        return true;
+    }
+};
+
 // Scratch of one thread.
 struct Scratch {
     std::vector<double> tmp;                     // per nonzero of a row: l(+) - l(-)
@@ -327,7 +346,7 @@ inline const double* tail(const Base& B, int64_t l, int64_t j, int64_t n, double
 // One unit (layer l, output unit j): accumulates into acc[i] the sum over rows of l_n(+) - l_n(-)
 // for the perturbation of W_l[i,j] (i < nin) and of b_l[j] (i = nin).
 inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const double* dp, const double* dm,
-                      double maxdelta, double* acc) {
+                      double maxdelta, double* acc, Poll& poll, int tid) {
     const int64_t N = B.N, L = B.L, nin = B.sz[l], nout = B.sz[l + 1];
     const int64_t* ptr = B.nzptr[l].data();
     const int64_t* idx = B.nzidx[l].data();
@@ -358,6 +377,7 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
 
     if (l == L - 1) {  // output layer: logit j moves by dz
         for (int64_t n = 0; n < N; ++n) {
+            if ((n & 63) == 0 && poll(tid)) return;  // interrupted: the caller discards everything
             const double* q = o.q.data() + n * C;
             const int64_t c = o.cls[n];
             if (B.loss == Loss::Softmax) {
@@ -408,6 +428,7 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
     const double* WL = B.th + B.woff[L - 1];
 
     for (int64_t n = 0; n < N; ++n) {
+        if ((n & 15) == 0 && poll(tid)) return;
         const double z = Zl[n * nout + j], a = Al[n * nout + j];
         // A ReLU that no admissible shift can switch on: the row never changes.
         if (act == Act::Relu && z + maxdelta * amax[n] <= 0.0) continue;
@@ -608,9 +629,8 @@ inline void check_mlp_numgrad_shapes(const std::vector<int64_t>& sizes, int64_t 
 // 0.5 * weight_decay * sum W^2), theta in the flat layout (W1 row-major, b1, W2, b2, ...).
 // The perturbed value is theta_i +- h rounded to T, as the reference stores it; everything else is
 // computed in double. Shapes must be valid (check_mlp_numgrad_shapes). theta is only read.
-// `interrupted` (optional) is polled by the calling thread between units, at most every kPollEvery;
-// when it returns true the remaining units are skipped, grad is left untouched and the result is false.
-constexpr auto kPollEvery = std::chrono::milliseconds(50);
+// `interrupted` (optional) is polled by the calling thread every few rows, at most every
+// ng::kPollEvery; when it returns true the work stops, grad is left untouched and the result is false.
 template <class T>
 bool mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss loss, const T* theta,
                             const T* x, const T* t, int64_t N, double weight_decay, double h,
@@ -805,32 +825,21 @@ bool mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
     const int64_t ntasks = static_cast<int64_t>(tasks.size());
     int64_t work = 0;  // perturbed rows, roughly
     for (int64_t l = 0; l < L; ++l) work += (B.nzptr[l][N] + N) * sizes[l + 1];
-    std::atomic<bool> stop{false};
-    auto last_poll = std::chrono::steady_clock::now();  // read and written by thread 0 only
+    ng::Poll poll;
+    poll.fn = &interrupted;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (work > (int64_t(1) << 14))
     for (int64_t ti = 0; ti < ntasks; ++ti) {
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        if (stop.load(std::memory_order_relaxed)) continue;  // interrupted: drain the remaining units
-        // thread 0 is the caller's thread: the only one that may take the GIL to look for Ctrl-C
-        if (tid == 0 && interrupted) {
-            const auto now = std::chrono::steady_clock::now();
-            if (now - last_poll >= kPollEvery) {
-                last_poll = now;
-                if (interrupted()) {
-                    stop.store(true, std::memory_order_relaxed);
-                    continue;
-                }
-            }
-        }
+        if (poll(tid)) continue;  // interrupted: drain the remaining units
         const int64_t l = tasks[ti].first, j = tasks[ti].second;
         const int64_t e = toff[l] + j * (sizes[l] + 1);
-        ng::unit_task(B, l, j, scratch[tid], DP.data() + e, DM.data() + e, maxdelta[ti], ACC.data() + e);
+        ng::unit_task(B, l, j, scratch[tid], DP.data() + e, DM.data() + e, maxdelta[ti], ACC.data() + e, poll, tid);
     }
 
-    if (stop.load()) return false;
+    if (poll.stop.load()) return false;
     // grad = (mean of the row differences + the L2 term's difference) / 2h
     const double invN = 1.0 / static_cast<double>(N), inv2h = 1.0 / (2.0 * h);
     for (int64_t l = 0; l < L; ++l) {

@@ -70,12 +70,14 @@ def _eye(n_classes: int, dtype: np.dtype) -> np.ndarray:
     return e
 
 
-def as_targets(t, n: int, n_classes: int, dtype: np.dtype, name: str = "t") -> np.ndarray:
-    """Dense (n, n_classes) targets: integer labels become one-hot; one-hot/real targets are cast."""
+def as_targets(t, n: int, n_classes: int, dtype: np.dtype, name: str = "t", values: bool = False) -> np.ndarray:
+    """Dense (n, n_classes) targets: integer labels become one-hot; one-hot/real targets are cast.
+
+    ``values``: the targets are values to fit (mean squared error): with one output, integer
+    targets are then those values (``[0]`` is 0, as in the reference), not the label of class 0."""
     t = np.asarray(t)
-    # the tutorials' rule: t is one-hot/dense when it has as many entries as the output. With one
-    # output that includes integer targets: [0] is the value 0 (the reference's reading), not class 0.
-    dense = t.size == n * n_classes
+    # the tutorials' rule: t is one-hot/dense when it has as many entries as the output
+    dense = t.size == n * n_classes and (n_classes > 1 or values or t.dtype.kind == "f")
     if not dense and t.dtype.kind in "iub" and t.ndim <= 2 and t.size == n:
         labels = t.reshape(-1)
         lo = labels.min()

@@ -183,7 +183,7 @@ class Net:
         xb = as_batch(x, self.sizes[0], self.dtype)
         if t is None:
             return xb, None
-        return xb, as_targets(t, xb.shape[0], self.sizes[-1], self.dtype)
+        return xb, as_targets(t, xb.shape[0], self.sizes[-1], self.dtype, values=self.loss_name == "mse")
 
     def _grads_dict(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
         return {k: flat[s].reshape(shape) for k, (s, shape) in self._layout.items()}
@@ -522,10 +522,13 @@ def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False, 
 
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a pyfastgrad Optimizer, got {type(optimizer).__name__}")
-    with np.load(path, allow_pickle=False) as z:
-        if not hasattr(z, "zip"):
-            raise ValueError(f"{path}: not a saved net (a .npy file, not an .npz archive)")
-        sizes = _saved_sizes(z, path)  # before reading or allocating anything of the declared size
+    archive = np.load(path, allow_pickle=False)
+    if not hasattr(archive, "zip"):
+        raise ValueError(f"{path}: not a saved net (a single array, not an .npz archive)")
+    with archive as z:
+        for k in z.files:  # every member's declared size against the archive, before reading any
+            _npz_member(z, k, path)
+        sizes = _saved_sizes(z, path)  # before allocating a net of the declared size
         theta = z["theta"]
         cls = str(z["cfg_cls"])
         net = Net(sizes, activation=str(z["cfg_activation"]), loss=str(z["cfg_loss"]),
@@ -533,10 +536,7 @@ def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False, 
         if theta.shape != net.theta.shape:
             raise ValueError(f"{path}: {theta.size} parameters stored, sizes {sizes} need {net.theta.size}")
         net.theta[:] = theta
-        opt_keys = [k for k in z.files if k.startswith("opt_")]
-        for k in opt_keys:
-            _npz_member(z, k, path)  # sizes checked against the archive before reading
-        state = {k[4:]: z[k] for k in opt_keys}
+        state = {k[4:]: z[k] for k in z.files if k.startswith("opt_")}
     opt = None
     if state:
         if optimizer is not None:

@@ -126,7 +126,7 @@ def _all_finite(a: np.ndarray) -> bool:
 
 def _int_arg(value, name: str, low: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)) \
-            or value != int(value):
+            or not np.isfinite(value) or value != int(value):  # 3 and 3.0 are fine, 2.5 is not
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -223,7 +223,7 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
     elif not isinstance(optimizer, Optimizer):
         raise TypeError("optimizer must be a name or a pyfastgrad Optimizer")
     X = as_batch(x_train, net.sizes[0], net.dtype, "x_train")
-    T = as_targets(t_train, X.shape[0], net.sizes[-1], net.dtype, "t_train")
+    T = as_targets(t_train, X.shape[0], net.sizes[-1], net.dtype, "t_train", values=net.loss_name == "mse")
     n = X.shape[0]
     batch_size = _int_arg(batch_size, "batch_size")
     if batch_size > n:
@@ -238,7 +238,7 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
     regression = net.is_regression_target(t_train)
     if has_test:
         if regression:
-            lt = as_targets(t_test, Xt.shape[0], net.sizes[-1], net.dtype, "t_test")
+            lt = as_targets(t_test, Xt.shape[0], net.sizes[-1], net.dtype, "t_test", values=True)
         else:
             lt = class_labels(t_test, Xt.shape[0], net.sizes[-1], "t_test")
     lt_train = T if regression else class_labels(t_train, n, net.sizes[-1], "t_train")

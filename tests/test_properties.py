@@ -41,9 +41,9 @@ def _layout(a: np.ndarray, layout: str) -> np.ndarray:
 
 
 @st.composite
-def batches(draw, max_rows=6, max_cols=7):
+def batches(draw, max_rows=6, max_cols=7, min_cols=1):
     n = draw(st.integers(1, max_rows))
-    d = draw(st.integers(1, max_cols))
+    d = draw(st.integers(min_cols, max_cols))
     scale = draw(st.sampled_from([1e-3, 1.0, 30.0, 1e3]))
     seed = draw(st.integers(0, 2 ** 16))
     x = np.random.default_rng(seed).normal(size=(n, d)) * scale
@@ -66,7 +66,7 @@ def test_softmax_any_layout_matches_reference(xs, layout, dtype):
 
 
 @SETTINGS
-@given(batches(max_cols=5), st.sampled_from(LAYOUTS), st.booleans())
+@given(batches(max_cols=5, min_cols=2), st.sampled_from(LAYOUTS), st.booleans())
 def test_losses_with_labels_or_one_hot_match_reference(xs, layout, one_hot):
     x, seed = xs
     y = ref.softmax(x)
@@ -102,7 +102,7 @@ def _inputs(cfg, n, scale, seed, layout):
 def test_loss_and_backprop_match_reference(cfg, n, scale, seed, layout):
     x, t = _inputs(cfg, n, scale, seed, layout)
     before = x.copy()
-    with pfg.use_backend("numpy"):
+    with pfg.use_backend("numpy"), np.errstate(over="ignore"):  # the reference's sigmoid: exp(-z) overflows
         net = pfg.Net(**cfg)
         want_loss, want = net.loss(x, t), net.gradient(x, t)
     for backend in BACKENDS:
@@ -120,7 +120,7 @@ def test_loss_and_backprop_match_reference(cfg, n, scale, seed, layout):
        st.sampled_from([1e-6, 1e-4, 1e-2]), st.sampled_from(LAYOUTS))
 def test_net_numerical_gradient_matches_reference(cfg, n, scale, seed, h, layout):
     x, t = _inputs(cfg, n, scale, seed, layout)
-    with pfg.use_backend("numpy"):
+    with pfg.use_backend("numpy"), np.errstate(over="ignore"):
         net = pfg.Net(**cfg)
         size = abs(net.loss(x, t)) + np.abs(net.predict(x)).max() + 1.0
         want = net.numerical_gradient(x, t, h=h)

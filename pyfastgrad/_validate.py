@@ -120,7 +120,7 @@ def labels_of(t: np.ndarray) -> np.ndarray:
     return t.argmax(axis=1) if t.ndim == 2 else t.reshape(-1)
 
 
-def class_labels(t, n: int, n_classes: int, name: str = "t") -> np.ndarray:
+def class_labels(t, n: int, n_classes: int, name: str = "t", samples: str = "samples") -> np.ndarray:
     """Integer class labels (n,) of targets ``t`` for a net with ``n_classes`` outputs, checked.
 
     ``t`` is labels ((n,) or (n, 1), integers or integral floats, each in [0, n_classes)) or
@@ -144,6 +144,6 @@ def class_labels(t, n: int, n_classes: int, name: str = "t") -> np.ndarray:
     else:
         raise ValueError(f"{name} must be {n} labels or one-hot rows ({n}, {n_classes}), got shape {t.shape}")
     if labels.shape[0] != n:
-        raise ValueError(f"{name} has {labels.shape[0]} labels for {n} samples")
+        raise ValueError(f"{name} has {labels.shape[0]} labels for {n} {samples}")
     return labels
 

@@ -15,7 +15,7 @@ from pyfastgrad import reference as ref
 
 from conftest import BACKENDS
 
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None)
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None)
 LAYOUTS = ("c", "fortran", "reversed", "strided", "unaligned")
 
 

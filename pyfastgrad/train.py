@@ -282,6 +282,7 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
                     saved = (net.theta.copy(), st.copy(), optimizer.iter)  # the chunk's start, for a rollback
                     losses = run(part)
                     done = int(np.isfinite(losses).sum())
+                    bad_update = False
                     if not finite_state():
                         # A finite loss can still come with an update that overflowed: redo the chunk
                         # one step at a time from its start and stop before the first such update.
@@ -291,6 +292,7 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
                             keep = (net.theta.copy(), st.copy())
                             one = run(part[done:done + 1])
                             if not (np.isfinite(one[0]) and finite_state()):
+                                bad_update = bool(np.isfinite(one[0]))
                                 net.theta[...], st[...] = keep
                                 break
                             losses[done] = one[0]
@@ -302,10 +304,11 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
                     if bar is not None:
                         bar.update(done)
                     if done < len(part):
-                        hist.stopped = (f"non-finite loss or parameters at iteration {len(hist.loss) + 1} "
-                                        f"(epoch {ep}); the parameters and optimizer state are those after "
-                                        f"the last finite step (iteration {len(hist.loss)}). "
-                                        f"Try a smaller learning rate (now {optimizer.lr:g}).")
+                        what = "non-finite parameters after the update of" if bad_update else "non-finite loss at"
+                        hist.stopped = (f"{what} iteration {len(hist.loss) + 1} (epoch {ep}); the parameters and "
+                                        f"optimizer state are those after the last finite step "
+                                        f"(iteration {len(hist.loss)}). Try a smaller learning rate "
+                                        f"(now {optimizer.lr:g}).")
                         break
                 hist.epoch_time.append(time.perf_counter() - t0)
                 if hist.stopped:

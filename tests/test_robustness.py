@@ -37,8 +37,8 @@ def _sparse_data(seed=0, n=200, d=256):
 
 def _entry_points(backend: str) -> dict:
     """Every kernel family once, sized so the C++ kernels open OpenMP regions: backprop on sparse
-    input, the net-aware numerical gradient, fit (CSR training loop), softmax, the callback
-    numerical gradient. Returns the results (float64 arrays)."""
+    input, the net-aware numerical gradient, gradient_check (kink counts), fit (CSR training loop),
+    softmax, the callback numerical gradient. Returns the results (float64 arrays)."""
     x, t = _sparse_data()
     with pfg.use_backend(backend):
         net = pfg.Net([256, 64, 10], weight_init="he", seed=1)
@@ -47,6 +47,8 @@ def _entry_points(backend: str) -> dict:
                .numerical_gradient(x[:64, :64], t[:64])["W1"],
                "softmax": pfg.softmax(x[:50]),
                "callback": pfg.numerical_gradient(lambda v: float(np.sum(v ** 3)), x[0, :20].copy())}
+        check = pfg.gradient_check(pfg.Net([64, 32, 10], weight_init="he", seed=2), x[:64, :64], t[:64])
+        out["gradient_check"] = np.array([check.passed, sum(k.flat_index.size for k in check.kinks.values())], float)
         pfg.fit(net, x, t, optimizer="adam", epochs=1, batch_size=20, progress=False)
         out["fit"] = net.theta.copy()
     return out

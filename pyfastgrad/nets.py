@@ -144,14 +144,13 @@ class Net:
 
     @params.setter
     def params(self, value) -> None:
-        # Rebinding must not detach the net from what it trains: a ParamDict over this net's theta is
-        # bound; any other mapping with the same keys is copied into the views (shapes checked).
-        if isinstance(value, ParamDict) and value._flat is self.theta:
+        # Rebinding must not detach the net from what it trains: a ParamDict over this net's theta (or
+        # the first binding, in a constructor) is bound; any other mapping with the same keys is copied
+        # into the views (shapes checked).
+        cur = self.__dict__.get("_params")
+        if cur is None or (isinstance(value, ParamDict) and value._flat is self.theta):
             self.__dict__["_params"] = value
             return
-        cur = self.__dict__.get("_params")
-        if cur is None:
-            raise TypeError("params must be a ParamDict over this net's theta")
         if not hasattr(value, "keys") or set(value.keys()) != set(cur.keys()):
             have = list(value.keys()) if hasattr(value, "keys") else type(value).__name__
             raise ValueError(f"net.params = ... needs exactly the keys {list(cur)}, got {have}; "

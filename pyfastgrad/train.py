@@ -365,9 +365,19 @@ class Trainer:
         self.history = History()
 
     def fit(self, x_train, t_train, x_test=None, t_test=None, epochs: int = 10) -> History:
-        h = fit(self.net, x_train, t_train, x_test, t_test, optimizer=self.optimizer, epochs=epochs,
-                batch_size=self.batch_size, sampling=self.sampling, seed=self.seed,
-                progress=self.progress, verbose=self.verbose)
+        """:func:`fit` for ``epochs`` more epochs; returns the whole history. On Ctrl-C the steps done
+        are in ``self.history`` too (and the raised KeyboardInterrupt's ``history`` is it)."""
+        try:
+            h = fit(self.net, x_train, t_train, x_test, t_test, optimizer=self.optimizer, epochs=epochs,
+                    batch_size=self.batch_size, sampling=self.sampling, seed=self.seed,
+                    progress=self.progress, verbose=self.verbose)
+        except KeyboardInterrupt as exc:
+            if isinstance(getattr(exc, "history", None), History):
+                exc.history = self._merge(exc.history)
+            raise
+        return self._merge(h)
+
+    def _merge(self, h: History) -> History:
         offset = len(self.history.epoch)
         self.history.task = h.task
         self.history.loss += h.loss

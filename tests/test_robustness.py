@@ -436,6 +436,20 @@ def test_ctrl_c_in_fit_leaves_a_consistent_net_and_the_history(backend):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
+def test_ctrl_c_in_trainer_keeps_the_steps_in_its_history():
+    rng = np.random.default_rng(0)
+    x, t = rng.normal(size=(500, 6)), rng.integers(0, 3, 500)
+    _InterruptingSGD.calls = 0
+    trainer = pfg.Trainer(pfg.Net([6, 8, 3], seed=0), optimizer=_InterruptingSGD(lr=0.1), batch_size=10,
+                          progress=False)
+    trainer.fit(x, t, epochs=1)  # one kernel call of 50 steps per epoch
+    with pytest.raises(KeyboardInterrupt) as info:
+        trainer.fit(x, t, epochs=3)  # Ctrl-C in the third call: raised once that epoch is done
+    assert info.value.history is trainer.history
+    assert len(trainer.history.loss) == trainer.optimizer.iter == 150
+    assert trainer.history.epoch == [1, 2, 3] and len(trainer.history.train_acc) == 3
+
+
 def _run_and_interrupt(code: str, after: float = 1.0) -> dict:
     """Run ``code`` in a child whose ``arm()`` sends it SIGINT ``after`` s later; it prints one JSON line."""
     prelude = textwrap.dedent(f"""

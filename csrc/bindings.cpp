@@ -26,10 +26,32 @@ namespace numgrad_bind {
 template <class T>
 using CArr = py::array_t<T, py::array::c_style>;
 
+// [lo, hi) of the bytes an array's elements occupy: data() is the first element, which for negative
+// strides (a reversed view) is not the lowest address.
+inline std::pair<const char*, const char*> extent(const py::array& a) {
+    const char* lo = static_cast<const char*>(a.data());
+    const char* hi = lo;
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+        const py::ssize_t span = (a.shape(d) - 1) * a.strides(d);
+        (span < 0 ? lo : hi) += span;
+    }
+    return {lo, hi + a.itemsize()};
+}
+
+// Whether two arrays may share memory (their byte ranges intersect; conservative for interleaved
+// strides, like numpy's may_share_memory).
 inline bool overlaps(const py::array& a, const py::array& b) {
-    const char* a0 = static_cast<const char*>(a.data());
-    const char* b0 = static_cast<const char*>(b.data());
-    return a.nbytes() > 0 && b.nbytes() > 0 && a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+    if (a.size() == 0 || b.size() == 0) return false;
+    const auto ea = extent(a), eb = extent(b);
+    return ea.first < eb.second && eb.first < ea.second;
+}
+
+// The kernels read arrays as T*: an array at an unaligned address (np.frombuffer at an odd offset)
+// would be misaligned loads, so it is refused with the fix.
+inline void require_aligned(const py::array& a, const char* name) {
+    if (!(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+        throw std::invalid_argument(std::string(name) + " is not aligned to its dtype (e.g. np.frombuffer at an "
+                                    "odd offset); pass a copy (np.array(" + name + "))");
 }
 
 template <class T>
@@ -45,6 +67,10 @@ void mlp_numgrad(const std::vector<std::int64_t>& sizes, const std::string& acti
     pfg::check_mlp_numgrad_shapes(sizes, theta.shape(0), x.shape(0), x.shape(1), t.shape(0), t.shape(1),
                                   grad.shape(0));
     if (!grad.writeable()) throw std::invalid_argument("grad is not writeable");
+    require_aligned(theta, "theta");
+    require_aligned(x, "x");
+    require_aligned(t, "t");
+    require_aligned(grad, "grad");
     if (overlaps(grad, theta) || overlaps(grad, x) || overlaps(grad, t))
         throw std::invalid_argument("grad must not share memory with theta, x or t");
     if (!(h != 0.0 && std::isfinite(h))) throw std::invalid_argument("h must be finite and nonzero");
@@ -53,8 +79,16 @@ void mlp_numgrad(const std::vector<std::int64_t>& sizes, const std::string& acti
     const T* tp = t.data();
     T* g = grad.mutable_data();
     const std::int64_t N = x.shape(0);
-    py::gil_scoped_release nogil;
-    pfg::mlp_numerical_gradient<T>(sizes, act, lo, th, xp, tp, N, weight_decay, h, g);
+    bool done;
+    {
+        py::gil_scoped_release nogil;
+        // Ctrl-C: the kernel asks every ~50 ms (from the caller's thread, with the GIL taken back)
+        done = pfg::mlp_numerical_gradient<T>(sizes, act, lo, th, xp, tp, N, weight_decay, h, g, []() {
+            py::gil_scoped_acquire gil;
+            return PyErr_CheckSignals() != 0;
+        });
+    }
+    if (!done) throw py::error_already_set();  // the signal handler's exception (KeyboardInterrupt)
 }
 
 template <class T>
@@ -72,6 +106,11 @@ void mlp_kinks(const std::vector<std::int64_t>& sizes, const std::string& activa
     if (minus.shape(0) != plus.shape(0)) throw std::invalid_argument("minus must have plus's length");
     if (!plus.writeable() || !minus.writeable()) throw std::invalid_argument("plus/minus are not writeable");
     if (overlaps(plus, minus)) throw std::invalid_argument("plus and minus must not share memory");
+    require_aligned(theta, "theta");
+    require_aligned(x, "x");
+    require_aligned(t, "t");
+    require_aligned(plus, "plus");
+    require_aligned(minus, "minus");
     if (!(h > 0.0 && std::isfinite(h))) throw std::invalid_argument("h must be finite and > 0");
     const T* th = theta.data();
     const T* xp = x.data();
@@ -122,6 +161,7 @@ inline void callback_numgrad(const py::object& f, py::array x, double h, bool fo
     for (py::ssize_t d = 0; same && d < x.ndim(); ++d) same = out.shape(d) == x.shape(d);
     if (!same) throw std::invalid_argument("out must have x's shape");
     if (!(out.flags() & py::array::c_style)) throw std::invalid_argument("out must be C-contiguous");
+    require_aligned(out, "out");
     if (!out.writeable()) throw std::invalid_argument("out is not writeable");
     if (overlaps(out, x)) throw std::invalid_argument("out must not share memory with x");
     if (f64) callback_numgrad_t<double>(f, x, h, forward, out);

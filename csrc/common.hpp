@@ -74,9 +74,12 @@ inline T exp_fast(T x) {
         p = p * r + T(1.0 / 720); p = p * r + T(1.0 / 120); p = p * r + T(1.0 / 24);
         p = p * r + T(1.0 / 6); p = p * r + T(0.5); p = p * r + T(1); p = p * r + T(1);
     }
-    I tb;
+    // 2^n in the exponent bits. Unsigned arithmetic: the shift drops t's high bits by design, which
+    // would be undefined behaviour (signed overflow) on a signed integer.
+    using U = typename std::make_unsigned<I>::type;
+    U tb;
     std::memcpy(&tb, &t, sizeof(T));
-    const I sb = static_cast<I>((tb + bias) << mant);  // 2^n: only n's low bits survive the shift
+    const U sb = (tb + static_cast<U>(bias)) << mant;  // only n's low bits survive the shift
     T scale;
     std::memcpy(&scale, &sb, sizeof(T));
     T y = p * scale;

@@ -17,7 +17,10 @@
 // numerical_gradient_strided: the generic per-element loop over any-strided data with a callback.
 #pragma once
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <functional>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -81,6 +84,21 @@ inline double act_diff(Act act, double z, double a, const double* c, double dz) 
 // (the softmax denominator relative to the base row's), logsumexp(+) - logsumexp(-) =
 // log1p((sigma+ - sigma-) / (1 + sigma-)): no O(1) terms to cancel, so full relative accuracy.
 inline double lse_diff(double sp, double sm) { return log1p_fast((sp - sm) / (1.0 + sm)); }
+// ... valid while both denominators 1 + sigma are well away from 0 and finite. A large step can drive
+// 1 + sigma- to 0 (one class had all the probability, and the step takes it away) or sigma+ to inf:
+// then the difference is taken from the logits themselves (lse_row), which is exact at any size.
+inline bool sigma_ok(double sp, double sm) {
+    return std::isfinite(sp) && std::isfinite(sm) && 1.0 + sp >= 0.5 && 1.0 + sm >= 0.5;
+}
+// logsumexp_k(z_k + d(k)) of one row of logits, overflow-safe.
+template <class D>
+inline double lse_row(const double* z, int64_t C, D&& d) {
+    double m = -std::numeric_limits<double>::infinity();
+    for (int64_t k = 0; k < C; ++k) m = std::max(m, z[k] + d(k));
+    double s = 0.0;
+    for (int64_t k = 0; k < C; ++k) s += std::exp(z[k] + d(k) - m);
+    return m + std::log(s);
+}
 
 // Per-row base quantities of the loss layer.
 struct OutRows {
@@ -89,6 +107,7 @@ struct OutRows {
     std::vector<double> q;      // softmax: probabilities; mse: z - t; hinge: z - z_c + 1
     std::vector<double> t;      // softmax: targets
     std::vector<double> tsum;   // softmax: sum of each target row
+    std::vector<double> z;      // softmax: the base logits (for steps too large for the series)
 };
 
 // l(+) - l(-) of one row for general logit shifts dzp, dzm (length C).
@@ -103,6 +122,11 @@ inline double out_diff_general(Loss loss, const OutRows& o, int64_t n, const dou
             sp += q[k] * em1(dzp[k]);
             sm += q[k] * em1(dzm[k]);
             lin += t[k] * (dzp[k] - dzm[k]);
+        }
+        if (!sigma_ok(sp, sm)) {
+            const double* z = o.z.data() + n * C;
+            return o.tsum[n] * (lse_row(z, C, [&](int64_t k) { return dzp[k]; }) -
+                                lse_row(z, C, [&](int64_t k) { return dzm[k]; })) - lin;
         }
         return o.tsum[n] * lse_diff(sp, sm) - lin;
     }
@@ -260,6 +284,25 @@ struct Base {
     OutRows out;
 };
 
+// Ctrl-C for a long kernel: `fn` (optional) says whether to stop; only thread 0, the caller's thread
+// (the one that may take the GIL back), calls it, at most every kPollEvery. The others see `stop`.
+constexpr auto kPollEvery = std::chrono::milliseconds(50);
+struct Poll {
+    const std::function<bool()>* fn = nullptr;
+    std::atomic<bool> stop{false};
+    std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
+    bool operator()(int tid) {
+        if (stop.load(std::memory_order_relaxed)) return true;
+        if (tid != 0 || fn == nullptr || !*fn) return false;
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last < kPollEvery) return false;
+        last = now;
+        if (!(*fn)()) return false;
+        stop.store(true, std::memory_order_relaxed);
+        return true;
+    }
+};
+
 // Scratch of one thread.
 struct Scratch {
     std::vector<double> tmp;                     // per nonzero of a row: l(+) - l(-)
@@ -303,7 +346,7 @@ inline const double* tail(const Base& B, int64_t l, int64_t j, int64_t n, double
 // One unit (layer l, output unit j): accumulates into acc[i] the sum over rows of l_n(+) - l_n(-)
 // for the perturbation of W_l[i,j] (i < nin) and of b_l[j] (i = nin).
 inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const double* dp, const double* dm,
-                      double maxdelta, double* acc) {
+                      double maxdelta, double* acc, Poll& poll, int tid) {
     const int64_t N = B.N, L = B.L, nin = B.sz[l], nout = B.sz[l + 1];
     const int64_t* ptr = B.nzptr[l].data();
     const int64_t* idx = B.nzidx[l].data();
@@ -334,12 +377,19 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
 
     if (l == L - 1) {  // output layer: logit j moves by dz
         for (int64_t n = 0; n < N; ++n) {
+            if ((n & 63) == 0 && poll(tid)) return;  // interrupted: the caller discards everything
             const double* q = o.q.data() + n * C;
             const int64_t c = o.cls[n];
             if (B.loss == Loss::Softmax) {
                 const double pj = q[j], tj = o.t[n * C + j], tot = o.tsum[n];
+                const double* zr = o.z.data() + n * C;
                 row(n, [&](double zp, double zm) {
-                    return tot * lse_diff(pj * em1(zp), pj * em1(zm)) - tj * (zp - zm);
+                    const double sp = pj * em1(zp), sm = pj * em1(zm);
+                    if (!sigma_ok(sp, sm))
+                        return tot * (lse_row(zr, C, [&](int64_t k) { return k == j ? zp : 0.0; }) -
+                                      lse_row(zr, C, [&](int64_t k) { return k == j ? zm : 0.0; })) -
+                               tj * (zp - zm);
+                    return tot * lse_diff(sp, sm) - tj * (zp - zm);
                 });
             } else if (B.loss == Loss::Mse) {
                 const double r = q[j];
@@ -378,6 +428,7 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
     const double* WL = B.th + B.woff[L - 1];
 
     for (int64_t n = 0; n < N; ++n) {
+        if ((n & 15) == 0 && poll(tid)) return;
         const double z = Zl[n * nout + j], a = Al[n * nout + j];
         // A ReLU that no admissible shift can switch on: the row never changes.
         if (act == Act::Relu && z + maxdelta * amax[n] <= 0.0) continue;
@@ -508,6 +559,12 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
                                     gm += q[k] * std::expm1(sm * w[k]);
                                 }
                             }
+                            if (!sigma_ok(gp, gm)) {
+                                const double* zr = o.z.data() + n * C;
+                                return tot * (lse_row(zr, C, [&](int64_t k) { return sp * w[k]; }) -
+                                              lse_row(zr, C, [&](int64_t k) { return sm * w[k]; })) -
+                                       tw * (sp - sm);
+                            }
                             return tot * lse_diff(gp, gm) - tw * (sp - sm);
                         });
         } else if (B.loss == Loss::Mse) {
@@ -572,10 +629,12 @@ inline void check_mlp_numgrad_shapes(const std::vector<int64_t>& sizes, int64_t 
 // 0.5 * weight_decay * sum W^2), theta in the flat layout (W1 row-major, b1, W2, b2, ...).
 // The perturbed value is theta_i +- h rounded to T, as the reference stores it; everything else is
 // computed in double. Shapes must be valid (check_mlp_numgrad_shapes). theta is only read.
+// `interrupted` (optional) is polled by the calling thread every few rows, at most every
+// ng::kPollEvery; when it returns true the work stops, grad is left untouched and the result is false.
 template <class T>
-void mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss loss, const T* theta,
+bool mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss loss, const T* theta,
                             const T* x, const T* t, int64_t N, double weight_decay, double h,
-                            T* grad) {
+                            T* grad, const std::function<bool()>& interrupted = {}) {
     ng::Base B;
     B.act = act;
     B.loss = loss;
@@ -678,6 +737,7 @@ void mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
     o.q.resize(N * C);
     if (loss == Loss::Softmax) {
         o.t.assign(t, t + N * C);
+        o.z.assign(B.Z[L - 1].begin(), B.Z[L - 1].end());
         o.tsum.assign(N, 0.0);
         for (int64_t n = 0; n < N; ++n)
             for (int64_t k = 0; k < C; ++k) o.tsum[n] += o.t[n * C + k];
@@ -723,7 +783,7 @@ void mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
         for (int64_t e = 0; e < sizes[l] * sizes[l + 1]; ++e) wsq += B.th[B.woff[l] + e] * B.th[B.woff[l] + e];
     if (!std::isfinite(base_loss) || !std::isfinite(0.5 * weight_decay * wsq)) {
         std::fill(grad, grad + P, std::numeric_limits<T>::quiet_NaN());
-        return;
+        return true;
     }
 
     // one task per (layer, unit); the first layers carry most of the work, so they go first
@@ -765,17 +825,21 @@ void mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
     const int64_t ntasks = static_cast<int64_t>(tasks.size());
     int64_t work = 0;  // perturbed rows, roughly
     for (int64_t l = 0; l < L; ++l) work += (B.nzptr[l][N] + N) * sizes[l + 1];
+    ng::Poll poll;
+    poll.fn = &interrupted;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) if (work > (int64_t(1) << 14))
     for (int64_t ti = 0; ti < ntasks; ++ti) {
         int tid = 0;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
+        if (poll(tid)) continue;  // interrupted: drain the remaining units
         const int64_t l = tasks[ti].first, j = tasks[ti].second;
         const int64_t e = toff[l] + j * (sizes[l] + 1);
-        ng::unit_task(B, l, j, scratch[tid], DP.data() + e, DM.data() + e, maxdelta[ti], ACC.data() + e);
+        ng::unit_task(B, l, j, scratch[tid], DP.data() + e, DM.data() + e, maxdelta[ti], ACC.data() + e, poll, tid);
     }
 
+    if (poll.stop.load()) return false;
     // grad = (mean of the row differences + the L2 term's difference) / 2h
     const double invN = 1.0 / static_cast<double>(N), inv2h = 1.0 / (2.0 * h);
     for (int64_t l = 0; l < L; ++l) {
@@ -795,6 +859,7 @@ void mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
             }
         }
     }
+    return true;
 }
 
 // ---- kinks: where a +-h step of a parameter crosses a point where the loss is not smooth ----

@@ -37,6 +37,24 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adam
 
 _MLP_CLASSES = {np.dtype(np.float64): _core.Mlp64, np.dtype(np.float32): _core.Mlp32}
 
+# Fork safety. GNU OpenMP's thread pool does not survive fork(): once the parent has run a parallel
+# region, a parallel region in a forked child waits forever for threads that were not copied. The
+# child (os.fork, multiprocessing's 'fork' start method) therefore runs the kernels' OpenMP loops on
+# one thread; set_num_threads keeps it there (pyfastgrad._threads). OpenBLAS re-creates its own
+# threads after a fork (its pthread_atfork handler), so BLAS keeps its thread count. 'spawn' and
+# 'forkserver' children start fresh and get every core.
+FORKED_CHILD = False
+
+
+def _after_fork_in_child() -> None:
+    global FORKED_CHILD
+    FORKED_CHILD = True
+    _core.openmp_set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def blas_info() -> dict:
     """OpenBLAS build string, its thread count, and the OpenMP threads of the kernels."""

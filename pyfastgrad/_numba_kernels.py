@@ -14,6 +14,7 @@ Precision notes:
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Optional, Sequence
 
 import numba
@@ -38,6 +39,38 @@ _DELTA = 1e-7  # inside the log of cross_entropy_error (reference.DELTA)
 # zero-division branches that otherwise block SIMD vectorisation of the loops.
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _pjit = numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+
+
+# Fork safety. numba's threading layer here is GNU OpenMP, whose thread pool does not survive fork():
+# numba then terminates a forked child at its first parallel call. A child forked after the parent
+# started that pool therefore runs serial twins of the parallel kernels (compiled in the child on
+# first use, not cached: a cached entry could be the parallel build). Same results, one core.
+_SERIAL: dict = {}
+_SERIAL_ONLY = False
+
+
+def _after_fork_in_child() -> None:
+    global _SERIAL_ONLY
+    try:
+        from numba.np.ufunc import parallel as npar
+        if getattr(npar, "_is_initialized", False) and getattr(npar, "_threading_layer", "") == "omp":
+            _SERIAL_ONLY = True
+    except Exception:  # a numba without these internals: leave the parallel kernels in place
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _parallel(fn):
+    """``fn`` (a parallel kernel), or its serial twin in a child forked after the pool started."""
+    if not _SERIAL_ONLY:
+        return fn
+    twin = _SERIAL.get(fn)
+    if twin is None:
+        twin = _SERIAL[fn] = numba.njit(nogil=True, error_model="numpy")(fn.py_func)
+    return twin
 
 
 def n_params(sizes: Sequence[int]) -> int:
@@ -896,13 +929,13 @@ class Mlp:
 
     def numerical_gradient(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
                            h: float, grad: np.ndarray) -> None:
-        _net_numgrad(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
+        _parallel(_net_numgrad)(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
                      float(weight_decay), float(h), grad)
 
     def kink_counts(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, h: float,
                     plus: np.ndarray, minus: np.ndarray) -> None:
         """See ``_numpy_kernels.Mlp.kink_counts`` (same counts, own row-by-row forward-mode loops)."""
-        _kink_counts(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t), float(h), plus, minus)
+        _parallel(_kink_counts)(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t), float(h), plus, minus)
 
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,

@@ -35,7 +35,8 @@ def set_num_threads(n: Optional[int] = None) -> Dict[str, Optional[int]]:
     """Limit OpenBLAS, OpenMP and numba to ``n`` threads each (None: all cores). Returns the new counts.
 
     Process-wide and immediate for the next kernel call. numpy's own BLAS is not touched (use
-    ``threadpoolctl`` for that).
+    ``threadpoolctl`` for that). In a process forked (``os.fork``, multiprocessing's 'fork') from one
+    that imported pyfastgrad, OpenMP stays at one thread (see docs/DEV.md, "Fork safety").
     """
     if n is None:
         n = os.cpu_count() or 1
@@ -54,5 +55,7 @@ def set_num_threads(n: Optional[int] = None) -> Dict[str, Optional[int]]:
     core = _core()
     if core is not None:
         core.blas_set_num_threads(n)
-        core.openmp_set_num_threads(n)
+        from ._cpp_kernels import FORKED_CHILD
+        # a forked child's OpenMP stays at one thread: more would wait on the parent's lost pool
+        core.openmp_set_num_threads(1 if FORKED_CHILD else n)
     return get_num_threads()

@@ -25,6 +25,14 @@ def native_core(a: np.ndarray):
     return None if mod is None else mod._core
 
 
+def as_c(a, dtype=None) -> np.ndarray:
+    """``a`` as a C-contiguous, aligned, native-endian array of ``dtype`` (a copy only when needed).
+
+    ``np.ascontiguousarray`` keeps an unaligned buffer (``np.frombuffer`` at an odd offset) as it
+    is; the kernels read arrays as typed pointers, so alignment is required too."""
+    return np.require(a, dtype=dtype, requirements=("C", "A"))
+
+
 def check_finite(a: np.ndarray, name: str) -> None:
     core = native_core(a)
     # the extension's scan is ~5x faster than np.isfinite(a).all() on an MNIST batch (no temporary)
@@ -50,7 +58,7 @@ def as_batch(x, n_features: int, dtype: np.dtype, name: str = "x") -> np.ndarray
     x = x.reshape(x.shape[0], -1)
     if x.shape[1] != n_features:
         raise ValueError(f"{name} has {x.shape[1]} features per sample, the net expects {n_features}")
-    x = np.ascontiguousarray(x, dtype=dtype)
+    x = as_c(x, dtype)
     check_finite(x, name)
     return x
 
@@ -62,11 +70,14 @@ def _eye(n_classes: int, dtype: np.dtype) -> np.ndarray:
     return e
 
 
-def as_targets(t, n: int, n_classes: int, dtype: np.dtype, name: str = "t") -> np.ndarray:
-    """Dense (n, n_classes) targets: integer labels become one-hot; one-hot/real targets are cast."""
+def as_targets(t, n: int, n_classes: int, dtype: np.dtype, name: str = "t", values: bool = False) -> np.ndarray:
+    """Dense (n, n_classes) targets: integer labels become one-hot; one-hot/real targets are cast.
+
+    ``values``: the targets are values to fit (mean squared error): with one output, integer
+    targets are then those values (``[0]`` is 0, as in the reference), not the label of class 0."""
     t = np.asarray(t)
     # the tutorials' rule: t is one-hot/dense when it has as many entries as the output
-    dense = t.size == n * n_classes and (n_classes > 1 or t.dtype.kind == "f")
+    dense = t.size == n * n_classes and (n_classes > 1 or values or t.dtype.kind == "f")
     if not dense and t.dtype.kind in "iub" and t.ndim <= 2 and t.size == n:
         labels = t.reshape(-1)
         lo = labels.min()
@@ -85,7 +96,7 @@ def as_targets(t, n: int, n_classes: int, dtype: np.dtype, name: str = "t") -> n
         t = t.reshape(n, n_classes)
     if t.ndim != 2 or t.shape != (n, n_classes):
         raise ValueError(f"{name} must be {n} integer labels or shape ({n}, {n_classes}), got shape {t.shape}")
-    t = np.ascontiguousarray(t, dtype=dtype)
+    t = as_c(t, dtype)
     check_finite(t, name)
     return t
 
@@ -107,4 +118,32 @@ def non_negative(value: float, name: str) -> float:
 def labels_of(t: np.ndarray) -> np.ndarray:
     t = np.asarray(t)
     return t.argmax(axis=1) if t.ndim == 2 else t.reshape(-1)
+
+
+def class_labels(t, n: int, n_classes: int, name: str = "t", samples: str = "samples") -> np.ndarray:
+    """Integer class labels (n,) of targets ``t`` for a net with ``n_classes`` outputs, checked.
+
+    ``t`` is labels ((n,) or (n, 1), integers or integral floats, each in [0, n_classes)) or
+    one-hot / score rows (n, n_classes), whose arg-max is taken. Anything else is a ValueError
+    (a label column read as one-hot rows would make every label 0)."""
+    t = np.asarray(t)
+    if t.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be integer labels or one-hot rows, got dtype {t.dtype}")
+    if t.ndim == 2 and t.shape[1] == n_classes and (n_classes > 1 or t.dtype.kind == "f"):
+        check_finite(np.asarray(t, dtype=np.float64), name)
+        labels = t.argmax(axis=1)
+    elif t.ndim == 1 or (t.ndim == 2 and t.shape[1] == 1):
+        labels = t.reshape(-1)
+        if labels.dtype.kind == "f":
+            if not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
+                raise ValueError(f"{name} holds non-integer labels (e.g. {labels[labels != np.round(labels)][:1]})")
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise ValueError(f"{name} has labels outside [0, {n_classes - 1}] "
+                             f"(min {labels.min():g}, max {labels.max():g})")
+        labels = labels.astype(np.int64)
+    else:
+        raise ValueError(f"{name} must be {n} labels or one-hot rows ({n}, {n_classes}), got shape {t.shape}")
+    if labels.shape[0] != n:
+        raise ValueError(f"{name} has {labels.shape[0]} labels for {n} {samples}")
+    return labels
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import reference as ref
 from ._backend import kernels
-from ._validate import as_targets, check_finite
+from ._validate import as_c, as_targets, check_finite
 
 __all__ = ["sigmoid", "relu", "tanh", "softmax", "mean_squared_error", "cross_entropy_error",
            "hinge_loss"]
@@ -44,7 +44,7 @@ def tanh(x) -> np.ndarray:
 
 
 def _rows(y: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(y.reshape(1, -1) if y.ndim == 1 else y)
+    return as_c(y.reshape(1, -1) if y.ndim == 1 else y)
 
 
 def softmax(x, backend: Optional[str] = None) -> np.ndarray:
@@ -52,17 +52,17 @@ def softmax(x, backend: Optional[str] = None) -> np.ndarray:
     x = _as_float(x)
     check_finite(x, "x")
     shape = x.shape
-    out = kernels(backend).softmax(np.ascontiguousarray(x.reshape(-1, shape[-1])))
+    out = kernels(backend).softmax(as_c(x.reshape(-1, shape[-1])))
     return out.reshape(shape)
 
 
-def _loss_inputs(y, t, name: str):
+def _loss_inputs(y, t, name: str, values: bool = False):
     y = _as_float(y, "y")
     check_finite(y, "y")
     y2 = _rows(y)
     if y.ndim > 2:
         raise ValueError(f"{name}: y must be 1-D (one sample) or 2-D (a batch), got shape {y.shape}")
-    return y2, as_targets(t, y2.shape[0], y2.shape[1], y2.dtype)  # one-hot/dense or labels
+    return y2, as_targets(t, y2.shape[0], y2.shape[1], y2.dtype, values=values)  # one-hot/dense or labels
 
 
 def mean_squared_error(y, t, backend: Optional[str] = None) -> float:
@@ -71,7 +71,7 @@ def mean_squared_error(y, t, backend: Optional[str] = None) -> float:
     The tutorials' one-hot example (y = [0.1, 0.05, 0.6, 0, 0.05, 0.1, 0, 0.1, 0, 0],
     t = class 2) gives 0.0975; a printed 0.195 forgot the 1/2.
     """
-    y2, t2 = _loss_inputs(y, t, "mean_squared_error")
+    y2, t2 = _loss_inputs(y, t, "mean_squared_error", values=True)  # one output: t holds values
     return kernels(backend).mean_squared_error(y2, t2)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _numpy_kernels as _layout
 from ._backend import get_backend, kernels
-from ._validate import as_batch, as_targets, check_finite, float_dtype, labels_of, non_negative, positive
+from ._validate import as_batch, as_targets, check_finite, class_labels, float_dtype, non_negative, positive
 
 __all__ = ["Net", "MultiLayerNet", "TwoLayerNet", "SimpleNet", "ParamDict", "load_net"]
 
@@ -144,6 +144,32 @@ class Net:
 
     # ------------------------------------------------------------------ plumbing
     @property
+    def params(self) -> ParamDict:
+        """The parameters by name (``W1, b1, ...``): views into ``theta``."""
+        return self.__dict__["_params"]
+
+    @params.setter
+    def params(self, value) -> None:
+        # Rebinding must not detach the net from what it trains: a ParamDict over this net's theta (or
+        # the first binding, in a constructor) is bound; any other mapping with the same keys is copied
+        # into the views (shapes checked).
+        cur = self.__dict__.get("_params")
+        if cur is None or (isinstance(value, ParamDict) and value._flat is self.theta):
+            self.__dict__["_params"] = value
+            return
+        if not hasattr(value, "keys") or set(value.keys()) != set(cur.keys()):
+            have = list(value.keys()) if hasattr(value, "keys") else type(value).__name__
+            raise ValueError(f"net.params = ... needs exactly the keys {list(cur)}, got {have}; "
+                             "the values are copied into the net's parameters")
+        new = {k: np.asarray(value[k]) for k in cur}  # checked before anything is copied
+        for k, v in new.items():
+            if v.shape != cur[k].shape:
+                raise ValueError(f"params[{k!r}] must have shape {cur[k].shape}, got {v.shape}")
+            check_finite(v, f"params[{k!r}]")
+        for k, v in new.items():
+            cur[k] = v
+
+    @property
     def n_params(self) -> int:
         """Number of parameters, ``sum(fan_in * fan_out + fan_out)`` over the layers (``theta.size``)."""
         return self.theta.size
@@ -173,7 +199,7 @@ class Net:
         xb = as_batch(x, self.sizes[0], self.dtype)
         if t is None:
             return xb, None
-        return xb, as_targets(t, xb.shape[0], self.sizes[-1], self.dtype)
+        return xb, as_targets(t, xb.shape[0], self.sizes[-1], self.dtype, values=self.loss_name == "mse")
 
     def _grads_dict(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
         return {k: flat[s].reshape(shape) for k, (s, shape) in self._layout.items()}
@@ -237,11 +263,8 @@ class Net:
             raise ValueError(f"accuracy needs a classifier: this net ({self.sizes[-1]} output(s), loss "
                              f"{self.loss_name!r}) with these targets is a regression; use "
                              "net.regression_metrics(x, t) (MSE and R²)")
-        labels = labels_of(t)
-        n = np.asarray(x).shape[0]
-        if labels.shape[0] != n:
-            raise ValueError(f"t has {labels.shape[0]} labels for {n} samples")
-        return self._accuracy_of(self._xt(x)[0], labels, batch_size)
+        xb = self._xt(x)[0]
+        return self._accuracy_of(xb, class_labels(t, xb.shape[0], self.sizes[-1]), batch_size)
 
     def _accuracy_of(self, xb: np.ndarray, labels: np.ndarray, batch_size: int = 10000) -> float:
         """accuracy() of a batch already checked by as_batch (fit checks its data once, not per epoch)."""
@@ -309,6 +332,11 @@ class Net:
         With ``optimizer``, its whole ``state_dict()`` (kind, hyper-parameters, schedule, update count
         and state vectors) is saved too, so training resumes exactly: ``load_net(path, optimizer=opt)``
         or ``load_net(path, with_optimizer=True)``.
+
+        ``path`` gets ``.npz`` appended when it has another suffix (as ``np.savez``). The file is
+        written atomically: to a temporary file in the same directory, flushed to disk (fsync), then
+        renamed over ``path``; a full disk, Ctrl-C or a crash during the save leaves the previous
+        file intact. A writable file object is written directly.
         """
         cfg = dict(sizes=np.array(self.sizes), activation=self.activation, loss=self.loss_name,
                    weight_decay=self.weight_decay, dtype=str(self.dtype), cls=type(self).__name__)
@@ -318,7 +346,11 @@ class Net:
             if not isinstance(optimizer, Optimizer):
                 raise TypeError(f"optimizer must be a pyfastgrad Optimizer, got {type(optimizer).__name__}")
             extra = {f"opt_{k}": v for k, v in optimizer.state_dict().items()}
-        np.savez(path, theta=self.theta, **{f"cfg_{k}": v for k, v in cfg.items()}, **extra)
+        arrays = dict(theta=self.theta, **{f"cfg_{k}": v for k, v in cfg.items()}, **extra)
+        if hasattr(path, "write"):
+            np.savez(path, **arrays)
+        else:
+            _save_atomic(path, arrays)
 
     @classmethod
     def load(cls, path, backend: Optional[str] = None) -> "Net":
@@ -414,6 +446,98 @@ class SimpleNet(Net):
         return SimpleNet(self.W.copy(), dtype=self.dtype, backend=self.backend)
 
 
+def _save_atomic(path, arrays: Dict[str, np.ndarray]) -> None:
+    """np.savez into a temporary file beside ``path``, fsync, rename over ``path`` (then fsync the
+    directory, so the rename itself survives a power cut)."""
+    import os
+    import tempfile
+
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path += ".npz"  # np.savez's rule, kept
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # also KeyboardInterrupt: never leave the temporary file behind
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some systems cannot open a directory; the data itself is synced
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+# Largest net load_net builds: its parameters must also be in the file (checked first), so this only
+# bounds what a crafted header could make it allocate.
+MAX_LOAD_PARAMS = 1 << 31
+
+
+def _npz_member(z, name: str, path):
+    """Shape and dtype of array ``name`` of an open ``np.load`` archive, from its .npy header only,
+    checked against the bytes the archive actually holds for it."""
+    import zipfile
+
+    info_name = name + ".npy"
+    try:
+        info = z.zip.getinfo(info_name)
+    except KeyError:
+        raise ValueError(f"{path}: not a saved net (no {name!r})") from None
+    with z.zip.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in reader:
+            raise ValueError(f"{path}: {name!r} has an unsupported .npy version {version}")
+        shape, fortran, dtype = reader[version](f)
+        header = f.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{path}: {name!r} holds Python objects; not a saved net")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if info.compress_type == zipfile.ZIP_STORED and info.file_size < header + need:
+        raise ValueError(f"{path}: {name!r} declares shape {shape} ({need} bytes), the file holds "
+                         f"{info.file_size - header}")
+    if info.file_size < header + need:  # compressed: the declared uncompressed size must still fit
+        raise ValueError(f"{path}: {name!r} declares shape {shape}, more than its stored size")
+    if info.compress_type != zipfile.ZIP_STORED and info.file_size > 1100 * info.compress_size + (1 << 20):
+        # deflate expands at most ~1032:1; a larger claim is a crafted archive (a "zip bomb")
+        raise ValueError(f"{path}: {name!r} claims {info.file_size} bytes from {info.compress_size} compressed")
+    return shape, dtype
+
+
+def _saved_sizes(z, path) -> list:
+    """The layer sizes of a saved net, checked (a small 1-D integer array of positive entries) and
+    matched against the stored parameter count before any net is built."""
+    shape, dtype = _npz_member(z, "cfg_sizes", path)
+    if len(shape) != 1 or not 2 <= shape[0] <= 1000 or dtype.kind not in "iu":
+        raise ValueError(f"{path}: cfg_sizes must be 2 to 1000 integers, got {dtype} {shape}")
+    sizes = [int(s) for s in z["cfg_sizes"]]
+    if min(sizes) < 1:
+        raise ValueError(f"{path}: layer sizes must be >= 1, got {sizes}")
+    n = sum(sizes[i - 1] * sizes[i] + sizes[i] for i in range(1, len(sizes)))  # Python ints: no overflow
+    theta_shape, theta_dtype = _npz_member(z, "theta", path)
+    if n > MAX_LOAD_PARAMS:
+        raise ValueError(f"{path}: sizes {sizes} declare {n:,} parameters, more than load_net builds "
+                         f"({MAX_LOAD_PARAMS:,})")
+    if theta_shape != (n,):
+        raise ValueError(f"{path}: sizes {sizes} need {n} parameters, theta has shape {theta_shape}")
+    if theta_dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"{path}: theta must be float32 or float64, got {theta_dtype}")
+    return sizes
+
+
 def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False, optimizer=None):
     """Load a net saved with ``Net.save`` (any of the net classes).
 
@@ -428,9 +552,14 @@ def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False, 
         return load_composed(path, backend=backend, with_optimizer=with_optimizer, optimizer=optimizer)
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a pyfastgrad Optimizer, got {type(optimizer).__name__}")
-    with np.load(path, allow_pickle=False) as z:
+    archive = np.load(path, allow_pickle=False)
+    if not hasattr(archive, "zip"):
+        raise ValueError(f"{path}: not a saved net (a single array, not an .npz archive)")
+    with archive as z:
+        for k in z.files:  # every member's declared size against the archive, before reading any
+            _npz_member(z, k, path)
+        sizes = _saved_sizes(z, path)  # before allocating a net of the declared size
         theta = z["theta"]
-        sizes = [int(s) for s in z["cfg_sizes"]]
         cls = str(z["cfg_cls"])
         net = Net(sizes, activation=str(z["cfg_activation"]), loss=str(z["cfg_loss"]),
                   weight_decay=float(z["cfg_weight_decay"]), dtype=str(z["cfg_dtype"]), backend=backend)

@@ -225,7 +225,7 @@ class Optimizer:
 
         One kernel call over all parameters: a net's ``params`` and ``gradient`` are used in
         place (they are views of one buffer); other dicts are gathered into one vector and the
-        results written back into the same arrays.
+        results written back into the same arrays (any layout). Read-only arrays are a ValueError.
         """
         keys = list(params)
         if not keys:
@@ -238,6 +238,10 @@ class Optimizer:
             if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
                 raise TypeError(f"params[{k!r}] must be a float32 or float64 numpy array, got "
                                 f"{getattr(p, 'dtype', type(p).__name__)}")
+        ro = [k for k, p in zip(keys, ps) if not p.flags.writeable]
+        if ro:  # updated in place or not at all: a replaced entry would leave the caller's array stale
+            raise ValueError(f"params[{ro[0]!r}] is read-only; update() changes the arrays in place "
+                             "(pass writable arrays, e.g. np.array(...))")
         dtype = ps[0].dtype
         if any(p.dtype != dtype for p in ps):
             raise TypeError(f"params mix dtypes {sorted({str(p.dtype) for p in ps})}; use one dtype")
@@ -266,12 +270,8 @@ class Optimizer:
         if packed:  # back into the caller's arrays (the layers hold them)
             off = 0
             for k, p in zip(keys, ps):
-                new = theta[off:off + p.size].reshape(p.shape)
+                np.copyto(p, theta[off:off + p.size].reshape(p.shape))  # any layout: strided, Fortran
                 off += p.size
-                if p.flags.writeable:
-                    np.copyto(p, new)
-                else:
-                    params[k] = new.copy()
 
     # ------------------------------------------------------------------ saving and loading
     def state_dict(self) -> Dict[str, np.ndarray]:

@@ -9,6 +9,8 @@ kernel's first layer works on those only.
 """
 from __future__ import annotations
 
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ import numpy as np
 
 from ._backend import get_backend
 from ._sparse import SPARSE_DENSITY_MAX, CsrRows
-from ._validate import as_batch, as_targets, labels_of
+from ._validate import as_batch, as_targets, class_labels, native_core
 from .nets import Net
 from .optimizers import Optimizer, make_optimizer, net_layout
 from .schedules import Schedule, make_schedule
@@ -111,6 +113,57 @@ def _training_input(X: np.ndarray, backend: str):
     return CsrRows.from_dense(X)
 
 
+# Most multiply-adds one kernel call (a chunk of steps) may do: about a second of work at worst on a
+# slow core, so Ctrl-C is honoured soon (checked between calls). Fixed, not timed, so the chunking --
+# and the numbers -- do not depend on the machine's speed. MNIST's 784-100-10 at batch 100: 250 steps.
+MAX_CHUNK_WORK = 2e9
+
+
+def _all_finite(a: np.ndarray) -> bool:
+    core = native_core(a)  # the extension's scan: no temporary array
+    return bool(core.all_finite(a) if core is not None else np.isfinite(a).all())
+
+
+def _int_arg(value, name: str, low: int = 1) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)) \
+            or not np.isfinite(value) or value != int(value):  # 3 and 3.0 are fine, 2.5 is not
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+class _DeferredInterrupt:
+    """While active (main thread only), Ctrl-C sets ``hit`` instead of raising wherever the
+    interpreter happens to be; ``fit`` checks it between kernel calls, where the net, the optimizer's
+    state and its update count agree, and raises there."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old = None
+
+    def _handler(self, signum, frame) -> None:
+        self.hit = True
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _interrupted(hist: "History", optimizer: Optimizer) -> KeyboardInterrupt:
+    hist.stopped = (f"interrupted (KeyboardInterrupt) after {len(hist.loss)} iterations; the net and the "
+                    f"optimizer (iter {optimizer.iter}) are consistent")
+    exc = KeyboardInterrupt(hist.stopped + "; the History so far is this exception's .history")
+    exc.history = hist  # type: ignore[attr-defined]
+    return exc
+
+
 def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[str, Optimizer] = "sgd",
         lr: Optional[float] = None, epochs: int = 10, batch_size: int = 100, sampling: str = "epoch",
         iters_per_epoch: Optional[int] = None, seed: Optional[int] = 0, progress: bool = True,
@@ -139,34 +192,43 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
     ``update``/``train_step``: the steps run inside the backend kernel, one learning rate per step.
     callback : optional ``callback(epoch, history)``, called after each epoch's accuracies; a truthy
         return stops training (``history.stopped`` is the returned string, or says the callback stopped it).
+    chunk : steps per kernel call (>= 1); also capped so one call does at most ``MAX_CHUNK_WORK``
+        multiply-adds.
 
     Returns
     -------
     History
         Accuracy per epoch, or MSE and R² for a regression (``history.task``). Stops cleanly
-        (``history.stopped`` says why, with a warning) on a non-finite loss.
+        (``history.stopped`` says why, with a warning) on a non-finite loss, keeping the last
+        parameters (and optimizer state) that were all finite.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        On Ctrl-C (main thread): raised between kernel calls, so ``net.theta``, the optimizer's
+        state and ``optimizer.iter`` agree (training can go on from there); the History so far
+        is the exception's ``history`` attribute.
     """
     if not isinstance(net, Net):
         raise TypeError(f"net must be a pyfastgrad Net, got {type(net).__name__}")
     if sampling not in ("epoch", "random"):
         raise ValueError(f"sampling must be 'epoch' or 'random', got {sampling!r}")
-    if int(epochs) < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    epochs = _int_arg(epochs, "epochs")
+    chunk = _int_arg(chunk, "chunk")
+    if (x_test is None) != (t_test is None):
+        raise ValueError("give both x_test and t_test (or neither); got only "
+                         + ("x_test" if t_test is None else "t_test"))
     if isinstance(optimizer, str):
         optimizer = make_optimizer(optimizer, **({} if lr is None else {"lr": lr}))
     elif not isinstance(optimizer, Optimizer):
         raise TypeError("optimizer must be a name or a pyfastgrad Optimizer")
     X = as_batch(x_train, net.sizes[0], net.dtype, "x_train")
-    T = as_targets(t_train, X.shape[0], net.sizes[-1], net.dtype, "t_train")
+    T = as_targets(t_train, X.shape[0], net.sizes[-1], net.dtype, "t_train", values=net.loss_name == "mse")
     n = X.shape[0]
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = _int_arg(batch_size, "batch_size")
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({n} samples)")
-    steps = int(iters_per_epoch) if iters_per_epoch else n // batch_size
-    if steps < 1:
-        raise ValueError(f"iters_per_epoch must be >= 1, got {iters_per_epoch}")
+    steps = n // batch_size if iters_per_epoch is None else _int_arg(iters_per_epoch, "iters_per_epoch")
     if sampling == "epoch" and steps * batch_size > n:
         raise ValueError(f"{steps} steps of {batch_size} need {steps * batch_size} samples per epoch, have {n}")
     has_test = x_test is not None and t_test is not None
@@ -176,14 +238,13 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
     regression = net.is_regression_target(t_train)
     if has_test:
         if regression:
-            lt = as_targets(t_test, Xt.shape[0], net.sizes[-1], net.dtype, "t_test")
+            lt = as_targets(t_test, Xt.shape[0], net.sizes[-1], net.dtype, "t_test", values=True)
         else:
-            lt = labels_of(t_test)
-            if lt.shape[0] != Xt.shape[0]:
-                raise ValueError(f"t_test has {lt.shape[0]} labels for {Xt.shape[0]} test samples")
-    lt_train = T if regression else labels_of(t_train)
+            lt = class_labels(t_test, Xt.shape[0], net.sizes[-1], "t_test", "test samples")
+    lt_train = T if regression else class_labels(t_train, n, net.sizes[-1], "t_train")
+    chunk = max(1, min(chunk, int(MAX_CHUNK_WORK // (batch_size * net.theta.size))))
     if schedule is not None:
-        optimizer.schedule = make_schedule(schedule, optimizer.iter + int(epochs) * steps)
+        optimizer.schedule = make_schedule(schedule, optimizer.iter + epochs * steps)
     if clip is not None:
         optimizer.clip = clip
 
@@ -198,58 +259,92 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=int(epochs) * steps, unit="step", desc=f"fit [{net.backend or get_backend()}]",
+        bar = tqdm(total=epochs * steps, unit="step", desc=f"fit [{net.backend or get_backend()}]",
                    leave=True, mininterval=0.5)
+    def run(part: np.ndarray) -> np.ndarray:
+        # hyper-parameters read now: changes between fit calls (or epochs) take effect
+        return mlp.train_steps(net.theta, X_train, T, part, net.weight_decay, optimizer.kind,
+                               optimizer.hyper, s1, s2, optimizer.iter, optimizer.lrs(len(part)))
+
+    def finite_state() -> bool:
+        return _all_finite(net.theta) and _all_finite(st)
+
+    intr = _DeferredInterrupt()
     try:
-        for ep in range(1, int(epochs) + 1):
-            idx = _batches(rng, n, batch_size, steps, sampling)
-            t0 = time.perf_counter()
-            for start in range(0, steps, chunk):
-                part = idx[start:start + chunk]
-                # hyper-parameters read now: changes between fit calls (or epochs) take effect
-                losses = mlp.train_steps(net.theta, X_train, T, part, net.weight_decay, optimizer.kind,
-                                         optimizer.hyper, s1, s2, optimizer.iter, optimizer.lrs(len(part)))
-                done = int(np.isfinite(losses).sum())
-                optimizer.iter += done
-                hist.loss.extend(losses[:done].tolist())
+        with intr:
+            for ep in range(1, epochs + 1):
+                idx = _batches(rng, n, batch_size, steps, sampling)
+                t0 = time.perf_counter()
+                for start in range(0, steps, chunk):
+                    if intr.hit:
+                        raise _interrupted(hist, optimizer)
+                    part = idx[start:start + chunk]
+                    saved = (net.theta.copy(), st.copy(), optimizer.iter)  # the chunk's start, for a rollback
+                    losses = run(part)
+                    done = int(np.isfinite(losses).sum())
+                    bad_update = False
+                    if not finite_state():
+                        # A finite loss can still come with an update that overflowed: redo the chunk
+                        # one step at a time from its start and stop before the first such update.
+                        net.theta[...], st[...], optimizer.iter = saved
+                        done = 0
+                        while done < len(part):
+                            keep = (net.theta.copy(), st.copy())
+                            one = run(part[done:done + 1])
+                            if not (np.isfinite(one[0]) and finite_state()):
+                                bad_update = bool(np.isfinite(one[0]))
+                                net.theta[...], st[...] = keep
+                                break
+                            losses[done] = one[0]
+                            optimizer.iter += 1
+                            done += 1
+                        optimizer.iter -= done  # counted once, below
+                    optimizer.iter += done
+                    hist.loss.extend(losses[:done].tolist())
+                    if bar is not None:
+                        bar.update(done)
+                    if done < len(part):
+                        what = "non-finite parameters after the update of" if bad_update else "non-finite loss at"
+                        hist.stopped = (f"{what} iteration {len(hist.loss) + 1} (epoch {ep}); the parameters and "
+                                        f"optimizer state are those after the last finite step "
+                                        f"(iteration {len(hist.loss)}). Try a smaller learning rate "
+                                        f"(now {optimizer.lr:g}).")
+                        break
+                hist.epoch_time.append(time.perf_counter() - t0)
+                if hist.stopped:
+                    warnings.warn(hist.stopped, RuntimeWarning, stacklevel=2)
+                    break
+                hist.epoch.append(ep)
+                # (X, Xt checked once, above)
+                if regression:
+                    for part_name, xs, ts in (("train", X, lt_train), ("test", Xt, lt))[:1 + has_test]:
+                        m = net._regression_metrics_of(xs, ts)
+                        getattr(hist, f"{part_name}_mse").append(m["mse"])
+                        getattr(hist, f"{part_name}_r2").append(m["r2"])
+                    scores = f"train mse {hist.train_mse[-1]:.4g}  r2 {hist.train_r2[-1]:.4f}" + \
+                        (f"  test mse {hist.test_mse[-1]:.4g}  r2 {hist.test_r2[-1]:.4f}" if has_test else "")
+                    short = f" test mse {hist.test_mse[-1]:.4g}" if has_test else ""
+                else:
+                    hist.train_acc.append(net._accuracy_of(X, lt_train))
+                    if has_test:
+                        hist.test_acc.append(net._accuracy_of(Xt, lt))
+                    scores = f"train acc {hist.train_acc[-1]:.4f}" + \
+                        (f"  test acc {hist.test_acc[-1]:.4f}" if has_test else "")
+                    short = f" test {hist.test_acc[-1]:.4f}" if has_test else ""
+                msg = (f"epoch {ep:3d}  loss {np.mean(hist.loss[-steps:]):.4f}  {scores}  "
+                       f"({hist.epoch_time[-1]:.2f} s)")
                 if bar is not None:
-                    bar.update(done)
-                if done < len(part):
-                    hist.stopped = (f"non-finite loss at iteration {len(hist.loss) + 1} "
-                                    f"(epoch {ep}); parameters kept from the step before. "
-                                    f"Try a smaller learning rate (now {optimizer.lr:g}).")
-                    break
-            hist.epoch_time.append(time.perf_counter() - t0)
-            if hist.stopped:
-                warnings.warn(hist.stopped, RuntimeWarning, stacklevel=2)
-                break
-            hist.epoch.append(ep)
-            # (X, Xt checked once, above)
-            if regression:
-                for part_name, xs, ts in (("train", X, lt_train), ("test", Xt, lt))[:1 + has_test]:
-                    m = net._regression_metrics_of(xs, ts)
-                    getattr(hist, f"{part_name}_mse").append(m["mse"])
-                    getattr(hist, f"{part_name}_r2").append(m["r2"])
-                scores = f"train mse {hist.train_mse[-1]:.4g}  r2 {hist.train_r2[-1]:.4f}" + \
-                    (f"  test mse {hist.test_mse[-1]:.4g}  r2 {hist.test_r2[-1]:.4f}" if has_test else "")
-                short = f" test mse {hist.test_mse[-1]:.4g}" if has_test else ""
-            else:
-                hist.train_acc.append(net._accuracy_of(X, lt_train))
-                if has_test:
-                    hist.test_acc.append(net._accuracy_of(Xt, lt))
-                scores = f"train acc {hist.train_acc[-1]:.4f}" + \
-                    (f"  test acc {hist.test_acc[-1]:.4f}" if has_test else "")
-                short = f" test {hist.test_acc[-1]:.4f}" if has_test else ""
-            msg = f"epoch {ep:3d}  loss {np.mean(hist.loss[-steps:]):.4f}  {scores}  ({hist.epoch_time[-1]:.2f} s)"
-            if bar is not None:
-                bar.set_postfix_str(f"loss {np.mean(hist.loss[-steps:]):.3f}" + short)
-            if verbose:
-                (bar.write if bar is not None else print)(msg)
-            if callback is not None:
-                stop = callback(ep, hist)
-                if stop:
-                    hist.stopped = stop if isinstance(stop, str) else f"stopped by the callback after epoch {ep}"
-                    break
+                    bar.set_postfix_str(f"loss {np.mean(hist.loss[-steps:]):.3f}" + short)
+                if verbose:
+                    (bar.write if bar is not None else print)(msg)
+                if callback is not None:
+                    stop = callback(ep, hist)
+                    if stop:
+                        hist.stopped = stop if isinstance(stop, str) else \
+                            f"stopped by the callback after epoch {ep}"
+                        break
+                if intr.hit:
+                    raise _interrupted(hist, optimizer)
     finally:
         if bar is not None:
             bar.close()
@@ -356,10 +451,19 @@ class Trainer:
             print(f"test acc:{self.network.accuracy(self.x_test, self.t_test)}")
 
     def fit(self, x_train, t_train, x_test=None, t_test=None, epochs: int = 10) -> History:
-        """Train for ``epochs`` more epochs with :func:`fit` (same optimizer, state kept); returns the history of all calls so far."""
-        h = fit(self.net, x_train, t_train, x_test, t_test, optimizer=self.optimizer, epochs=epochs,
-                batch_size=self.batch_size, sampling=self.sampling, seed=self.seed,
-                progress=self.progress, verbose=self.verbose)
+        """:func:`fit` for ``epochs`` more epochs; returns the whole history. On Ctrl-C the steps done
+        are in ``self.history`` too (and the raised KeyboardInterrupt's ``history`` is it)."""
+        try:
+            h = fit(self.net, x_train, t_train, x_test, t_test, optimizer=self.optimizer, epochs=epochs,
+                    batch_size=self.batch_size, sampling=self.sampling, seed=self.seed,
+                    progress=self.progress, verbose=self.verbose)
+        except KeyboardInterrupt as exc:
+            if isinstance(getattr(exc, "history", None), History):
+                exc.history = self._merge(exc.history)
+            raise
+        return self._merge(h)
+
+    def _merge(self, h: History) -> History:
         offset = len(self.history.epoch)
         self.history.task = h.task
         self.history.loss += h.loss

@@ -30,7 +30,6 @@ import gzip
 import os
 import threading
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -38,6 +37,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ._download import MNIST_SHA256, DownloadError, default_cache_dir, download_mnist, sha256_of
+from ._io import BoundedFile
 
 __all__ = [
     "MNIST_FILES", "SUBSET_DIR", "DatasetFallbackWarning", "DataSource", "load_mnist",
@@ -134,44 +134,41 @@ def _not_found_message(directory: Path, origin: str) -> str:
 
 
 # --------------------------------------------------------------------------- IDX parsing
-def _read_bytes(file: Path) -> bytes:
-    """Read a file, gunzipping it when it is gzip data (by magic, not name)."""
-    raw = file.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-        raise ValueError(f"{file}: corrupt or truncated gzip data ({exc}); "
-                         "delete it and download it again") from exc
-
-
-def _parse_idx(data: bytes, file: Path) -> np.ndarray:
-    """Decode IDX ``data`` (unsigned-byte images or labels) into a read-only array."""
-    if len(data) < 8:
-        raise ValueError(f"{file}: too short for an IDX header ({len(data)} bytes)")
-    magic = int.from_bytes(data[0:4], "big")
-    if magic == IDX_MAGIC_IMAGES:
-        if len(data) < 16:
-            raise ValueError(f"{file}: too short for an IDX image header ({len(data)} bytes)")
-        n, rows, cols = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
-        shape: Tuple[int, ...] = (n, rows, cols)
-        offset = 16
-    elif magic == IDX_MAGIC_LABELS:
-        shape = (int.from_bytes(data[4:8], "big"),)
-        offset = 8
-    else:
-        raise ValueError(
-            f"{file}: bad IDX magic number 0x{magic:08x} (expected 0x{IDX_MAGIC_IMAGES:08x} "
-            f"for images or 0x{IDX_MAGIC_LABELS:08x} for labels); not an MNIST IDX file?")
-    expected = int(np.prod(shape, dtype=np.int64))
-    payload = len(data) - offset
-    if payload != expected:
-        what = "truncated" if payload < expected else "has trailing data"
-        raise ValueError(f"{file}: payload {what}: header {shape} needs {expected} bytes, "
-                         f"file has {payload}")
+def _read_idx_bounded(file: Path) -> np.ndarray:
+    """Decode an IDX file (unsigned-byte images or labels) into a read-only array. The payload size
+    the header declares is checked against the file (and a cap) before it is read (``_io``)."""
+    with BoundedFile(file) as f:
+        try:
+            head = f.read_exact(8, "the IDX header")
+        except ValueError as exc:
+            if "gzip data" in str(exc):  # corrupt compressed data, not a short file
+                raise
+            raise ValueError(f"{file}: too short for an IDX header "
+                             f"({os.path.getsize(file)} bytes{', gzip' if f.gzip else ''})") from None
+        magic = int.from_bytes(head[0:4], "big")
+        if magic == IDX_MAGIC_IMAGES:
+            try:
+                head += f.read_exact(8, "the IDX image header")
+            except ValueError:
+                raise ValueError(f"{file}: too short for an IDX image header") from None
+            shape: Tuple[int, ...] = tuple(int.from_bytes(head[i:i + 4], "big") for i in (4, 8, 12))
+        elif magic == IDX_MAGIC_LABELS:
+            shape = (int.from_bytes(head[4:8], "big"),)
+        else:
+            raise ValueError(
+                f"{file}: bad IDX magic number 0x{magic:08x} (expected 0x{IDX_MAGIC_IMAGES:08x} "
+                f"for images or 0x{IDX_MAGIC_LABELS:08x} for labels); not an MNIST IDX file?")
+        expected = 1
+        for d in shape:  # Python ints: no overflow from three 32-bit dimensions
+            expected *= d
+        try:
+            data = f.read_exact(expected, f"payload of header {shape}")
+            f.expect_end()
+        except ValueError as exc:
+            raise ValueError(f"{exc} (payload truncated or corrupt: header {shape} needs {expected} bytes)") \
+                from None
     # frombuffer on immutable bytes is zero-copy and read-only: safe to cache.
-    return np.frombuffer(data, dtype=np.uint8, count=expected, offset=offset).reshape(shape)
+    return np.frombuffer(data, dtype=np.uint8, count=expected).reshape(shape)
 
 
 def read_idx(file: PathLike) -> np.ndarray:
@@ -195,7 +192,7 @@ def read_idx(file: PathLike) -> np.ndarray:
         does not match the header; the message names the file.
     """
     file = Path(file)
-    return _parse_idx(_read_bytes(file), file)
+    return _read_idx_bounded(file)
 
 
 _CACHE: Dict[tuple, Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}

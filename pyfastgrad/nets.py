@@ -266,6 +266,10 @@ class Net:
         xb = self._xt(x)[0]
         return self._accuracy_of(xb, class_labels(t, xb.shape[0], self.sizes[-1]), batch_size)
 
+    def _label_classes(self) -> int:
+        """How many class labels the targets may hold (one per output here)."""
+        return self.sizes[-1]
+
     def _accuracy_of(self, xb: np.ndarray, labels: np.ndarray, batch_size: int = 10000) -> float:
         """accuracy() of a batch already checked by as_batch (fit checks its data once, not per epoch)."""
         mlp, n, correct = self._mlp(), xb.shape[0], 0

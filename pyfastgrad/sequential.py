@@ -340,6 +340,10 @@ class Sequential(Net):
             return mlp.loss(self.theta, xb, tb, self.weight_decay)
         return mlp.eval_loss(self.theta, xb, tb, self.weight_decay)
 
+    def _label_classes(self) -> int:
+        """A one-output sigmoid + binary cross-entropy net takes the labels 0 and 1."""
+        return 2 if self.loss_name == "bce" and self.sizes[-1] == 1 else self.sizes[-1]
+
     def _accuracy_of(self, xb: np.ndarray, labels: np.ndarray, batch_size: int = 10000) -> float:
         if self.loss_name != "bce" or self.sizes[-1] != 1:
             return super()._accuracy_of(xb, labels, batch_size)

@@ -240,8 +240,8 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
         if regression:
             lt = as_targets(t_test, Xt.shape[0], net.sizes[-1], net.dtype, "t_test", values=True)
         else:
-            lt = class_labels(t_test, Xt.shape[0], net.sizes[-1], "t_test", "test samples")
-    lt_train = T if regression else class_labels(t_train, n, net.sizes[-1], "t_train")
+            lt = class_labels(t_test, Xt.shape[0], net._label_classes(), "t_test", "test samples")
+    lt_train = T if regression else class_labels(t_train, n, net._label_classes(), "t_train")
     chunk = max(1, min(chunk, int(MAX_CHUNK_WORK // (batch_size * net.theta.size))))
     if schedule is not None:
         optimizer.schedule = make_schedule(schedule, optimizer.iter + epochs * steps)

@@ -670,7 +670,7 @@ class Identity:
 
 def sigmoid_cross_entropy(z: np.ndarray, t: np.ndarray) -> float:
     """Binary cross-entropy of sigmoid(z) against t in [0, 1], from the logits z (stable form
-    max(z, 0) - z t + log(1 + exp(-|z|))), summed over outputs and averaged over the batch."""
+    ``max(z, 0) - z t + log(1 + exp(-abs(z)))``), summed over outputs and averaged over the batch."""
     t = t.reshape(z.shape)
     return float(np.sum(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))) / z.shape[0])
 

@@ -542,6 +542,23 @@ def _saved_sizes(z, path) -> list:
     return sizes
 
 
+def _restore_optimizer(path, state: dict, optimizer, with_optimizer: bool):
+    """Load a saved optimizer state into ``optimizer`` and/or a new one (returned when
+    ``with_optimizer``); a file without one is an error only where an optimizer was given."""
+    from .optimizers import make_optimizer  # (optimizers imports this module)
+
+    opt = None
+    if state:
+        if optimizer is not None:
+            optimizer.load_state_dict(state)
+        if with_optimizer:
+            opt = make_optimizer(str(state["kind"]), **({"style": str(state["style"])} if "style" in state else {}))
+            opt.load_state_dict(state)
+    elif optimizer is not None:
+        raise ValueError(f"{path} holds no optimizer state (save it with net.save(path, optimizer=opt))")
+    return opt
+
+
 def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False, optimizer=None):
     """Load a net saved with ``Net.save`` (any of the net classes).
 
@@ -571,15 +588,7 @@ def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False, 
             raise ValueError(f"{path}: {theta.size} parameters stored, sizes {sizes} need {net.theta.size}")
         net.theta[:] = theta
         state = {k[4:]: z[k] for k in z.files if k.startswith("opt_")}
-    opt = None
-    if state:
-        if optimizer is not None:
-            optimizer.load_state_dict(state)
-        if with_optimizer:
-            opt = make_optimizer(str(state["kind"]), **({"style": str(state["style"])} if "style" in state else {}))
-            opt.load_state_dict(state)
-    elif optimizer is not None:
-        raise ValueError(f"{path} holds no optimizer state (save it with net.save(path, optimizer=opt))")
+    opt = _restore_optimizer(path, state, optimizer, with_optimizer)
     if cls == "SimpleNet":
         net = SimpleNet(net.params["W1"].copy(), dtype=net.dtype, backend=backend)
     elif cls in ("TwoLayerNet", "MultiLayerNet"):

@@ -28,7 +28,7 @@ from . import layers as L
 from ._backend import get_backend, kernels
 from ._layer_program import Op, Program
 from ._validate import as_batch, as_targets, check_finite, labels_of
-from .nets import WEIGHT_INITS, Net, ParamDict, _init_scale, _seed_or_global  # noqa: F401
+from .nets import WEIGHT_INITS, Net, ParamDict, _init_scale, _restore_optimizer, _seed_or_global  # noqa: F401
 
 __all__ = ["Sequential", "MultiLayerNetExtend"]
 
@@ -504,7 +504,7 @@ def _is_composed(path) -> bool:
 def load_composed(path, backend: Optional[str] = None, with_optimizer: bool = False, optimizer=None):
     """:func:`pyfastgrad.load_net` for composed nets."""
     import json
-    from .optimizers import Optimizer, make_optimizer
+    from .optimizers import Optimizer
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a pyfastgrad Optimizer, got {type(optimizer).__name__}")
     make = {"affine": lambda d: L.Affine(int(d["n_in"]), int(d["n_out"])),
@@ -538,13 +538,5 @@ def load_composed(path, backend: Optional[str] = None, with_optimizer: bool = Fa
         net.use_batchnorm, net.use_dropout = "bn" in kinds, "dropout" in kinds
         net.dropout_ration = next((float(d["ratio"]) for d in spec if d["kind"] == "dropout"), 0.5)
         net.hidden_size_list = list(net.sizes[1:-1])
-    opt = None
-    if state:
-        if optimizer is not None:
-            optimizer.load_state_dict(state)
-        if with_optimizer:
-            opt = make_optimizer(str(state["kind"]), **({"style": str(state["style"])} if "style" in state else {}))
-            opt.load_state_dict(state)
-    elif optimizer is not None:
-        raise ValueError(f"{path} holds no optimizer state (save it with net.save(path, optimizer=opt))")
+    opt = _restore_optimizer(path, state, optimizer, with_optimizer)
     return (net, opt) if with_optimizer else net

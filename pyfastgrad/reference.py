@@ -367,6 +367,16 @@ class SimpleNet:
         return numerical_gradient(lambda W: self.loss(x, t), self.W)
 
 
+def _init_std(weight_init_std, fan_in: int) -> float:
+    """The tutorials' weight scale: 'relu'/'he' -> sqrt(2/fan_in), 'sigmoid'/'xavier' -> sqrt(1/fan_in),
+    else the number given."""
+    if str(weight_init_std).lower() in ("relu", "he"):
+        return float(np.sqrt(2.0 / fan_in))
+    if str(weight_init_std).lower() in ("sigmoid", "xavier"):
+        return float(np.sqrt(1.0 / fan_in))
+    return float(weight_init_std)
+
+
 class MultiLayerNet:
     """Fully connected net: (Affine -> activation) * len(hidden) -> Affine -> loss layer.
 
@@ -385,12 +395,8 @@ class MultiLayerNet:
         self.params: Dict[str, np.ndarray] = {}
         for i in range(1, len(self.sizes)):
             fan_in = self.sizes[i - 1]
-            scale = weight_init_std
-            if str(weight_init_std).lower() in ("relu", "he"):
-                scale = np.sqrt(2.0 / fan_in)
-            elif str(weight_init_std).lower() in ("sigmoid", "xavier"):
-                scale = np.sqrt(1.0 / fan_in)
-            self.params[f"W{i}"] = (float(scale) * rng.standard_normal((fan_in, self.sizes[i]))).astype(dtype)
+            scale = _init_std(weight_init_std, fan_in)
+            self.params[f"W{i}"] = (scale * rng.standard_normal((fan_in, self.sizes[i]))).astype(dtype)
             self.params[f"b{i}"] = np.zeros(self.sizes[i], dtype=dtype)
         self._build()
 
@@ -717,12 +723,8 @@ class MultiLayerNetExtend:
         self.layers: "OrderedDict[str, object]" = OrderedDict()
         for i in range(1, n + 1):
             fan_in = self.sizes[i - 1]
-            scale = weight_init_std
-            if str(weight_init_std).lower() in ("relu", "he"):
-                scale = np.sqrt(2.0 / fan_in)
-            elif str(weight_init_std).lower() in ("sigmoid", "xavier"):
-                scale = np.sqrt(1.0 / fan_in)
-            self.params[f"W{i}"] = (float(scale) * rng.standard_normal((fan_in, self.sizes[i]))).astype(dtype)
+            scale = _init_std(weight_init_std, fan_in)
+            self.params[f"W{i}"] = (scale * rng.standard_normal((fan_in, self.sizes[i]))).astype(dtype)
             self.params[f"b{i}"] = np.zeros(self.sizes[i], dtype=dtype)
             self.layers[f"Affine{i}"] = Affine(self.params[f"W{i}"], self.params[f"b{i}"])
             if i == n:

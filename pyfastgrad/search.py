@@ -264,8 +264,9 @@ class TrialResult:
     ``status`` is 'ok', 'diverged' (a non-finite loss stopped training; the curves hold the epochs before)
     or 'failed' (``message`` says why: an exception, a worker that died, a timeout). ``val_acc`` is the
     validation accuracy after the last epoch (NaN when there is none). ``worker`` is ``host:pid``;
-    ``data_loads`` counts how many times that worker process had received the training data when the
-    trial ran (1: it travelled once to that worker).
+    ``data_loads`` counts how many searches' training data that worker process had received when the
+    trial ran (1: this search's data reached that worker once; a copy Dask moves between its workers of
+    the same data is not counted again).
     """
 
     number: int
@@ -356,10 +357,10 @@ def _worker_data(handle: Any) -> Tuple[_TrainingData, int]:
     """The data ``handle`` names, and how many times this process has received data."""
     with _WORKER_LOCK:
         held = _WORKER["data"]
-        if isinstance(handle, _TrainingData):  # Dask hands the scattered object itself: count new objects
-            if held is not handle:
-                _WORKER["data"], held = handle, handle
+        if isinstance(handle, _TrainingData):  # Dask hands the scattered object itself
+            if held is None or held.token != handle.token:  # a new search's data (Dask may move a copy)
                 _WORKER["loads"] += 1
+            _WORKER["data"], held = handle, handle
         elif isinstance(handle, _DataRef):
             if held is None or held.token != handle.token:
                 raise RuntimeError("this worker process holds no data for this search "
@@ -446,6 +447,10 @@ class _Runner:
     def restart(self) -> None:
         raise NotImplementedError
 
+    def worker_died(self, exc: BaseException) -> bool:
+        """True when ``exc`` says the trial's worker died (not that the trial itself raised)."""
+        return False
+
     def abandon(self, future: cf.Future) -> bool:
         """Give up on a running trial; True when that also stopped the other running trials."""
         future.cancel()  # a running task keeps its worker busy until it ends; nothing better exists here
@@ -530,11 +535,22 @@ class _DaskRunner(_Runner):
         info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else client.scheduler_info()
         workers = info.get("workers", {})
         self.capacity = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+        self.data = data
         self.handle = client.scatter(data, broadcast=True, hash=False)
         client.run(_ping)  # every worker imports pyfastgrad now, not during its first trial
         self.executor = client.get_executor(pure=False)  # pure=False: a rerun is a new task, not a cache hit
         self.description = f"Dask cluster {client.scheduler.address}, {len(workers)} workers, " \
                            f"{self.capacity} threads"
+
+    def submit(self, trial: Trial) -> cf.Future:
+        # scattered data has no lineage: once every worker holding it died it is gone, so send it again
+        if self.handle.status != "finished":
+            self.handle = self.client.scatter(self.data, broadcast=True, hash=False)
+        return super().submit(trial)
+
+    def worker_died(self, exc: BaseException) -> bool:
+        # KilledWorker: it ran (or was queued) on a worker that died; a cancelled task lost its data with one
+        return type(exc).__name__ in ("KilledWorker", "CancelledError", "FutureCancelledError")
 
     def close(self) -> None:
         self.client.cancel([self.handle])
@@ -946,6 +962,13 @@ def _run(runner: _Runner, source: Any, trial_timeout: Optional[float], progress:
                     completed(f, attempt)
                 elif _is_broken_pool(exc):
                     broken = True
+                elif runner.worker_died(exc):  # Dask: only this task's worker died; the others run on
+                    del in_flight[f]
+                    if isolating:  # it ran alone and killed its worker again
+                        finish(_failed(trial, f"its Dask worker died while running it, {attempt} times "
+                                              f"(the last time running alone)", attempt))
+                    else:
+                        suspects.append((trial, attempt + 1))
                 else:
                     del in_flight[f]
                     finish(_failed(trial, _describe(exc), attempt))

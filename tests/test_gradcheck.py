@@ -452,7 +452,7 @@ def test_dask_local_cluster():
     x = np.random.default_rng(7).standard_normal((3, 4))
     g = pfg.numerical_gradient(_point_f, x, backend="numpy")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, silence_logs=40) as cluster, \
+                                  dashboard_address=":0", silence_logs=40) as cluster, \
             distributed.Client(cluster, timeout=60) as client:
         ex = client.get_executor()
         np.testing.assert_array_equal(pfg.numerical_gradient(_point_f, x, executor=ex, chunk_size=4), g)

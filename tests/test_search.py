@@ -330,7 +330,7 @@ def dask_cluster(tmp_path_factory):
         with dask.config.set({"distributed.scheduler.allowed-failures": 0}), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # tornado/bokeh imports on some versions
             cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                               host="127.0.0.1", dashboard_address=None,
+                                               host="127.0.0.1", dashboard_address=":0",
                                                silence_logs=logging.CRITICAL)
             client = distributed.Client(cluster, timeout=60, set_as_default=False)
             client.wait_for_workers(2, timeout=120)

@@ -164,6 +164,17 @@ class Mlp {
 public:
     // The sparse-input paths use threads when the first layer has at least this many multiply-adds.
     static constexpr double kCsrParallelWork = 1 << 16;
+    // One call (a loss, a predict chunk, one loss_grad) runs its sparse first layer on the calling
+    // thread below this many multiply-adds. The tutorials' loops call gradient, loss and numpy work in
+    // turn: an OpenMP team woken per call next to OpenBLAS's pool leaves two kinds of threads spinning
+    // for the same cores (measured: 784-50-10, batch 100, gradient 1.8 ms in that loop, 0.6 ms
+    // repeated, 0.4 ms on one thread). Fused multi-step calls keep kCsrParallelWork: their team stays
+    // busy from one step to the next.
+    static constexpr double kCallParallelWork = 1 << 23;
+    // And one call runs OpenBLAS on one thread too below this many (dense) multiply-adds: on a 2-core
+    // machine with other work running, a BLAS team for a 784-50-10 batch of 100 made `loss` 6x slower
+    // than one thread, and on an idle one it saves little at that size.
+    static constexpr double kCallBlasWork = 1 << 24;
     // loss_grad runs the first layer on x's nonzeros when at most this fraction is nonzero (MNIST: 0.19).
     // 784-100-10, batch 100, float32, uniform random x: sparse 210 us at 0.2, 343 at 0.5; gemm ~295.
     static constexpr double kSparseDensity = 0.4;
@@ -201,6 +212,7 @@ public:
     // out (n x nL) = logits of x (n x n0).
     void predict(const T* theta, const T* x, std::int64_t n, T* out) {
         if (n <= 0) return;
+        const BlasSingleThread blas_guard(small_call(n, 1));
         const std::int64_t chunk = chunk_rows(n);
         reserve(chunk);
         const std::int64_t n0 = sizes_.front(), c = sizes_.back();
@@ -217,6 +229,7 @@ public:
     // Mean loss over the n rows plus the weight-decay term.
     double loss(const T* theta, const T* x, const T* t, std::int64_t n, double wd) {
         need_rows(n);
+        const BlasSingleThread blas_guard(small_call(n, 1));
         const std::int64_t chunk = chunk_rows(n);
         reserve(chunk);
         const std::int64_t n0 = sizes_.front(), c = sizes_.back();
@@ -237,6 +250,7 @@ public:
         need_rows(n);
         if (n > INT_MAX) throw std::invalid_argument("loss_grad: batch too large for BLAS (> 2^31-1 rows)");
         reserve(n);
+        const BlasSingleThread blas_guard(small_call(n, 3));  // forward, dW, dX
         if (sparse != 0 && use_sparse_input(x, n, sparse == 1)) {
             double l;
             if (loss_grad_sparse(theta, x, t, n, wd, grad, &l)) return l;
@@ -345,7 +359,7 @@ public:
         const sparse::CsrBatch<T> X0{nullptr, B, indptr, ind, val};
         // Threads split x's columns (W0's rows) in bands, as loss_grad_sparse does, each band of about
         // equal nonzeros in the first batches; not worth it for small batches.
-        const int nth = sparse_threads(double(max_nnz) * double(n1));
+        const int nth = sparse_threads(double(max_nnz) * double(n1), false);
         {
             col_nnz_.assign(static_cast<size_t>(n0), 0);
             for (std::int64_t k = 0, sample = std::min<std::int64_t>(n_steps * B, 2000); k < sample; ++k)
@@ -522,10 +536,15 @@ private:
 
     // Threads for a sparse first layer of `work` multiply-adds: one below kCsrParallelWork, else up to
     // 8, each band at least 16 columns wide.
-    int sparse_threads(double work) const {
+    // Whether a call of `passes` dense passes over n rows is small enough for one BLAS thread.
+    bool small_call(std::int64_t n, int passes) const {
+        return double(n) * double(passes) * double(n_params_) < kCallBlasWork;
+    }
+
+    int sparse_threads(double work, bool one_call) const {
         int nth = 1;
 #ifdef _OPENMP
-        if (work >= kCsrParallelWork)
+        if (work >= (one_call ? kCallParallelWork : kCsrParallelWork))
             nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), sizes_.front() / 16, 8}));
 #else
         (void)work;
@@ -576,7 +595,7 @@ private:
         const std::int64_t n0 = sizes_.front(), n1 = sizes_[1];
         const std::int64_t ldp = sparse::padded_ld<T>(n1);
         // (a dense product's work over 5: about the sparse kernels' work at MNIST's density)
-        const int nth = sparse_threads(double(n) * double(n0) * double(n1) / 5);
+        const int nth = sparse_threads(double(n) * double(n0) * double(n1) / 5, true);
         T* Zp = zp_.get(nth * n * ldp);  // thread t's part of z0 at Zp + t n ldp
         T* Dp = dp_.get(n * ldp);
         const T* W0 = theta + woff_[0];

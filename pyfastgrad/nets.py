@@ -19,6 +19,10 @@ from ._validate import as_batch, as_targets, check_finite, class_labels, float_d
 __all__ = ["Net", "MultiLayerNet", "TwoLayerNet", "SimpleNet", "ParamDict", "load_net"]
 
 
+# accuracy() casts a data set of another dtype this many rows at a time
+_CAST_ROWS = 2048
+
+
 class ParamDict(MutableMapping):
     """Dict of named views into a flat buffer. Assigning copies into the view (shape checked)."""
 
@@ -263,6 +267,17 @@ class Net:
             raise ValueError(f"accuracy needs a classifier: this net ({self.sizes[-1]} output(s), loss "
                              f"{self.loss_name!r}) with these targets is a regression; use "
                              "net.regression_metrics(x, t) (MSE and R²)")
+        x = np.asarray(x)
+        if x.ndim >= 2 and x.dtype != self.dtype and x.dtype.kind in "fiub" and x.shape[0] > _CAST_ROWS:
+            # cast a chunk at a time: 60,000 float32 MNIST images would be 376 MB as one float64 copy,
+            # paid at every call (the tutorials call accuracy on the training set each epoch)
+            n = x.shape[0]
+            labels = class_labels(t, n, self.sizes[-1])
+            right = 0
+            for i in range(0, n, _CAST_ROWS):
+                xb = as_batch(x[i:i + _CAST_ROWS], self.sizes[0], self.dtype)
+                right += round(self._accuracy_of(xb, labels[i:i + _CAST_ROWS], batch_size) * xb.shape[0])
+            return right / n
         xb = self._xt(x)[0]
         return self._accuracy_of(xb, class_labels(t, xb.shape[0], self.sizes[-1]), batch_size)
 

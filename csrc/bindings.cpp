@@ -695,6 +695,14 @@ PYBIND11_MODULE(_core, m) {
     m.def("blas_num_threads", &pfg::blas_num_threads, "Threads OpenBLAS uses.");
     m.def("blas_set_num_threads", &pfg::blas_set_num_threads, py::arg("n"),
           "Set the number of OpenBLAS threads.");
+    m.def("set_call_work", [](double blas, double sparse) {
+        if (!(blas >= 0) || !(sparse >= 0)) throw std::invalid_argument("set_call_work: work must be >= 0");
+        pfg::call_work().blas = blas;
+        pfg::call_work().sparse = sparse;
+    }, py::arg("blas"), py::arg("sparse"),
+          "Multiply-adds below which one kernel call runs on the calling thread (benchmarks).");
+    m.def("get_call_work", []() { return py::make_tuple(pfg::call_work().blas, pfg::call_work().sparse); },
+          "(blas, sparse) thresholds of set_call_work.");
     m.def("openmp_max_threads", []() {
 #ifdef _OPENMP
         return omp_get_max_threads();

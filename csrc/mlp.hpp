@@ -143,6 +143,22 @@ inline void activation_backward(Act a, T* __restrict d, const T* __restrict out,
     }
 }
 
+// Below these many multiply-adds one call (a loss, a predict, one loss_grad; not the fused multi-step
+// loops, whose team stays busy from step to step) runs on the calling thread: OpenBLAS on one thread
+// (`blas`, dense work of the whole call) and the sparse first layer without an OpenMP team (`sparse`).
+// The tutorials' loops call gradient, loss and numpy work in turn; a team woken per call, next to
+// OpenBLAS's pool, leaves threads spinning for the cores the others need, and on a busy machine every
+// barrier waits for a descheduled thread (784-100x4-10, batch 128, one core busy: gradient 55 ms
+// with two threads, 1.2 ms on one). Settable for benchmarks (_core.set_call_work).
+struct CallWork {
+    double blas = double(1 << 26);
+    double sparse = double(1 << 24);
+};
+inline CallWork& call_work() {
+    static CallWork w;
+    return w;
+}
+
 // This thread's number in its OpenMP team, and the team's size (0 and 1 without OpenMP).
 inline int team_thread() {
 #ifdef _OPENMP
@@ -164,17 +180,6 @@ class Mlp {
 public:
     // The sparse-input paths use threads when the first layer has at least this many multiply-adds.
     static constexpr double kCsrParallelWork = 1 << 16;
-    // One call (a loss, a predict chunk, one loss_grad) runs its sparse first layer on the calling
-    // thread below this many multiply-adds. The tutorials' loops call gradient, loss and numpy work in
-    // turn: an OpenMP team woken per call next to OpenBLAS's pool leaves two kinds of threads spinning
-    // for the same cores (measured: 784-50-10, batch 100, gradient 1.8 ms in that loop, 0.6 ms
-    // repeated, 0.4 ms on one thread). Fused multi-step calls keep kCsrParallelWork: their team stays
-    // busy from one step to the next.
-    static constexpr double kCallParallelWork = 1 << 23;
-    // And one call runs OpenBLAS on one thread too below this many (dense) multiply-adds: on a 2-core
-    // machine with other work running, a BLAS team for a 784-50-10 batch of 100 made `loss` 6x slower
-    // than one thread, and on an idle one it saves little at that size.
-    static constexpr double kCallBlasWork = 1 << 24;
     // loss_grad runs the first layer on x's nonzeros when at most this fraction is nonzero (MNIST: 0.19).
     // 784-100-10, batch 100, float32, uniform random x: sparse 210 us at 0.2, 343 at 0.5; gemm ~295.
     static constexpr double kSparseDensity = 0.4;
@@ -538,13 +543,13 @@ private:
     // 8, each band at least 16 columns wide.
     // Whether a call of `passes` dense passes over n rows is small enough for one BLAS thread.
     bool small_call(std::int64_t n, int passes) const {
-        return double(n) * double(passes) * double(n_params_) < kCallBlasWork;
+        return double(n) * double(passes) * double(n_params_) < call_work().blas;
     }
 
     int sparse_threads(double work, bool one_call) const {
         int nth = 1;
 #ifdef _OPENMP
-        if (work >= (one_call ? kCallParallelWork : kCsrParallelWork))
+        if (work >= (one_call ? call_work().sparse : kCsrParallelWork))
             nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), sizes_.front() / 16, 8}));
 #else
         (void)work;

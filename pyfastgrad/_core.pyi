@@ -27,6 +27,12 @@ def blas_num_threads() -> int:
 def blas_set_num_threads(n: int) -> None:
     """Set the number of OpenBLAS threads."""
 
+def set_call_work(blas: float, sparse: float) -> None:
+    """Multiply-adds below which one kernel call runs on the calling thread (benchmarks)."""
+
+def get_call_work() -> Tuple[float, float]:
+    """(blas, sparse) thresholds of set_call_work."""
+
 def openmp_max_threads() -> int:
     """OpenMP threads available to the kernels (1 when built without OpenMP)."""
 

@@ -47,3 +47,32 @@ def test_set_num_threads_holds_in_a_fresh_process_after_numba_starts():
     assert out.returncode == 0, out.stderr
     counts = eval(out.stdout.strip().splitlines()[-1])
     assert all(v in (None, 1) for v in counts.values()), counts
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_small_calls_on_one_thread_give_the_threaded_results(dtype, tol):
+    """One call's work decides its threads (_core.set_call_work): the one-thread path and the threaded
+    path (OpenBLAS team, sparse first layer split in bands) agree, dense and MNIST-like sparse x."""
+    core = pytest.importorskip("pyfastgrad._cpp_kernels")._core
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 784)).astype(dtype)
+    x[x < 0.8] = 0  # mostly zeros: loss_grad takes the sparse first layer
+    t = rng.integers(0, 10, 300)
+    saved = core.get_call_work()
+    out = {}
+    try:
+        for name, work in (("threads", (0.0, 0.0)), ("one", (float("inf"), float("inf")))):
+            core.set_call_work(*work)
+            net = pfg.MultiLayerNet(784, [64, 32], 10, seed=1, dtype=dtype, backend="cpp")
+            out[name] = (net.loss(x, t), net.loss_and_gradient(x, t)[1], net.predict(x),
+                         net.loss_and_gradient(x + 0.5, t)[1])
+    finally:
+        core.set_call_work(*saved)
+    a, b = out["threads"], out["one"]
+    assert a[0] == pytest.approx(b[0], rel=tol)
+    for ga, gb in ((a[1], b[1]), (a[3], b[3])):
+        for k in ga:
+            assert np.max(np.abs(ga[k] - gb[k])) <= tol * max(np.max(np.abs(gb[k])), 1e-30)
+    assert np.max(np.abs(a[2] - b[2])) <= tol * np.max(np.abs(b[2]))
+    with pytest.raises(ValueError, match="work must be >= 0"):
+        core.set_call_work(-1.0, 0.0)

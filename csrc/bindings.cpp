@@ -717,12 +717,14 @@ PYBIND11_MODULE(_core, m) {
 #endif
     }, py::arg("n"), "Set the OpenMP threads of the kernels (process-wide default for new regions).");
 
-    m.def("_sparse_isa", [](int level) {
-              pfg::sparse::isa_request() = level;
-              return pfg::sparse::isa();
+    m.def("_set_isa", [](int level) {
+              if (level < -1 || level > 2) throw std::invalid_argument("_set_isa: level must be -1, 0, 1 or 2");
+              pfg::simd::requested() = level;
+              return pfg::simd::level();
           }, py::arg("level"),
-          "Testing hook: the instruction set of the sparse-input kernels (2 AVX-512, 1 AVX2, 0 baseline, -1 "
-          "the best available; capped at what the CPU has). Returns the level in use.");
+          "Testing hook: the instruction set of every kernel with clones (csrc/simd.hpp: 2 AVX-512, 1 AVX2, "
+          "0 baseline, -1 the best available; capped at what the CPU has). Returns the level in use.");
+    m.def("_isa", []() { return pfg::simd::level(); }, "The instruction-set level the kernels use now.");
 
     // ---- register: numerical gradient ----
     {

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "common.hpp"
+#include "simd.hpp"
 
 namespace pfg {
 
@@ -162,10 +163,10 @@ inline double output_layer_impl(Loss kind, T* z, const T* b, const T* t, std::in
     return loss;
 }
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#ifdef PFG_X86
 // The same code compiled for AVX2+FMA (the exps are most of it), picked at run time.
 template <class T>
-__attribute__((target("avx2,fma"))) double output_layer_avx2(Loss kind, T* z, const T* b, const T* t,
+PFG_TARGET_AVX2 double output_layer_avx2(Loss kind, T* z, const T* b, const T* t,
                                                               std::int64_t rows, std::int64_t c, bool grad,
                                                               T n_total, T* db) {
     return output_layer_impl(kind, z, b, t, rows, c, grad, n_total, db);
@@ -175,9 +176,8 @@ __attribute__((target("avx2,fma"))) double output_layer_avx2(Loss kind, T* z, co
 template <class T>
 inline double output_layer(Loss kind, T* z, const T* b, const T* t, std::int64_t rows, std::int64_t c, bool grad,
                            T n_total, T* db) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (avx2) return output_layer_avx2(kind, z, b, t, rows, c, grad, n_total, db);
+#ifdef PFG_X86
+    if (simd::level() >= simd::kAvx2) return output_layer_avx2(kind, z, b, t, rows, c, grad, n_total, db);
 #endif
     return output_layer_impl(kind, z, b, t, rows, c, grad, n_total, db);
 }

@@ -27,6 +27,7 @@
 #include "common.hpp"
 #include "losses.hpp"
 #include "optim.hpp"
+#include "simd.hpp"
 #include "sparse.hpp"
 
 #ifdef _OPENMP
@@ -83,11 +84,11 @@ inline void bias_activation_impl(Act a, T* __restrict z, const T* __restrict b, 
     }
 }
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#ifdef PFG_X86
 // The same loops compiled for AVX2+FMA (8 floats a vector instead of SSE2's 4): sigmoid and tanh
 // are exp-bound. Picked at run time, so the extension stays portable.
 template <class T>
-__attribute__((target("avx2,fma"))) void bias_activation_avx2(Act a, T* __restrict z, const T* __restrict b,
+PFG_TARGET_AVX2 void bias_activation_avx2(Act a, T* __restrict z, const T* __restrict b,
                                                                std::int64_t rows, std::int64_t n) {
     bias_activation_impl(a, z, b, rows, n);
 }
@@ -95,9 +96,8 @@ __attribute__((target("avx2,fma"))) void bias_activation_avx2(Act a, T* __restri
 
 template <class T>
 inline void bias_activation(Act a, T* __restrict z, const T* __restrict b, std::int64_t rows, std::int64_t n) {
-#if defined(__GNUC__) && defined(__x86_64__)
-    static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (avx2 && a != Act::Relu) return bias_activation_avx2(a, z, b, rows, n);
+#ifdef PFG_X86
+    if (simd::level() >= simd::kAvx2 && a != Act::Relu) return bias_activation_avx2(a, z, b, rows, n);
 #endif
     bias_activation_impl(a, z, b, rows, n);
 }

@@ -34,6 +34,7 @@
 #endif
 
 #include "common.hpp"
+#include "simd.hpp"
 
 namespace pfg {
 
@@ -158,13 +159,8 @@ struct Rank1Row {
     double lim_z;     // |dz| beyond which the activation's Taylor polynomial is inexact
 };
 
-#if defined(__GNUC__)
-#define PFG_NG_INLINE __attribute__((always_inline)) inline
-#else
-#define PFG_NG_INLINE inline
-#endif
 template <bool Relu, bool Softmax>
-PFG_NG_INLINE int64_t rank1_body(int64_t cnt, const int64_t* __restrict idx, const double* __restrict val,
+PFG_ALWAYS_INLINE int64_t rank1_body(int64_t cnt, const int64_t* __restrict idx, const double* __restrict val,
                                  const double* __restrict dp, const double* __restrict dm, const Rank1Row& r,
                                  double* __restrict out, double* __restrict acc) {
     const double z = r.z, a = r.a, c0 = r.c[0], c1 = r.c[1], c2 = r.c[2], c3 = r.c[3];
@@ -205,7 +201,7 @@ PFG_NG_INLINE int64_t rank1_body(int64_t cnt, const int64_t* __restrict idx, con
 }
 
 // zr += sum over the row's nonzeros of val * W[idx, :] (the base forward pass).
-PFG_NG_INLINE void csr_row_body(int64_t cnt, const int64_t* __restrict idx, const double* __restrict val,
+PFG_ALWAYS_INLINE void csr_row_body(int64_t cnt, const int64_t* __restrict idx, const double* __restrict val,
                                 const double* __restrict W, int64_t nout, double* __restrict zr) {
     for (int64_t p = 0; p < cnt; ++p) {
         const double v = val[p];
@@ -230,40 +226,25 @@ using CsrRowFn = void (*)(int64_t, const int64_t*, const double*, const double*,
                                       const double* W, int64_t nout, double* zr) {                  \
         csr_row_body(cnt, idx, val, W, nout, zr);                                                   \
     }
-#if defined(__GNUC__) && defined(__x86_64__)
-PFG_NG_ISA(avx512, __attribute__((target("avx512f,avx512vl,avx2,fma"))))
-PFG_NG_ISA(avx2, __attribute__((target("avx2,fma"))))
+#ifdef PFG_X86
+PFG_NG_ISA(avx512, PFG_TARGET_AVX512)
+PFG_NG_ISA(avx2, PFG_TARGET_AVX2)
 #endif
 PFG_NG_ISA(base, )
 #undef PFG_NG_ISA
 
-// 2: AVX-512, 1: AVX2 + FMA, 0: baseline
-inline int isa_level() {
-#if defined(__GNUC__) && defined(__x86_64__)
-    static const int level = []() {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) return 2;
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
-        return 0;
-    }();
-    return level;
-#else
-    return 0;
-#endif
-}
-
 template <bool Relu, bool Softmax>
 inline Rank1Fn rank1_kernel() {
-#if defined(__GNUC__) && defined(__x86_64__)
-    if (isa_level() == 2) return &rank1_avx512<Relu, Softmax>;
-    if (isa_level() == 1) return &rank1_avx2<Relu, Softmax>;
+#ifdef PFG_X86
+    if (simd::level() == simd::kAvx512) return &rank1_avx512<Relu, Softmax>;
+    if (simd::level() == simd::kAvx2) return &rank1_avx2<Relu, Softmax>;
 #endif
     return &rank1_base<Relu, Softmax>;
 }
 inline CsrRowFn csr_row_kernel() {
-#if defined(__GNUC__) && defined(__x86_64__)
-    if (isa_level() == 2) return &csr_row_avx512;
-    if (isa_level() == 1) return &csr_row_avx2;
+#ifdef PFG_X86
+    if (simd::level() == simd::kAvx512) return &csr_row_avx512;
+    if (simd::level() == simd::kAvx2) return &csr_row_avx2;
 #endif
     return &csr_row_base;
 }

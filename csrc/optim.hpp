@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "common.hpp"
+#include "simd.hpp"
 
 namespace pfg {
 
@@ -29,12 +30,6 @@ inline int opt_state_count(Opt opt) {
 }
 
 inline bool opt_is_adam(Opt opt) { return opt == Opt::Adam || opt == Opt::AdamW; }
-
-#if defined(__GNUC__)
-#define PFG_ALWAYS_INLINE __attribute__((always_inline)) inline
-#else
-#define PFG_ALWAYS_INLINE inline
-#endif
 
 // sum(g^2) in double, in index order.
 template <class T>
@@ -168,7 +163,7 @@ PFG_ALWAYS_INLINE void opt_update_kernel(Opt opt, T* __restrict theta, const T* 
 
 // The build targets baseline x86-64 (SSE2); Adam/AdaGrad/RMSprop are bound by sqrt and divide,
 // which AVX2 does twice as wide. AVX2 alone implies no FMA, so results stay bit-identical.
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__AVX2__)
+#if defined(PFG_X86) && !defined(__AVX2__)
 #define PFG_OPT_AVX2_DISPATCH 1
 template <class T>
 __attribute__((target("avx2"))) void opt_update_avx2(Opt opt, T* theta, const T* g, T* s1, T* s2,
@@ -184,7 +179,7 @@ template <class T>
 inline void opt_update(Opt opt, T* theta, const T* g, T* s1, T* s2, std::int64_t n, const double* hyper,
                        std::int64_t step) {
 #ifdef PFG_OPT_AVX2_DISPATCH
-    if (__builtin_cpu_supports("avx2")) return opt_update_avx2<T>(opt, theta, g, s1, s2, n, hyper, step);
+    if (simd::level() >= simd::kAvx2) return opt_update_avx2<T>(opt, theta, g, s1, s2, n, hyper, step);
 #endif
     opt_update_kernel<T>(opt, theta, g, s1, s2, n, hyper, step);
 }

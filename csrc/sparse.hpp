@@ -18,9 +18,10 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#include "simd.hpp"
+
+#ifdef PFG_X86
 #include <immintrin.h>
-#define PFG_SPARSE_X86 1
 #endif
 
 namespace pfg {
@@ -191,7 +192,7 @@ inline void csc_update_body(const UpdateSpec<T>& u, std::int64_t j0, std::int64_
     }
 }
 
-#ifdef PFG_SPARSE_X86
+#ifdef PFG_X86
 template <class T>
 __attribute__((target("avx2,fma"))) void csc_forward_avx2(const Csc<T>& c, const T* W, std::int64_t ldw, T* z,
                                                          std::int64_t ldz, std::int64_t j0, std::int64_t j1) {
@@ -378,21 +379,11 @@ void csc_update_avx512(const UpdateSpec<T>& u, std::int64_t j0, std::int64_t j1)
 #undef PFG_TILE_SWITCH
 #undef PFG_AVX512
 
-// What the CPU supports: 2: AVX-512F, 1: AVX2 + FMA, 0: baseline.
-inline int isa_detected() {
-    static const int level = []() {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) return 2;
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
-        return 0;
-    }();
-    return level;
-}
-#endif  // PFG_SPARSE_X86
+#endif  // PFG_X86
 
 
 // ---- dense columns to CSC, and the forward product from it -------------------------------------
-// Scans of a dense batch, each in a portable and an AVX2 version (picked by isa()): they read every
+// Scans of a dense batch, each in a portable and an AVX2 version (picked by simd::level()): they read every
 // entry of x or W0 once per call, which at SSE2 width costs ~10 us on MNIST batches.
 template <class T>
 inline void count_band_body(const T* __restrict x, std::int64_t n, std::int64_t n0, std::int64_t k0,
@@ -410,7 +401,7 @@ inline bool all_finite_body(const T* __restrict a, std::int64_t count) {
     return !bad;
 }
 
-#ifdef PFG_SPARSE_X86
+#ifdef PFG_X86
 // x - x is 0 for finite x and NaN for inf or NaN; NaN survives the sums. Two sums hide the add latency.
 template <class T>
 __attribute__((target("avx512f"))) bool all_finite_avx512(const T* a, std::int64_t count) {
@@ -441,14 +432,13 @@ __attribute__((target("avx2,fma"))) bool all_finite_avx2(const T* a, std::int64_
 }
 #endif
 
-inline int isa();
 
 // cnt[k] += nonzeros (NaN included) in rows [0, n) of column k of x (n x n0), for k in [k0, k1).
 template <class T>
 inline void count_band(const T* x, std::int64_t n, std::int64_t n0, std::int64_t k0, std::int64_t k1,
                        std::int32_t* cnt) {
-#ifdef PFG_SPARSE_X86
-    if (isa() >= 1) return count_band_avx2(x, n, n0, k0, k1, cnt);
+#ifdef PFG_X86
+    if (simd::level() >= 1) return count_band_avx2(x, n, n0, k0, k1, cnt);
 #endif
     count_band_body(x, n, n0, k0, k1, cnt);
 }
@@ -456,8 +446,8 @@ inline void count_band(const T* x, std::int64_t n, std::int64_t n0, std::int64_t
 // No inf or NaN in a[0, count).
 template <class T>
 inline bool all_finite(const T* a, std::int64_t count) {
-#ifdef PFG_SPARSE_X86
-    const int level = isa();
+#ifdef PFG_X86
+    const int level = simd::level();
     if (level == 2) return all_finite_avx512(a, count);
     if (level == 1) return all_finite_avx2(a, count);
 #endif
@@ -474,7 +464,7 @@ inline void build_dense_scatter_body(const T* x, std::int64_t n, std::int64_t n0
     }
 }
 
-#ifdef PFG_SPARSE_X86
+#ifdef PFG_X86
 // 16 columns at a time down all the rows: the entries go to only 16 columns' lists, whose ends stay
 // in L1 (row by row they would go to all the band's columns). One compare per 16 entries, one entry
 // per set bit (most 16-column runs of an image row are blank).
@@ -526,27 +516,12 @@ inline void csc_forward_body(const Csc<T>& c, const T* W, std::int64_t ldw, T* z
     }
 }
 
-// Tests pick lower levels to check every version of the kernels (-1: the best the CPU has).
-inline int& isa_request() {
-    static int level = -1;
-    return level;
-}
-inline int isa() {
-#ifdef PFG_SPARSE_X86
-    const int best = isa_detected();
-#else
-    const int best = 0;
-#endif
-    const int want = isa_request();
-    return want < 0 ? best : std::min(want, best);
-}
-
 // Columns [j0, j1) of the update described by u (see the top of this file).
 template <class T>
 inline void csc_update(const UpdateSpec<T>& u, std::int64_t j0, std::int64_t j1) {
     if (j1 <= j0 || u.i1 <= u.i0) return;
-#ifdef PFG_SPARSE_X86
-    const int level = isa();
+#ifdef PFG_X86
+    const int level = simd::level();
     if (level == 2) return csc_update_avx512(u, j0, j1);
     if (level == 1) return csc_update_avx2(u, j0, j1);
 #endif
@@ -560,7 +535,7 @@ inline std::int64_t count_nonzero_body(const T* __restrict x, std::int64_t count
     return k;
 }
 
-#ifdef PFG_SPARSE_X86
+#ifdef PFG_X86
 template <class T>
 __attribute__((target("avx2,fma"))) std::int64_t count_nonzero_avx2(const T* x, std::int64_t count) {
     return count_nonzero_body(x, count);
@@ -570,8 +545,8 @@ __attribute__((target("avx2,fma"))) std::int64_t count_nonzero_avx2(const T* x, 
 // Nonzeros (NaN included) of x[0, count), count < 2^31.
 template <class T>
 inline std::int64_t count_nonzero(const T* x, std::int64_t count) {
-#ifdef PFG_SPARSE_X86
-    if (isa() >= 1) return count_nonzero_avx2(x, count);
+#ifdef PFG_X86
+    if (simd::level() >= 1) return count_nonzero_avx2(x, count);
 #endif
     return count_nonzero_body(x, count);
 }
@@ -581,8 +556,8 @@ template <class T>
 inline void csc_forward(const Csc<T>& c, const T* W, std::int64_t ldw, T* z, std::int64_t ldz, std::int64_t j0,
                         std::int64_t j1) {
     if (j1 <= j0) return;
-#ifdef PFG_SPARSE_X86
-    const int level = isa();
+#ifdef PFG_X86
+    const int level = simd::level();
     if (level == 2) return csc_forward_avx512(c, W, ldw, z, ldz, j0, j1);
     if (level == 1) return csc_forward_avx2(c, W, ldw, z, ldz, j0, j1);
 #endif
@@ -594,8 +569,8 @@ void Csc<T>::build_dense(const T* x, std::int64_t n, std::int64_t n0, std::int64
     cptr.assign(static_cast<size_t>(n0) + 1, 0);
     count_band(x, n, n0, k0, k1, cptr.data() + 1);
     starts_from_counts(n0);
-#ifdef PFG_SPARSE_X86
-    if (isa() == 2) return build_dense_scatter_avx512(x, n, n0, k0, k1, next.data(), ent.data());
+#ifdef PFG_X86
+    if (simd::level() == 2) return build_dense_scatter_avx512(x, n, n0, k0, k1, next.data(), ent.data());
 #endif
     build_dense_scatter_body(x, n, n0, k0, k1, next.data(), ent.data());
 }
@@ -620,7 +595,7 @@ inline void pack_row_body(const T* __restrict x, std::int64_t n0, std::int32_t* 
         }
 }
 
-#ifdef PFG_SPARSE_X86
+#ifdef PFG_X86
 // 16 entries a compare; the nonzeros are compressed in registers and stored whole while a whole vector
 // still fits in the row's share of ind/val (a compress straight to memory is slow on some CPUs), with
 // a masked store at the row's end (rows are packed in parallel: nothing may spill into the next one).
@@ -653,15 +628,15 @@ __attribute__((target("avx512f"))) inline void pack_row_avx512(const float* x, s
 template <class T>
 inline void pack_rows(const T* x, std::int64_t n, std::int64_t n0, const std::int64_t* indptr, std::int32_t* ind,
                       T* val) {
-#ifdef PFG_SPARSE_X86
-    const bool v512 = std::is_same<T, float>::value && isa() == 2;
+#ifdef PFG_X86
+    const bool v512 = std::is_same<T, float>::value && simd::level() == 2;
 #endif
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (n * n0 >= (1 << 18))
 #endif
     for (std::int64_t r = 0; r < n; ++r) {
         const std::int64_t p0 = indptr[r];
-#ifdef PFG_SPARSE_X86
+#ifdef PFG_X86
         if constexpr (std::is_same<T, float>::value)
             if (v512) {
                 pack_row_avx512(x + r * n0, n0, ind + p0, val + p0, indptr[r + 1] - p0);

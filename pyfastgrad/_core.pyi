@@ -39,9 +39,12 @@ def openmp_max_threads() -> int:
 def openmp_set_num_threads(n: int) -> None:
     """Set the OpenMP threads of the kernels."""
 
-def _sparse_isa(level: int) -> int:
-    """Testing hook: the instruction set of the sparse-input kernels (2 AVX-512, 1 AVX2, 0 baseline,
-    -1 the best available; capped at what the CPU has). Returns the level in use."""
+def _set_isa(level: int) -> int:
+    """Testing hook: the instruction set of every kernel with clones (csrc/simd.hpp: 2 AVX-512, 1 AVX2,
+    0 baseline, -1 the best available; capped at what the CPU has). Returns the level in use."""
+
+def _isa() -> int:
+    """The instruction-set level the kernels use now."""
 
 # ------------------------------------------------------------------------------------- nets
 class _Mlp(Generic[_A]):

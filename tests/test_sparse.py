@@ -166,14 +166,14 @@ def test_every_kernel_version(mnist, level, dtype):
     X = np.ascontiguousarray(x[:1000], dtype=dtype)
     T = np.eye(10, dtype=dtype)[t[:1000]]
     idx = np.random.default_rng(5).integers(0, 1000, size=(10, 100))
-    used = _core._sparse_isa(level)
+    used = _core._set_isa(level)
     try:
         assert used <= level
         for opt, wd in (("sgd", 0.0), ("sgd", 0.01), ("rmsprop", 0.01)):
             _compare("cpp", [784, 100, 10], X, T, idx, opt, wd, dtype)
             _compare("cpp", [784, 37, 10], X, T, idx, opt, wd, dtype)
     finally:
-        _core._sparse_isa(-1)
+        _core._set_isa(-1)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -354,7 +354,7 @@ def test_loss_grad_sparse_path_on_mnist(mnist, level, dtype, wd):
     xb = np.ascontiguousarray(x[:100], dtype=dtype)
     tb = np.eye(10, dtype=dtype)[t[:100]]
     keep = xb.copy()
-    used = _core._sparse_isa(level)
+    used = _core._set_isa(level)
     try:
         assert used <= level
         for sizes, act, loss in (([784, 100, 10], "relu", "softmax"), ([784, 37, 20, 10], "sigmoid", "mse"),
@@ -368,7 +368,7 @@ def test_loss_grad_sparse_path_on_mnist(mnist, level, dtype, wd):
                 assert normwise(gc, gr) <= TOL[dtype], (sizes, mode)
         assert np.array_equal(xb, keep)
     finally:
-        _core._sparse_isa(-1)
+        _core._set_isa(-1)
 
 
 @pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
@@ -435,11 +435,11 @@ def test_dense_to_csr_equals_numpy_bit_for_bit(level, dtype, shape):
     x.flat[2::89] = -0.0
     x[-1] = rng.standard_normal(shape[1])  # a full row
     keep = x.copy()
-    used = _core._sparse_isa(level)
+    used = _core._set_isa(level)
     try:
         got = _core.dense_to_csr(x)
     finally:
-        _core._sparse_isa(-1)
+        _core._set_isa(-1)
     assert used <= level
     want = _numpy_csr(x)
     assert [a.dtype for a in got] == [np.dtype(np.int64), np.dtype(np.int32), np.dtype(dtype)]
@@ -490,7 +490,7 @@ def test_all_finite_every_kernel_version(level, dtype):
     """The finiteness scan (input checks, W0 before skipping zeros) finds one inf or NaN anywhere,
     in every vector width and tail length."""
     rng = np.random.default_rng(level)
-    used = _core._sparse_isa(level)
+    used = _core._set_isa(level)
     try:
         assert used <= level
         for size in (1, 7, 16, 31, 32, 33, 100, 1000):
@@ -503,7 +503,7 @@ def test_all_finite_every_kernel_version(level, dtype):
         assert _core.all_finite(np.full((3, 4), np.finfo(dtype).max, dtype=dtype))
         assert _core.all_finite(np.zeros((0, 5), dtype=dtype))
     finally:
-        _core._sparse_isa(-1)
+        _core._set_isa(-1)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -701,6 +701,10 @@ PYBIND11_MODULE(_core, m) {
         pfg::call_work().sparse = sparse;
     }, py::arg("blas"), py::arg("sparse"),
           "Multiply-adds below which one kernel call runs on the calling thread (benchmarks).");
+    m.def("set_adaptive_threads", [](bool on) { pfg::FreeCores::get().set_enabled(on); }, py::arg("on"),
+          "Whether teams shrink to the cores other processes leave free (csrc/parallel.hpp).");
+    m.def("free_threads", [](int want) { return pfg::FreeCores::get().of(want); }, py::arg("want"),
+          "Of `want` threads, how many the cores other processes leave free allow now.");
     m.def("get_call_work", []() { return py::make_tuple(pfg::call_work().blas, pfg::call_work().sparse); },
           "(blas, sparse) thresholds of set_call_work.");
     m.def("openmp_max_threads", []() {

@@ -22,26 +22,30 @@ inline int blas_num_threads() { return scipy_openblas_get_num_threads(); }
 inline void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
 inline const char* blas_config() { return scipy_openblas_get_config(); }
 
-// While a guard that is `on` lives, OpenBLAS runs single-threaded: the caller's own (OpenMP) threads
-// call it and must not each start BLAS's. The setting is process-wide, so guards of concurrent calls
-// share it: the first one in sets 1, the last one out restores what it found.
-class BlasSingleThread {
+// While a guard lives, OpenBLAS runs on at most `cap` threads: 1 where the caller's own (OpenMP)
+// threads call it and must not each start BLAS's, or where the call is too small to wake a team; the
+// free cores (parallel.hpp) on a busy machine. The setting is process-wide, so guards of nested or
+// concurrent calls share it: the first one in saves the count, each one may lower it, the last one out
+// restores what the first found.
+class BlasCap {
 public:
-    explicit BlasSingleThread(bool on) : on_(on) {
-        if (!on_) return;
+    explicit BlasCap(int cap) {
         std::lock_guard<std::mutex> lock(mu());
         if (depth()++ == 0) {
             saved() = blas_num_threads();
-            if (saved() > 1) blas_set_num_threads(1);
+            applied() = saved();
+        }
+        if (cap < applied()) {
+            applied() = cap < 1 ? 1 : cap;
+            blas_set_num_threads(applied());
         }
     }
-    ~BlasSingleThread() {
-        if (!on_) return;
+    ~BlasCap() {
         std::lock_guard<std::mutex> lock(mu());
-        if (--depth() == 0 && saved() > 1) blas_set_num_threads(saved());
+        if (--depth() == 0 && applied() != saved()) blas_set_num_threads(saved());
     }
-    BlasSingleThread(const BlasSingleThread&) = delete;
-    BlasSingleThread& operator=(const BlasSingleThread&) = delete;
+    BlasCap(const BlasCap&) = delete;
+    BlasCap& operator=(const BlasCap&) = delete;
 
 private:
     static std::mutex& mu() {
@@ -56,7 +60,10 @@ private:
         static int n = 1;
         return n;
     }
-    bool on_;
+    static int& applied() {
+        static int n = 1;
+        return n;
+    }
 };
 
 }  // namespace pfg

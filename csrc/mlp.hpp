@@ -27,6 +27,7 @@
 #include "common.hpp"
 #include "losses.hpp"
 #include "optim.hpp"
+#include "parallel.hpp"
 #include "simd.hpp"
 #include "sparse.hpp"
 
@@ -143,38 +144,6 @@ inline void activation_backward(Act a, T* __restrict d, const T* __restrict out,
     }
 }
 
-// Below these many multiply-adds one call (a loss, a predict, one loss_grad; not the fused multi-step
-// loops, whose team stays busy from step to step) runs on the calling thread: OpenBLAS on one thread
-// (`blas`, dense work of the whole call) and the sparse first layer without an OpenMP team (`sparse`).
-// The tutorials' loops call gradient, loss and numpy work in turn; a team woken per call, next to
-// OpenBLAS's pool, leaves threads spinning for the cores the others need, and on a busy machine every
-// barrier waits for a descheduled thread (784-100x4-10, batch 128, one core busy: gradient 55 ms
-// with two threads, 1.2 ms on one). Settable for benchmarks (_core.set_call_work).
-struct CallWork {
-    double blas = double(1 << 26);
-    double sparse = double(1 << 24);
-};
-inline CallWork& call_work() {
-    static CallWork w;
-    return w;
-}
-
-// This thread's number in its OpenMP team, and the team's size (0 and 1 without OpenMP).
-inline int team_thread() {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-inline int team_size() {
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
-
 template <class T>
 class Mlp {
 public:
@@ -217,7 +186,7 @@ public:
     // out (n x nL) = logits of x (n x n0).
     void predict(const T* theta, const T* x, std::int64_t n, T* out) {
         if (n <= 0) return;
-        const BlasSingleThread blas_guard(small_call(n, 1));
+        const BlasCap blas_guard(blas_threads(n, 1));
         const std::int64_t chunk = chunk_rows(n);
         reserve(chunk);
         const std::int64_t n0 = sizes_.front(), c = sizes_.back();
@@ -234,7 +203,7 @@ public:
     // Mean loss over the n rows plus the weight-decay term.
     double loss(const T* theta, const T* x, const T* t, std::int64_t n, double wd) {
         need_rows(n);
-        const BlasSingleThread blas_guard(small_call(n, 1));
+        const BlasCap blas_guard(blas_threads(n, 1));
         const std::int64_t chunk = chunk_rows(n);
         reserve(chunk);
         const std::int64_t n0 = sizes_.front(), c = sizes_.back();
@@ -255,7 +224,7 @@ public:
         need_rows(n);
         if (n > INT_MAX) throw std::invalid_argument("loss_grad: batch too large for BLAS (> 2^31-1 rows)");
         reserve(n);
-        const BlasSingleThread blas_guard(small_call(n, 3));  // forward, dW, dX
+        const BlasCap blas_guard(blas_threads(n, 3));  // forward, dW, dX
         if (sparse != 0 && use_sparse_input(x, n, sparse == 1)) {
             double l;
             if (loss_grad_sparse(theta, x, t, n, wd, grad, &l)) return l;
@@ -289,6 +258,7 @@ public:
                                             " is out of range [0, " + std::to_string(nx) + ")");
         }
         reserve(B);
+        const BlasCap blas_guard(blas_threads_free());
         const std::int64_t n0 = sizes_.front(), c = sizes_.back();
         if (xb_.size() < static_cast<size_t>(B * n0)) xb_.resize(B * n0);
         if (tb_.size() < static_cast<size_t>(B * c)) tb_.resize(B * c);
@@ -373,7 +343,7 @@ public:
         }
         if (static_cast<int>(bands_.size()) < nth) bands_.resize(static_cast<size_t>(nth));
         T* Zp = zp_.get(nth * B * ldp);  // thread t's part of z0 at Zp + t B ldp
-        const BlasSingleThread blas_guard(nth > 1);  // the small gemms run inside our threads
+        const BlasCap blas_guard(nth > 1 ? 1 : blas_threads_free());  // small gemms run inside our threads
         std::int64_t done = 0;
         std::atomic<bool> stop{false};
         std::exception_ptr err_dense, err_build;
@@ -541,16 +511,18 @@ private:
 
     // Threads for a sparse first layer of `work` multiply-adds: one below kCsrParallelWork, else up to
     // 8, each band at least 16 columns wide.
-    // Whether a call of `passes` dense passes over n rows is small enough for one BLAS thread.
-    bool small_call(std::int64_t n, int passes) const {
-        return double(n) * double(passes) * double(n_params_) < call_work().blas;
+    // OpenBLAS threads for a call of `passes` dense passes over n rows: one when it is small, else the
+    // free cores.
+    int blas_threads(std::int64_t n, int passes) const {
+        return double(n) * double(passes) * double(n_params_) < call_work().blas ? 1 : blas_threads_free();
     }
+    static int blas_threads_free() { return FreeCores::get().of(blas_num_threads()); }
 
     int sparse_threads(double work, bool one_call) const {
         int nth = 1;
 #ifdef _OPENMP
         if (work >= (one_call ? call_work().sparse : kCsrParallelWork))
-            nth = static_cast<int>(std::min<std::int64_t>({omp_get_max_threads(), sizes_.front() / 16, 8}));
+            nth = static_cast<int>(std::min<std::int64_t>({team_threads(), sizes_.front() / 16, 8}));
 #else
         (void)work;
 #endif
@@ -607,7 +579,7 @@ private:
         T* z0 = (L_ == 1) ? zl_.data() : acts_[0].data();
         if (static_cast<int>(bands_.size()) < nth) bands_.resize(static_cast<size_t>(nth));
         set_bands(nth);
-        const BlasSingleThread blas_guard(nth > 1);  // the small gemms run inside our threads
+        const BlasCap blas_guard(nth > 1 ? 1 : blas_threads_free());  // small gemms run inside our threads
         bool ok = false;
         std::exception_ptr err;
         std::atomic<bool> failed{false}, w0_bad{false};

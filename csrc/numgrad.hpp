@@ -34,6 +34,7 @@
 #endif
 
 #include "common.hpp"
+#include "parallel.hpp"
 #include "simd.hpp"
 
 namespace pfg {
@@ -650,7 +651,7 @@ bool mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
     // the OpenMP region below needs, and this pass costs at most one FMA per perturbed row anyway.
     int nthreads = 1;
 #ifdef _OPENMP
-    nthreads = std::max(1, omp_get_max_threads());
+    nthreads = team_threads();
 #endif
     B.A.resize(L);
     B.Z.resize(L);
@@ -900,7 +901,7 @@ void mlp_kink_counts(const std::vector<int64_t>& sizes, Act act, Loss loss, cons
     };
     int nthreads = 1;
 #ifdef _OPENMP
-    nthreads = std::max(1, omp_get_max_threads());
+    nthreads = team_threads();
 #endif
     // float64 forward pass (rows in parallel)
     std::vector<double> Z(zoff[L]), A(zoff[L]);

@@ -30,6 +30,12 @@ def blas_set_num_threads(n: int) -> None:
 def set_call_work(blas: float, sparse: float) -> None:
     """Multiply-adds below which one kernel call runs on the calling thread (benchmarks)."""
 
+def set_adaptive_threads(on: bool) -> None:
+    """Whether teams shrink to the cores other processes leave free (csrc/parallel.hpp)."""
+
+def free_threads(want: int) -> int:
+    """Of `want` threads, how many the cores other processes leave free allow now."""
+
 def get_call_work() -> Tuple[float, float]:
     """(blas, sparse) thresholds of set_call_work."""
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from .rows import Row, _fmt_ratio, markdown_table
 
+
 # ---------------------------------------------------------------------------------------- output
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):

@@ -71,7 +71,7 @@ def net_rows(x, t, quick: bool) -> list:
         net.bug = bug
         for backend in [b for b in ("cpp", "numba") if b in pfg.available_backends()]:
             net.backend = backend
-            res, dt = timed(lambda: pfg.gradient_check(net, x, t))
+            res, dt = timed(lambda net=net: pfg.gradient_check(net, x, t))
             rows.append(("TwoLayerNet", bug, f"pyfastgrad.gradient_check ({backend})", dt,
                          res if isinstance(res, str) else ("PASS" if res else "FAIL")
                          + f" ({res.n_kinks} kink entries)"))
@@ -111,8 +111,8 @@ def torch_net_rows(net, x, t, bug, keys, quick) -> list:
         if quick and (not fast or bug != "none"):  # a failing fast check reruns the full one for its message
             rows.append(("TwoLayerNet", bug, name, float("nan"), "skipped in --quick (39,760 x 2 forwards)"))
             continue
-        ok, dt = timed(lambda: torch.autograd.gradcheck(Loss.apply, params, fast_mode=fast,
-                                                        raise_exception=False))
+        ok, dt = timed(lambda fast=fast: torch.autograd.gradcheck(Loss.apply, params, fast_mode=fast,
+                                                                  raise_exception=False))
         rows.append(("TwoLayerNet", bug, name, dt, ok if isinstance(ok, str) else ("PASS" if ok else "FAIL")))
     return rows
 
@@ -230,12 +230,12 @@ def user_rows(quick: bool) -> list:
                           ("check_gradient (random, 8 dirs)", {"mode": "random"}),
                           ("check_gradient (complex step)", {"method": "complex"})):
             f = {"vectorized": user_f_batch, "method": user_f_complex}.get(next(iter(kw), ""), user_f)
-            res, dt = timed(lambda: pfg.check_gradient(f, gf, x0.copy(), **kw))
+            res, dt = timed(lambda f=f, kw=kw, gf=gf: pfg.check_gradient(f, gf, x0.copy(), **kw))
             rows.append(("user f (200 inputs)", bug, f"pyfastgrad.{label}", dt,
                          res if isinstance(res, str) else ("PASS" if res else "FAIL")))
         rows += torch_user_rows(x0, bug)
         from scipy.optimize import check_grad
-        err, dt = timed(lambda: check_grad(user_f, lambda x: user_grad(x, bug), x0.copy()))
+        err, dt = timed(lambda bug=bug: check_grad(user_f, lambda x: user_grad(x, bug), x0.copy()))
         rel = err / np.linalg.norm(user_grad(x0)) if not isinstance(err, str) else float("nan")
         rows.append(("user f (200 inputs)", bug, "scipy.optimize.check_grad", dt,
                      f"{'PASS' if rel < 1e-4 else 'FAIL'} (|err|/|g| = {rel:.1e})"))
@@ -263,7 +263,8 @@ def torch_user_rows(x0, bug) -> list:
     xt = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
     rows = []
     for fast in (False, True):
-        ok, dt = timed(lambda: torch.autograd.gradcheck(F.apply, (xt,), fast_mode=fast, raise_exception=False))
+        ok, dt = timed(lambda fast=fast: torch.autograd.gradcheck(F.apply, (xt,), fast_mode=fast,
+                                                                  raise_exception=False))
         rows.append(("user f (200 inputs)", bug, f"torch.autograd.gradcheck ({'fast' if fast else 'full'})", dt,
                      ok if isinstance(ok, str) else ("PASS" if ok else "FAIL")))
     return rows
@@ -310,8 +311,8 @@ def speed_rows(quick: bool) -> list:
             ("Rosenbrock, 50 inputs", vector_f, vector_f, np.random.default_rng(3).standard_normal(50)),
             ("user loss sum(softplus(A x)) + x.x/2, 200 inputs", user_f, user_f_batch,
              np.random.default_rng(3).standard_normal(200) / 10)):
-        loop = _best(lambda: pfg.numerical_gradient(fn, x.copy(), backend="numpy"), 3)
-        vec = _best(lambda: pfg.numerical_gradient(fn_batch, x.copy(), vectorized=True), 5)
+        loop = _best(lambda fn=fn, x=x: pfg.numerical_gradient(fn, x.copy(), backend="numpy"), 3)
+        vec = _best(lambda fn_batch=fn_batch, x=x: pfg.numerical_gradient(fn_batch, x.copy(), vectorized=True), 5)
         rows.append(("speed", label, "numerical_gradient loop (numpy backend)", loop, "1x"))
         rows.append(("speed", label, "numerical_gradient(vectorized=True)", vec,
                      f"{loop / vec:.1f}x the loop (target >= 20x)"))
@@ -376,7 +377,8 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n")
     print("| case | gradient | checker | time | verdict |\n|---|---|---|---:|---|")
     for case, bug, who, dt, verdict in rows:
-        tt = "–" if not np.isfinite(dt) else (f"{dt * 1e6:.0f} µs" if dt < 1e-3 else f"{dt * 1e3:.1f} ms" if dt < 1 else f"{dt:.2f} s")
+        tt = ("–" if not np.isfinite(dt) else
+              f"{dt * 1e6:.0f} µs" if dt < 1e-3 else f"{dt * 1e3:.1f} ms" if dt < 1 else f"{dt:.2f} s")
         print(f"| {case} | {bug} | {who} | {tt} | {verdict} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 import pyfastgrad as pfg
 from pyfastgrad import reference as ref
-from pyfastgrad.layers import Affine, BatchNorm, Dropout, Relu, SoftmaxWithLoss
+from pyfastgrad.layers import Affine, BatchNorm, Relu, SoftmaxWithLoss
 
 
 def _load(n: int):
@@ -118,7 +118,7 @@ def bn_dropout_vs_torch(x, t, repeats, steps):
             fns[b] = (lambda n=net, o=opt: [n.train_step(xb, tb, o) for _ in range(steps)])
         if torch is not None:
             st = _torch_step([784, 256, 256, 10], bn, drop)
-            fns["torch eager"] = lambda: [st(txb, ttb) for _ in range(steps)]
+            fns["torch eager"] = lambda st=st: [st(txb, ttb) for _ in range(steps)]
         tm = {k: (v[0] / steps, v[1] / steps) for k, v in _times(fns, repeats).items()}
         base = tm.get("torch eager")
         for k, v in tm.items():

@@ -102,12 +102,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             h = opt.hyper
             k = kernels(b)
             rows[f"pyfastgrad {b} kernel"] = _time(
-                lambda: k.opt_update(kind, theta, grad_flat, st[0], st[-1], h, 10), repeats, inner)
+                lambda k=k, kind=kind, theta=theta, st=st, h=h:
+                k.opt_update(kind, theta, grad_flat, st[0], st[-1], h, 10),
+                repeats, inner)
             opt_api = pfg.make_optimizer(kind, backend=b, **kw)
             net_b = net.copy()
             grads = net_b._grads_dict(grad_flat)
             rows[f"pyfastgrad {b} opt.update(params)"] = _time(
-                lambda: opt_api.update(net_b.params, grads), repeats, inner)
+                lambda opt_api=opt_api, net_b=net_b, grads=grads: opt_api.update(net_b.params, grads), repeats, inner)
         torch_best = min((min(v) for k_, v in rows.items() if k_.startswith("torch")), default=None)
         nbytes = words * n * dtype.itemsize
         results[label] = {}

@@ -1,8 +1,6 @@
 """Backend selection and graceful degradation."""
 import os
-import warnings
 
-import numpy as np
 import pytest
 
 import pyfastgrad
@@ -13,7 +11,7 @@ def test_backends_report():
     info = pyfastgrad.backends()
     assert list(info) == ["cpp", "numba", "numpy"]
     assert info["numpy"] == "available"
-    for name, status in info.items():
+    for status in info.values():
         assert status == "available" or status.startswith("unavailable: ")
 
 

@@ -1,11 +1,23 @@
 """Smoke test of the benchmark harness: structure and files, never speed."""
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pyfastgrad import bench
 from pyfastgrad.__main__ import build_parser
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+
+def repo_targets():
+    """The repository's bench/targets.py (the project's speed targets; the library holds none)."""
+    spec = importlib.util.spec_from_file_location("bench_targets_for_tests", BENCH_DIR / "targets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_measure_statistics():
@@ -83,7 +95,9 @@ def test_quick_backprop_rows_and_target(tmp_path):
     if backends().get("cpp") != "available":
         pytest.skip("C++ extension not built")
     out = tmp_path / "res"
-    rc = bench.main(["--quick", "--only", "backprop", "--no-plot", "--out", str(out)])
+    targets = repo_targets()
+    rc = bench.main(["--quick", "--only", "backprop", "--no-plot", "--out", str(out)],
+                    targets=targets.TARGETS, checks=targets.CHECKS)
     data = json.loads((out / "results.json").read_text())
     assert rc == 0, data["errors"]
     rows = [r for r in data["results"] if r["bench"] == "backprop" and r["backend"] == "cpp"]
@@ -92,4 +106,52 @@ def test_quick_backprop_rows_and_target(tmp_path):
         assert ("kernel Mlp.loss_grad", dt) in variants and ("kernel Mlp.loss_grad(sparse=False)", dt) in variants
     (k32,) = [r for r in rows if r["variant"] == "kernel Mlp.loss_grad" and r["dtype"] == "float32"]
     assert ">=60% sgemm 1024^3" in k32["target"] and isinstance(k32["target_met"], bool)
+    assert data["targets_spec"]["backprop"].startswith("cpp kernel float32")
     assert all(r["gflops"] > 0 for r in rows)
+
+
+def test_library_holds_no_targets(tmp_path, capsys):
+    """Without the repository's checks a run records no target: they live in bench/targets.py."""
+    out = tmp_path / "res"
+    assert bench.main(["--quick", "--only", "optimizer", "--no-plot", "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["targets_spec"] == {} and data["targets"] == []
+    assert "bench/run.py" in capsys.readouterr().out
+    import re
+    src = "".join(p.read_text() for p in Path(bench.__file__).parent.glob("*.py"))
+    assert not re.search(r"issue|[\"'][<>]=\d", src, re.I)  # no issue numbers, no target texts like ">=2x"
+
+
+def test_only_the_door_imports_private_modules():
+    """Every private import of the harness is in bench/_door.py (one place to change at a refactor)."""
+    import re
+    for p in Path(bench.__file__).parent.glob("*.py"):
+        private = re.findall(r"from \.\.(_\w+)|import pyfastgrad\._|\._mlp\(", p.read_text())
+        assert not private or p.name == "_door.py", (p.name, private)
+
+
+def test_images_fall_back_to_the_shipped_subset(monkeypatch, tmp_path):
+    """No MNIST anywhere: the real MNIST subset shipped in the package, tiled, and said so."""
+    from pyfastgrad.bench import data
+    from pyfastgrad.datasets import mnist
+    monkeypatch.delenv("PYFASTGRAD_DATA", raising=False)
+    monkeypatch.setattr(mnist, "default_cache_dir", lambda: tmp_path / "empty-cache")
+    monkeypatch.setattr(data, "_checkout_mnist", lambda: None)
+    x, t, src = data.load_images()
+    assert x.shape == (60000, 784) and x.dtype == np.float32 and t.shape == (60000,)
+    assert "subset" in src
+    sub = mnist.load_mnist_subset(dtype=np.float32)[0][0]
+    np.testing.assert_array_equal(x[:sub.shape[0]], sub)  # real images, not random ones
+    assert 0.1 < np.count_nonzero(x[:1000]) / x[:1000].size < 0.3  # MNIST's sparsity
+
+
+def test_images_never_random(monkeypatch, tmp_path):
+    """Neither MNIST nor the shipped subset: a clear error naming the fix, never random data."""
+    from pyfastgrad.bench import data
+    from pyfastgrad.datasets import mnist
+    monkeypatch.delenv("PYFASTGRAD_DATA", raising=False)
+    monkeypatch.setattr(mnist, "default_cache_dir", lambda: tmp_path / "empty-cache")
+    monkeypatch.setattr(mnist, "SUBSET_DIR", tmp_path / "no-subset")
+    monkeypatch.setattr(data, "_checkout_mnist", lambda: None)
+    with pytest.raises(bench.BenchDataError, match="PYFASTGRAD_DATA.*reinstall pyfastgrad"):
+        data.load_images()

@@ -15,7 +15,7 @@ import pytest
 import pyfastgrad as pfg
 from pyfastgrad.__main__ import build_parser, main
 
-from conftest import mnist_dir
+from _helpers import mnist_dir
 
 
 @pytest.fixture

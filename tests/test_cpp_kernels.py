@@ -6,21 +6,14 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 C = pytest.importorskip("pyfastgrad._cpp_kernels", reason="C++ extension not built")
-from pyfastgrad import _core, _numpy_kernels as N  # noqa: E402
+from pyfastgrad import _core  # noqa: E402
+from pyfastgrad import _numpy_kernels as N  # noqa: E402
 
-TOL = {np.float64: 1e-10, np.float32: 1e-4}
-DTYPES = (np.float64, np.float32)
-
-
-def nerr(a, b) -> float:
-    """max|a - b| / max|b| (normwise); exact zeros compare as 0."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    scale = np.max(np.abs(b)) if b.size else 0.0
-    diff = np.max(np.abs(a - b)) if b.size else 0.0
-    return float(diff / scale) if scale > 0 else float(diff)
+from _helpers import DTYPES, TOL, nerr  # noqa: E402
 
 
 def make_net(rng, sizes, loss, dtype, n, soft=False):

@@ -16,21 +16,17 @@ import pytest
 
 pytest.importorskip("pyfastgrad._cpp_kernels", reason="C++ extension not built")
 import scipy_openblas32  # noqa: E402,F401  (preloads the OpenBLAS _core links to)
-from pyfastgrad import _core, _numpy_kernels as NK  # noqa: E402
 
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
+from pyfastgrad import _core  # noqa: E402
+from pyfastgrad import _numpy_kernels as NK  # noqa: E402
+
+from _helpers import mnist_dir, nerr  # noqa: E402
+
+MNIST = mnist_dir() or Path("/nonexistent")  # $PYFASTGRAD_DATA first, like the other tests
 
 
 def seed(*key) -> int:
     return zlib.crc32(repr(key).encode())
-
-
-def nerr(a, b) -> float:
-    """max|a - b| / max|b| (normwise); when b is all zero, max|a|."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    scale = np.max(np.abs(b))
-    diff = np.max(np.abs(a - b))
-    return float(diff / scale) if scale > 0 else float(diff)
 
 
 def make_problem(rng, sizes, loss, dtype, n=7, scale=1.0, zeros=0.5, targets="onehot"):
@@ -90,7 +86,8 @@ def test_float64_large_steps_and_weights(sizes, act, loss, h, scale):
     # the exact fallbacks must still agree
     rng = np.random.default_rng(seed(sizes, act, loss, h))
     theta, x, t = make_problem(rng, sizes, loss, np.float64, n=9, scale=scale)
-    assert nerr(cpp_grad(sizes, act, loss, theta, x, t, 0.1, h), ref_grad(sizes, act, loss, theta, x, t, 0.1, h)) <= 1e-8
+    assert nerr(cpp_grad(sizes, act, loss, theta, x, t, 0.1, h),
+                ref_grad(sizes, act, loss, theta, x, t, 0.1, h)) <= 1e-8
 
 
 @pytest.mark.parametrize("targets", ["soft", "other"])

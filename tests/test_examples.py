@@ -4,7 +4,6 @@ tests assert them to the printed digits; pictures are written where asked. Also
 import gzip
 import hashlib
 import importlib.util
-import io
 import re
 import tarfile
 from pathlib import Path

@@ -4,7 +4,8 @@ import pytest
 
 import pyfastgrad as pfg
 from pyfastgrad import reference as ref
-from conftest import BACKENDS, DTYPES, TOL, normwise
+
+from _helpers import BACKENDS, DTYPES, TOL, normwise
 
 Y_EX = np.array([0.1, 0.05, 0.6, 0.0, 0.05, 0.1, 0.0, 0.1, 0.0, 0.0])
 

@@ -10,7 +10,8 @@ import pyfastgrad as pfg
 from pyfastgrad import _numpy_kernels as npk
 from pyfastgrad._backend import kernels
 from pyfastgrad.layers import Affine, Relu, SoftmaxWithLoss
-from conftest import BACKENDS, FAST_BACKENDS, normwise
+
+from _helpers import BACKENDS, FAST_BACKENDS, normwise
 
 
 # ------------------------------------------------------------------ the README example
@@ -116,9 +117,9 @@ def _states(sizes, act, loss, theta, x, t):
     """Every ReLU pre-activation's and hinge margin's state (z > 0), per row."""
     out, a = [], x
     c = t.argmax(axis=1)
-    for l, (ws, wshape, bs) in enumerate(npk.layer_slices(sizes)):
+    for k, (ws, wshape, bs) in enumerate(npk.layer_slices(sizes)):
         z = a @ theta[ws].reshape(wshape) + theta[bs]
-        if l < len(sizes) - 2:
+        if k < len(sizes) - 2:
             if act == "relu":
                 out.append(z > 0)
             a = {"relu": lambda v: np.maximum(v, 0), "sigmoid": lambda v: 1 / (1 + np.exp(-v)),

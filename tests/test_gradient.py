@@ -4,7 +4,8 @@ import pytest
 
 import pyfastgrad as pfg
 from pyfastgrad import reference as ref
-from conftest import BACKENDS, DTYPES
+
+from _helpers import BACKENDS, DTYPES
 
 
 def function_2(x):

@@ -1,11 +1,13 @@
 """Nets on every backend against the reference nets; gradient checks; persistence; bad input."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pyfastgrad as pfg
 from pyfastgrad import reference as ref
-from conftest import BACKENDS, DTYPES, FAST_BACKENDS, TOL, normwise
+
+from _helpers import BACKENDS, DTYPES, FAST_BACKENDS, TOL, normwise
 
 W_SIMPLE = np.array([[0.47355232, 0.9977393, 0.84668094], [0.85557411, 0.03563661, 0.69422093]])
 

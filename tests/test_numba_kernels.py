@@ -12,9 +12,9 @@ import pytest
 
 from pyfastgrad import _numba_kernels as nbk
 from pyfastgrad import _numpy_kernels as npk
-from conftest import normwise
 
-TOL = {np.float64: 1e-10, np.float32: 1e-4}
+from _helpers import TOL, normwise
+
 NUMGRAD_TOL = {np.float64: 1e-8, np.float32: 2e-3}
 NUMGRAD_H = {np.float64: 1e-4, np.float32: 1e-2}  # float32 differences at h=1e-4 are mostly noise
 SIZES = {1: [6, 5, 4], 2: [5, 6, 4, 3], 3: [4, 5, 3, 4, 3]}  # by number of hidden layers

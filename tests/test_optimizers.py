@@ -7,7 +7,8 @@ import pyfastgrad as pfg
 from pyfastgrad import _numpy_kernels as npk
 from pyfastgrad import reference as ref
 from pyfastgrad.schedules import Cosine, StepDecay, Warmup, make_schedule
-from conftest import BACKENDS, DTYPES, normwise
+
+from _helpers import BACKENDS, DTYPES, normwise
 
 # one configuration per optimizer, covering both styles, clipping and a schedule
 CONFIGS = {
@@ -434,7 +435,8 @@ def test_soft_target_cross_entropy_difference_is_documented():
 
 def test_cli_schedule_clip_style(tmp_path, mnist, capsys):
     from pyfastgrad.__main__ import main
-    from conftest import mnist_dir
+
+    from _helpers import mnist_dir
     path = tmp_path / "net.npz"
     rc = main(["train", "--data", str(mnist_dir()), "--train-size", "1000", "--epochs", "1", "--hidden", "16",
                "--optimizer", "adamw", "--style", "torch", "--schedule", "warmup:2+cosine", "--clip", "1.5",

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import pyfastgrad as pfg
 from pyfastgrad import reference as ref
 
-from conftest import BACKENDS
+from _helpers import BACKENDS
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None)
 LAYOUTS = ("c", "fortran", "reversed", "strided", "unaligned")

@@ -24,7 +24,7 @@ def _quick_start() -> str:
 
 def test_quick_start_runs_verbatim_from_another_directory(mnist, tmp_path):
     pytest.importorskip("matplotlib")
-    from conftest import mnist_dir
+    from _helpers import mnist_dir
     env = {**os.environ, "PYFASTGRAD_DATA": str(mnist_dir()), "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
     r = subprocess.run([sys.executable, "-c", _quick_start()], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=600)

@@ -20,7 +20,7 @@ import pytest
 import pyfastgrad as pfg
 from pyfastgrad.datasets import read_idx
 
-from conftest import BACKENDS, FAST_BACKENDS
+from _helpers import BACKENDS, FAST_BACKENDS
 
 CPP = "cpp" in BACKENDS
 TIMEOUT = 120  # seconds for a child process; a hang fails the test instead of blocking CI

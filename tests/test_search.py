@@ -17,7 +17,7 @@ import pyfastgrad as pfg
 from pyfastgrad import search as S
 from pyfastgrad.search import Choice, LogUniform, Uniform, hyperparameter_search, split_validation
 
-from conftest import mnist_dir
+from _helpers import mnist_dir
 
 SPACE = {"lr": LogUniform(0.02, 0.5), "weight_decay": LogUniform(1e-8, 1e-3), "hidden": [(16,), (24,)],
          "batch_size": [32, 64]}

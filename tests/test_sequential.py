@@ -6,9 +6,22 @@ import pytest
 
 import pyfastgrad as pfg
 from pyfastgrad import reference as ref
-from pyfastgrad.layers import (Affine, BatchNorm, BatchNormalization, Dropout, Identity, LeakyRelu, MSELoss, Relu,
-                               Sigmoid, SigmoidWithLoss, SoftmaxWithLoss, Tanh)
-from conftest import BACKENDS, DTYPES, FAST_BACKENDS, TOL, normwise
+from pyfastgrad.layers import (
+    Affine,
+    BatchNorm,
+    BatchNormalization,
+    Dropout,
+    Identity,
+    LeakyRelu,
+    MSELoss,
+    Relu,
+    Sigmoid,
+    SigmoidWithLoss,
+    SoftmaxWithLoss,
+    Tanh,
+)
+
+from _helpers import BACKENDS, DTYPES, FAST_BACKENDS, TOL, normwise
 
 
 def data(n=20, d=6, c=4, seed=0):

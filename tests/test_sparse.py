@@ -9,10 +9,8 @@ from pyfastgrad import _numpy_kernels as N
 from pyfastgrad._backend import kernels
 from pyfastgrad._sparse import SPARSE_DENSITY_MAX, CsrRows
 
-from conftest import BACKENDS, normwise
+from _helpers import BACKENDS, DTYPES, TOL, normwise
 
-TOL = {np.float64: 1e-10, np.float32: 1e-4}
-DTYPES = (np.float64, np.float32)
 OPTS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 ADAPTIVE = ("adagrad", "rmsprop", "adam")
 HYPER = {"sgd": [0.1, 0, 0], "momentum": [0.05, 0.9, 0], "nesterov": [0.05, 0.9, 0], "adagrad": [0.05, 0, 0],

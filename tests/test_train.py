@@ -4,7 +4,8 @@ import pytest
 
 import pyfastgrad as pfg
 from pyfastgrad import reference as ref
-from conftest import BACKENDS, DTYPES, FAST_BACKENDS, TOL, normwise
+
+from _helpers import BACKENDS, DTYPES, FAST_BACKENDS, TOL, normwise
 
 OPTS = [("sgd", {}), ("momentum", {"momentum": 0.9}), ("nesterov", {"momentum": 0.8}), ("adagrad", {}),
         ("rmsprop", {"decay_rate": 0.9}), ("adam", {"beta1": 0.8, "beta2": 0.99})]

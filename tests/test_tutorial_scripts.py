@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import pyfastgrad
-from pyfastgrad import (SGD, AdaGrad, Adam, Momentum, MultiLayerNet, MultiLayerNetExtend, RMSprop, Trainer,
-                        TwoLayerNet)
-from conftest import BACKENDS
+from pyfastgrad import SGD, AdaGrad, Adam, Momentum, MultiLayerNet, MultiLayerNetExtend, RMSprop, Trainer, TwoLayerNet
+
+from _helpers import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS)

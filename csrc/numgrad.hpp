@@ -68,8 +68,10 @@ inline void act_taylor(Act act, double a, double* c) {
         c[1] = -a * q;
         c[2] = q * (6.0 * a * a - 2.0) / 6.0;
         c[3] = a * q * (2.0 - 3.0 * a * a) / 3.0;
-    } else {
+    } else if (act == Act::Relu) {  // piecewise linear: act_diff is exact without a series
         c[0] = c[1] = c[2] = c[3] = 0.0;
+    } else {
+        throw std::invalid_argument("act_taylor: unknown activation code " + std::to_string(int(act)));
     }
 }
 
@@ -889,8 +891,11 @@ inline double slope64(Act act, double z) {
         const double a = 1.0 / (1.0 + std::exp(-z));
         return a * (1.0 - a);
     }
-    const double a = std::tanh(z);
-    return 1.0 - a * a;
+    if (act == Act::Tanh) {
+        const double a = std::tanh(z);
+        return 1.0 - a * a;
+    }
+    throw std::invalid_argument("slope64: unknown activation code " + std::to_string(int(act)));
 }
 
 }  // namespace ng

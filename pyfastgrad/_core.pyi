@@ -154,7 +154,7 @@ def numerical_gradient_callback(f: Callable[[np.ndarray], float], x: np.ndarray,
 # ---------------------------------------------------------------------- composed nets' layers (layers.hpp)
 # Each has a float64 and a float32 overload (all arrays of one dtype, C-contiguous).
 def layer_act_forward(code: int, alpha: float, z: np.ndarray, out: np.ndarray) -> None:
-    """out = f(z): code 0 relu, 1 leaky relu (slope alpha), 2 sigmoid, 3 tanh, 4 identity."""
+    """out = f(z): code 0 relu, 1 sigmoid, 2 tanh, 3 leaky relu (slope alpha), 4 identity (spec.ACT_CODE)."""
 def layer_act_backward(code: int, alpha: float, dout: np.ndarray, z: np.ndarray, a: np.ndarray,
                        dz: np.ndarray) -> None:
     """dz = dout * f'(z) (from z for the ReLUs, from a = f(z) for sigmoid and tanh)."""
@@ -169,3 +169,8 @@ def bn_backward(dout: np.ndarray, xn: np.ndarray, std: np.ndarray, gamma: np.nda
     """Backward of bn_forward_train."""
 def mul_mask(x: np.ndarray, mask: np.ndarray, out: np.ndarray) -> None:
     """Dropout: out = x * mask."""
+
+def _spec() -> dict:
+    """Codes and names of the compiled enums (Act, Loss, LAct, Opt), the optimizers' state counts and
+    flags, and the hyper vector's length (tests/test_spec.py compares them with pyfastgrad.spec)."""
+    ...

@@ -52,9 +52,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _numpy_kernels as _layout
+from . import spec as _layout
 from . import reference as ref
-from ._backend import available_backends, backends, kernels
+from ._backends import available_backends, backends, kernels
 
 __all__ = ["BENCHMARKS", "Config", "Timing", "Row", "measure", "mlp_flops", "machine_info",
            "build_parser", "main", "cli"]

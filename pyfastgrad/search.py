@@ -45,7 +45,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequenc
 
 import numpy as np
 
-from ._backend import get_backend
+from ._backends import get_backend
 from ._threads import get_num_threads, set_num_threads
 from .nets import MultiLayerNet
 from .optimizers import _BY_NAME as _OPTIMIZERS

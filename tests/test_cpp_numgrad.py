@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("pyfastgrad._cpp_kernels", reason="C++ extension not built")
+pytest.importorskip("pyfastgrad._backends.cpp", reason="C++ extension not built")
 import scipy_openblas32  # noqa: E402,F401  (preloads the OpenBLAS _core links to)
-from pyfastgrad import _core, _numpy_kernels as NK  # noqa: E402
+from pyfastgrad import _core
+from pyfastgrad._backends import numpy as NK  # noqa: E402
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mnist"
 

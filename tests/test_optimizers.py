@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import pyfastgrad as pfg
-from pyfastgrad import _numpy_kernels as npk
+from pyfastgrad._backends import numpy as npk
 from pyfastgrad import reference as ref
 from pyfastgrad.schedules import Cosine, StepDecay, Warmup, make_schedule
 from conftest import BACKENDS, DTYPES, normwise

@@ -7,6 +7,7 @@
 // b = beta2, weight_decay is decoupled (theta *= 1 - lr wd first; AdamW), style 0 = the tutorials'
 // formulas, 1 = torch.optim's, max_norm > 0 clips the gradient by its global norm first.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -21,8 +22,8 @@ enum HyperSlot { kLr = 0, kA = 1, kB = 2, kEps = 3, kWd = 4, kStyle = 5, kMaxNor
 
 // Codes and names of pyfastgrad/spec.py OPTIMIZERS (tests/test_spec.py compares them, with the
 // state counts and flags below, through _core._spec()).
-enum class Opt { Sgd = 0, Momentum = 1, Nesterov = 2, AdaGrad = 3, RmsProp = 4, Adam = 5, AdamW = 6 };
-constexpr const char* kOptNames[] = {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"};
+enum class Opt { Sgd = 0, Momentum = 1, Nesterov = 2, AdaGrad = 3, RmsProp = 4, Adam = 5, AdamW = 6, Adamax = 7 };
+constexpr const char* kOptNames[] = {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "adamax"};
 
 inline Opt parse_opt(const std::string& s) { return static_cast<Opt>(parse_name(kOptNames, s, "optimizer")); }
 
@@ -39,7 +40,8 @@ inline int opt_state_count(Opt opt) {
         case Opt::AdaGrad:
         case Opt::RmsProp: return 1;
         case Opt::Adam:
-        case Opt::AdamW: return 2;
+        case Opt::AdamW:
+        case Opt::Adamax: return 2;
     }
     unknown_opt(opt);
 }
@@ -53,7 +55,8 @@ inline bool opt_is_adam(Opt opt) {
         case Opt::AdaGrad:
         case Opt::RmsProp: return false;
         case Opt::Adam:
-        case Opt::AdamW: return true;
+        case Opt::AdamW:
+        case Opt::Adamax: return true;
     }
     unknown_opt(opt);
 }
@@ -69,6 +72,7 @@ inline bool opt_decoupled_decay(Opt opt) {
         case Opt::RmsProp:
         case Opt::Adam:
         case Opt::AdamW: return true;
+        case Opt::Adamax: return false;  // L2 in the gradient, as torch.optim.Adamax
     }
     unknown_opt(opt);
 }
@@ -203,6 +207,22 @@ PFG_ALWAYS_INLINE void opt_update_kernel(Opt opt, T* __restrict theta, const T* 
                     s2[i] = v;
                     theta[i] -= lr_t * m / (std::sqrt(v) + eps);
                 }
+            }
+            break;
+        }
+        case Opt::Adamax: {  // torch.optim.Adamax: L2 decay in the gradient, infinity-norm second moment
+            if (step < 1) throw std::invalid_argument("adamax needs step >= 1 (got " + std::to_string(step) + ")");
+            const T b1 = T(hyper[kA]), b2 = T(hyper[kB]), wd = T(hyper[kWd]);
+            const bool l2 = hyper[kWd] != 0.0;
+            const T c1 = T(1) - b1;
+            const T clr = T(hyper[kLr] / (1.0 - std::pow(hyper[kA], double(step))));
+            for (std::int64_t i = 0; i < n; ++i) {
+                const T gi = l2 ? g[i] + wd * theta[i] : g[i];
+                const T m = s1[i] + c1 * (gi - s1[i]);
+                const T u = std::max(s2[i] * b2, std::abs(gi) + eps);
+                s1[i] = m;
+                s2[i] = u;
+                theta[i] -= clr * (m / u);
             }
             break;
         }

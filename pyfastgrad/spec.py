@@ -112,6 +112,15 @@ OPTIMIZERS: Tuple[OptimizerSpec, ...] = (
     OptimizerSpec("adamw", 6, 2, "AdamW", 0.001,
                   _BETAS + (_EPS, Hyper("weight_decay", "weight_decay", "non_negative", 0.01)), (1e-7, 1e-8), True,
                   True),
+    OptimizerSpec("adamax", 7, 2, "Adamax", 2e-3,
+                  _BETAS + (_EPS, Hyper("weight_decay", "weight_decay", "non_negative", 0.0)), (1e-8, 1e-8), False,
+                  True, doc="""Adamax (``torch.optim.Adamax``; Kingma & Ba, section 7.1), the same equations in both
+    styles: ``g <- g + wd theta`` (L2, as torch), ``m <- m + (1 - b1)(g - m)``,
+    ``u <- max(b2 u, |g| + eps)``, ``theta <- theta - lr / (1 - b1^t) * m / u`` at update ``t``.
+
+    Parameters: ``lr`` (default 2e-3), ``beta1`` 0.9, ``beta2`` 0.999, ``eps`` 1e-8, ``weight_decay`` 0;
+    ``style``, ``clip``, ``schedule``, ``backend`` as :class:`SGD`.
+    """),
 )
 
 

@@ -142,7 +142,8 @@ def run_train(mod, sizes, act, loss, dtype, opt, hyper, wd, steps, batch, seed, 
 
 HYPER = {"sgd": [0.1, 0, 0], "momentum": [0.05, 0.9, 0], "nesterov": [0.05, 0.9, 0],
          "adagrad": [0.05, 0, 0], "rmsprop": [0.01, 0.99, 0], "adam": [0.01, 0.9, 0.999],
-         "adamw": [0.01, 0.9, 0.999, 1e-8, 0.1, 1, 0.5]}  # torch style, decoupled decay, clipping
+         "adamw": [0.01, 0.9, 0.999, 1e-8, 0.1, 1, 0.5],  # torch style, decoupled decay, clipping
+         "adamax": [0.01, 0.9, 0.999, 1e-8, 0.05, 1, 0.0]}  # L2 decay in the gradient
 
 
 @pytest.mark.parametrize("opt", spec.OPTIMIZER_NAMES)

@@ -120,7 +120,8 @@ def test_image_shaped_input_is_flattened():
 
 HYPER = {"sgd": [0.1, 0, 0], "momentum": [0.1, 0.9, 0], "nesterov": [0.1, 0.9, 0],
          "adagrad": [0.1, 0, 0], "rmsprop": [0.01, 0.99, 0], "adam": [0.01, 0.9, 0.999],
-         "adamw": [0.01, 0.9, 0.999, 1e-8, 0.1, 1, 0.5]}  # torch style, decoupled decay, clipping
+         "adamw": [0.01, 0.9, 0.999, 1e-8, 0.1, 1, 0.5],  # torch style, decoupled decay, clipping
+         "adamax": [0.01, 0.9, 0.999, 1e-8, 0.05, 1, 0.5]}  # L2 decay in the gradient, clipping
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -33,8 +33,8 @@ NAME = "numba"
 _RELU, _SIGMOID, _TANH, _LEAKY, _IDENTITY = (spec.ACT_CODE[k] for k in
                                              ("relu", "sigmoid", "tanh", "leaky_relu", "identity"))
 _SOFTMAX, _MSE, _HINGE = (spec.LOSS_CODE[k] for k in ("softmax", "mse", "hinge"))
-_SGD, _MOMENTUM, _NESTEROV, _ADAGRAD, _RMSPROP, _ADAM, _ADAMW = (
-    spec.OPT_CODE[k] for k in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"))
+_SGD, _MOMENTUM, _NESTEROV, _ADAGRAD, _RMSPROP, _ADAM, _ADAMW, _ADAMAX = (
+    spec.OPT_CODE[k] for k in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "adamax"))
 _DECOUPLED = tuple(o.decoupled_decay for o in spec.OPTIMIZERS)  # by code
 
 _DELTA = 1e-7  # inside the log of cross_entropy_error (reference.DELTA)
@@ -431,6 +431,24 @@ def _opt_update(opt, theta, grad, s1, s2, hyper, step):
                 s1[p] = s1[p] + c1 * (g - s1[p])
                 s2[p] = s2[p] + c2 * (g * g - s2[p])
                 theta[p] = theta[p] - lr_t * s1[p] / (np.sqrt(s2[p]) + eps)
+    elif opt == _ADAMAX:  # torch.optim.Adamax: L2 decay in the gradient, infinity-norm second moment
+        b1 = dt(hyper[1])
+        b2 = dt(hyper[2])
+        wd = dt(hyper[4])
+        l2 = hyper[4] != 0.0
+        c1 = one - b1
+        clr = dt(hyper[0] / (1.0 - hyper[1] ** np.float64(step)))
+        for p in range(P):
+            g = grad[p]
+            if l2:
+                g = g + wd * theta[p]
+            m = s1[p] + c1 * (g - s1[p])
+            s1[p] = m
+            u = s2[p] * b2
+            ag = np.abs(g) + eps
+            u = u if u >= ag else ag  # np.maximum (no NaN here: the callers stop at non-finite losses)
+            s2[p] = u
+            theta[p] = theta[p] - clr * (m / u)
     else:
         raise ValueError("unknown optimizer code")
 

@@ -251,6 +251,8 @@ def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray
     * adam(w):   m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); bc_i = 1 - b_i^step;
                  0: theta -= lr sqrt(bc2) / bc1 * m / (sqrt(v) + eps)
                  1: theta -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+    * adamax:    (both styles, torch.optim.Adamax) g += wd theta (L2: weight_decay is not decoupled here);
+                 m += (1 - b1)(g - m); u = max(b2 u, |g| + eps); theta -= lr / (1 - b1^step) * (m / u)
     """
     h = _full_hyper(hyper)
     lr, eps, wd, torch, max_norm = float(h[0]), h[3], float(h[4]), h[5] != 0, float(h[6])
@@ -304,6 +306,13 @@ def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray
         else:
             lr_t = dt(lr * np.sqrt(bc2) / bc1)
             theta -= lr_t * state1 / (np.sqrt(state2) + eps)
+    elif opt == "adamax":  # torch.optim.Adamax: L2 decay in the gradient, an infinity-norm second moment
+        b1, b2 = dt(h[1]), dt(h[2])
+        if wd != 0.0:
+            grad = grad + dt(wd) * theta
+        state1 += (1 - b1) * (grad - state1)
+        np.maximum(state2 * b2, np.abs(grad) + eps, out=state2)
+        theta -= dt(lr / (1.0 - float(h[1]) ** step)) * (state1 / state2)
     else:  # in the registry but not written here
         raise ValueError(f"optimizer {opt!r} has no numpy kernel")
 

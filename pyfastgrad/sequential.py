@@ -240,6 +240,8 @@ class Sequential(Net):
         if kinds[0::2] != ["affine"] * len(kinds[0::2]) or len(set(acts)) > 1:
             return None
         act = acts[0] if acts else "relu"
+        if act == "leaky_relu" and any(float(s[2].alpha) != spec.LEAKY_SLOPE for s in self._specs[1::2]):
+            return None  # the fused kernels' slope is fixed
         return (act,) if act in _FUSED_ACTS else None
 
     @property

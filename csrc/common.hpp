@@ -13,8 +13,9 @@ namespace pfg {
 
 // Codes and names of pyfastgrad/spec.py (ACTIVATIONS with mlp=True, LOSSES with mlp=True);
 // tests/test_spec.py compares them with the registry through _core._spec(). Optimizers: optim.hpp.
-enum class Act { Relu = 0, Sigmoid = 1, Tanh = 2 };
-constexpr const char* kActNames[] = {"relu", "sigmoid", "tanh"};  // by code
+enum class Act { Relu = 0, Sigmoid = 1, Tanh = 2, LeakyRelu = 3 };
+constexpr const char* kActNames[] = {"relu", "sigmoid", "tanh", "leaky_relu"};  // by code
+constexpr double kLeakySlope = 0.01;  // spec.LEAKY_SLOPE (PyTorch's default negative_slope)
 enum class Loss { Softmax = 0, Mse = 1, Hinge = 2 };
 constexpr const char* kLossNames[] = {"softmax", "mse", "hinge"};  // by code
 
@@ -86,6 +87,7 @@ inline T activate(Act a, T z) {
         case Act::Relu: return z > T(0) ? z : T(0);
         case Act::Sigmoid: return T(1) / (T(1) + std::exp(-z));
         case Act::Tanh: return std::tanh(z);
+        case Act::LeakyRelu: return z > T(0) ? z : T(kLeakySlope) * z;
     }
     throw std::invalid_argument("unknown activation code " + std::to_string(int(a)));
 }

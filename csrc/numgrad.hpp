@@ -68,7 +68,7 @@ inline void act_taylor(Act act, double a, double* c) {
         c[1] = -a * q;
         c[2] = q * (6.0 * a * a - 2.0) / 6.0;
         c[3] = a * q * (2.0 - 3.0 * a * a) / 3.0;
-    } else if (act == Act::Relu) {  // piecewise linear: act_diff is exact without a series
+    } else if (act == Act::Relu || act == Act::LeakyRelu) {  // piecewise linear: act_diff is exact
         c[0] = c[1] = c[2] = c[3] = 0.0;
     } else {
         throw std::invalid_argument("act_taylor: unknown activation code " + std::to_string(int(act)));
@@ -78,6 +78,7 @@ inline void act_taylor(Act act, double a, double* c) {
 // act(z + dz) - act(z), with a = act(z) and c its Taylor coefficients (smooth activations only).
 inline double act_diff(Act act, double z, double a, const double* c, double dz) {
     if (act == Act::Relu) return relu0(z + dz) - a;
+    if (act == Act::LeakyRelu) return activate<double>(act, z + dz) - a;  // piecewise linear: exact
     if (std::fabs(dz) <= kActTau) return dz * (c[0] + dz * (c[1] + dz * (c[2] + dz * c[3])));
     return activate<double>(act, z + dz) - a;
 }
@@ -453,6 +454,10 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
             const double* om = tail(B, l, j, n, sm, S.vm.data(), S.wm.data(), S.dam.data());
             return out_diff_general(B.loss, o, n, op, om);
         };
+        if (act == Act::LeakyRelu) {  // no shortcut: both shifts propagated exactly
+            row(n, [&](double zp, double zm) { return generic(zp, zm); });
+            continue;
+        }
         if (!rank1) {
             // Sigmoid/tanh: while |s u_k| <= kActTau for u = W_{l+1}[j,:], the next layer's change
             // is the (same) Taylor polynomial act_diff uses, regrouped by powers of s:
@@ -887,6 +892,7 @@ inline void kink_update(double v, double d, double& tp, double& tm) {
 
 inline double slope64(Act act, double z) {
     if (act == Act::Relu) return z > 0.0 ? 1.0 : 0.0;
+    if (act == Act::LeakyRelu) return z > 0.0 ? 1.0 : kLeakySlope;
     if (act == Act::Sigmoid) {
         const double a = 1.0 / (1.0 + std::exp(-z));
         return a * (1.0 - a);
@@ -905,7 +911,7 @@ void mlp_kink_counts(const std::vector<int64_t>& sizes, Act act, Loss loss, cons
                      const T* t, int64_t N, double h, int64_t* plus, int64_t* minus) {
     const int64_t L = static_cast<int64_t>(sizes.size()) - 1;
     const int64_t P = count_params(sizes);
-    const bool relu = act == Act::Relu, hinge = loss == Loss::Hinge;
+    const bool relu = act == Act::Relu || act == Act::LeakyRelu, hinge = loss == Loss::Hinge;  // kinked
     std::fill(plus, plus + P, int64_t(0));
     std::fill(minus, minus + P, int64_t(0));
     if (!relu && !hinge) return;  // smooth everywhere

@@ -847,3 +847,6 @@ class SigmoidWithLoss:
     def backward(self, dout: float = 1) -> np.ndarray:
         """``(sigmoid(x) - t) / N * dout``."""
         return (self.y - self.t) / self.y.shape[0] * dout
+
+
+_ACTIVATIONS["leaky_relu"] = LeakyRelu  # slope 0.01 (pyfastgrad.spec.LEAKY_SLOPE, PyTorch's default)

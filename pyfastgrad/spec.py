@@ -35,7 +35,7 @@ ACTIVATIONS: Tuple[Activation, ...] = (
     Activation("relu", 0, mlp=True, kinked=True),
     Activation("sigmoid", 1, mlp=True, kinked=False),
     Activation("tanh", 2, mlp=True, kinked=False),
-    Activation("leaky_relu", 3, mlp=False, kinked=True),
+    Activation("leaky_relu", 3, mlp=True, kinked=True),
     Activation("identity", 4, mlp=False, kinked=False),
 )
 

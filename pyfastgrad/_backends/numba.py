@@ -32,6 +32,7 @@ NAME = "numba"
 # integer codes the jitted code branches on (globals: compile-time constants); an unknown code raises
 _RELU, _SIGMOID, _TANH, _LEAKY, _IDENTITY = (spec.ACT_CODE[k] for k in
                                              ("relu", "sigmoid", "tanh", "leaky_relu", "identity"))
+_SLOPE = spec.LEAKY_SLOPE
 _SOFTMAX, _MSE, _HINGE = (spec.LOSS_CODE[k] for k in ("softmax", "mse", "hinge"))
 _SGD, _MOMENTUM, _NESTEROV, _ADAGRAD, _RMSPROP, _ADAM, _ADAMW, _ADAMAX = (
     spec.OPT_CODE[k] for k in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "adamax"))
@@ -122,6 +123,8 @@ def _activate(act, z, a):
                 a[n, k] = one / (one + np.exp(-v))
             elif act == _TANH:
                 a[n, k] = np.tanh(v)
+            elif act == _LEAKY:  # reference: x <= 0 -> slope * x, so NaN passes through
+                a[n, k] = _SLOPE * v if v <= zero else v
             else:
                 raise ValueError("unknown activation code")
 
@@ -143,6 +146,9 @@ def _act_backward(act, d, z, a):
             elif act == _TANH:
                 o = a[n, k]
                 d[n, k] = d[n, k] * (one - o * o)
+            elif act == _LEAKY:
+                if z[n, k] <= zero:
+                    d[n, k] = _SLOPE * d[n, k]
             else:
                 raise ValueError("unknown activation code")
 
@@ -155,6 +161,8 @@ def _act64(act, v):
         return 1.0 / (1.0 + np.exp(-v))
     elif act == _TANH:
         return np.tanh(v)
+    elif act == _LEAKY:
+        return spec.LEAKY_SLOPE * v if v <= 0.0 else v
     raise ValueError("unknown activation code")
 
 
@@ -700,6 +708,8 @@ def _slope64(act, z):
     if act == _TANH:
         a = np.tanh(z)
         return 1.0 - a * a
+    if act == _LEAKY:
+        return 1.0 if z > 0.0 else spec.LEAKY_SLOPE
     raise ValueError("unknown activation code")
 
 
@@ -709,7 +719,7 @@ def _kink_row(theta, sizes, woff, act, hinge, Z, zoff, n, c, l, j, cur, nxt):
     margin of row n changes state. Forward mode: the derivative of every later variable with
     respect to the shift is pushed through the layers (exact for ReLU: linear until a switch)."""
     L = sizes.shape[0] - 1
-    relu = act == _RELU  # kinked (spec.Activation.kinked)
+    relu = act == _RELU or act == _LEAKY  # kinked (spec.Activation.kinked)
     tp = np.inf
     tm = np.inf
     nl = sizes[l + 1]
@@ -809,7 +819,7 @@ def _kink_counts(theta, sizes, act, lossc, x, t, h, plus, minus):
     for p in range(plus.shape[0]):
         plus[p] = 0
         minus[p] = 0
-    if act != _RELU and not hinge:
+    if act != _RELU and act != _LEAKY and not hinge:
         return  # smooth everywhere
     cls = np.zeros(N, np.int64)
     for n in range(N):

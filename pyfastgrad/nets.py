@@ -56,6 +56,7 @@ class ParamDict(MutableMapping):
 
 
 WEIGHT_INITS = ("he", "relu", "xavier", "sigmoid", "std", "auto")
+_KINKED = frozenset(a.name for a in spec.ACTIVATIONS if a.kinked)  # 'auto' gives these He's scale
 
 
 def _seed_or_global(seed: Optional[int]) -> int:
@@ -74,7 +75,7 @@ def _init_scale(weight_init: Union[str, float], fan_in: int, activation: str) ->
     if isinstance(weight_init, str):
         w = weight_init.strip().lower()
         if w == "auto":
-            w = "he" if activation == "relu" else "xavier"
+            w = "he" if activation in _KINKED else "xavier"
         if w in ("he", "relu"):
             return float(np.sqrt(2.0 / fan_in))
         if w in ("xavier", "sigmoid"):
@@ -95,7 +96,7 @@ class Net:
     ----------
     sizes : sequence of int
         ``[input, hidden..., output]``.
-    activation : {'relu', 'sigmoid', 'tanh'}
+    activation : one of ``pyfastgrad.spec.MLP_ACTIVATIONS`` ('relu', 'sigmoid', 'tanh', 'leaky_relu')
     loss : {'softmax', 'mse', 'hinge'}
         Softmax with cross-entropy, mean squared error on the identity output, or
         multiclass hinge (SVM, margin 1).

@@ -29,7 +29,7 @@ from . import spec
 from ._backends import get_backend, kernels
 from ._layer_program import Op, Program
 from ._validate import as_batch, as_targets, check_finite, labels_of
-from .nets import WEIGHT_INITS, Net, ParamDict, _init_scale, _restore_optimizer, _seed_or_global  # noqa: F401
+from .nets import _KINKED, WEIGHT_INITS, Net, ParamDict, _init_scale, _restore_optimizer, _seed_or_global  # noqa: F401
 
 __all__ = ["Sequential", "MultiLayerNetExtend"]
 
@@ -186,7 +186,7 @@ class Sequential(Net):
                 else:
                     nxt = next((k for k, *_ in specs[pos + 1:] if k not in ("bn", "dropout")), None)
                     rule = layer.weight_init if layer.weight_init is not None else weight_init
-                    act = "relu" if nxt in ("relu", "leaky_relu") else "sigmoid"
+                    act = "relu" if nxt in _KINKED else "sigmoid"
                     scale = _init_scale(rule, layer.n_in, act)
                     self.params[f"W{aff_i}"] = scale * rng.standard_normal((layer.n_in, layer.n_out))
                 layer.W, layer.b = self.params[f"W{aff_i}"], self.params[f"b{aff_i}"]

@@ -73,3 +73,11 @@ def test_composed_leaky_nets_fuse_only_with_the_registry_slope(backend):
         mlp.params[k][...] = fused.params[k]
     assert normwise(fused.predict(x), mlp.predict(x)) <= 1e-12
     assert normwise(other.predict(x), fused.predict(x)) > 1e-6  # the slope matters
+
+
+def test_auto_weight_init_treats_leaky_relu_like_relu():
+    """'auto' gives He's sqrt(2 / fan_in) to kinked activations, in MultiLayerNet as in Sequential."""
+    a = pfg.MultiLayerNet(400, [300], 4, activation="leaky_relu", seed=0)
+    b = pfg.MultiLayerNet(400, [300], 4, activation="relu", seed=0)
+    np.testing.assert_array_equal(a.params["W1"], b.params["W1"])
+    assert abs(a.params["W1"].std() - np.sqrt(2 / 400)) < 0.01 * np.sqrt(2 / 400)

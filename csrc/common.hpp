@@ -34,6 +34,15 @@ inline int parse_name(const char* const (&names)[N], const std::string& s, const
 inline Act parse_act(const std::string& s) { return static_cast<Act>(parse_name(kActNames, s, "activation")); }
 inline Loss parse_loss(const std::string& s) { return static_cast<Loss>(parse_name(kLossNames, s, "loss")); }
 
+// Throws unless act and loss are kinds of this build: call before a parallel region, where the
+// branches over kinds cannot throw.
+inline void check_kinds(Act act, Loss loss) {
+    constexpr int n_act = int(sizeof(kActNames) / sizeof(kActNames[0]));
+    constexpr int n_loss = int(sizeof(kLossNames) / sizeof(kLossNames[0]));
+    if (int(act) < 0 || int(act) >= n_act) throw std::invalid_argument("unknown activation code " + std::to_string(int(act)));
+    if (int(loss) < 0 || int(loss) >= n_loss) throw std::invalid_argument("unknown loss code " + std::to_string(int(loss)));
+}
+
 // exp(x) from arithmetic only (no libm call), so that loops over arrays vectorise: the activations
 // and the softmax spend most of a tiny net's step in exp. x = n ln2 + r, |r| <= ln2/2 (Cody-Waite
 // split of ln2), exp(r) by its Taylor series cut where the remainder is below half an ulp (degree 7

@@ -138,15 +138,18 @@ inline double out_diff_general(Loss loss, const OutRows& o, int64_t n, const dou
         for (int64_t k = 0; k < C; ++k) d += (dzp[k] - dzm[k]) * (q[k] + 0.5 * (dzp[k] + dzm[k]));
         return d;
     }
-    double d = 0.0;
-    for (int64_t k = 0; k < C; ++k) {
-        if (k == c) continue;
-        const double up = dzp[k] - dzp[c], um = dzm[k] - dzm[c];
-        const double mp = q[k] + up, mm = q[k] + um;
-        if (mp > 0.0 && mm > 0.0) d += up - um;  // both active: the margins' difference, exactly
-        else d += relu0(mp) - relu0(mm);
+    if (loss == Loss::Hinge) {
+        double d = 0.0;
+        for (int64_t k = 0; k < C; ++k) {
+            if (k == c) continue;
+            const double up = dzp[k] - dzp[c], um = dzm[k] - dzm[c];
+            const double mp = q[k] + up, mm = q[k] + um;
+            if (mp > 0.0 && mm > 0.0) d += up - um;  // both active: the margins' difference, exactly
+            else d += relu0(mp) - relu0(mm);
+        }
+        return d;
     }
-    return d;
+    return std::numeric_limits<double>::quiet_NaN();  // unknown loss: check_kinds refused it before
 }
 
 // ---- the hot loop: a rank-1 row (n, j) with softmax or mse, over all its nonzero inputs ----
@@ -397,13 +400,13 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
             } else if (B.loss == Loss::Mse) {
                 const double r = q[j];
                 row(n, [&](double zp, double zm) { return (zp - zm) * (r + 0.5 * (zp + zm)); });
-            } else if (j != c) {
+            } else if (B.loss == Loss::Hinge && j != c) {
                 const double mj = q[j];
                 row(n, [&](double zp, double zm) {
                     const double mp = mj + zp, mm = mj + zm;
                     return (mp > 0.0 && mm > 0.0) ? zp - zm : relu0(mp) - relu0(mm);
                 });
-            } else {  // the true class's logit moves every margin
+            } else if (B.loss == Loss::Hinge) {  // the true class's logit moves every margin
                 row(n, [&](double zp, double zm) {
                     double d = 0.0;
                     for (int64_t k = 0; k < C; ++k) {
@@ -588,7 +591,7 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
                             if (std::fabs(sp) > s_crit || std::fabs(sm) > s_crit) return generic(zp, zm);
                             return (sp - sm) * (A1 + 0.5 * (sp + sm) * B2);
                         });
-        } else {
+        } else if (B.loss == Loss::Hinge) {
             // Linear in s until some margin q_k + s (w_k - w_c) changes sign (or a ReLU switches).
             double G = 0.0, sk = s_crit;
             for (int64_t k = 0; k < C; ++k) {
@@ -642,6 +645,7 @@ template <class T>
 bool mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss loss, const T* theta,
                             const T* x, const T* t, int64_t N, double weight_decay, double h,
                             T* grad, const std::function<bool()>& interrupted = {}) {
+    check_kinds(act, loss);
     ng::Base B;
     B.act = act;
     B.loss = loss;
@@ -776,7 +780,7 @@ bool mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
                 q[k] = zr[k] - static_cast<double>(tr[k]);
                 base_loss += q[k] * q[k];
             }
-        } else {
+        } else if (loss == Loss::Hinge) {
             for (int64_t k = 0; k < C; ++k) {
                 q[k] = zr[k] - zr[c] + 1.0;
                 if (k != c) base_loss += std::isnan(q[k]) ? q[k] : ng::relu0(q[k]);  // as np.maximum
@@ -909,6 +913,7 @@ inline double slope64(Act act, double z) {
 template <class T>
 void mlp_kink_counts(const std::vector<int64_t>& sizes, Act act, Loss loss, const T* theta, const T* x,
                      const T* t, int64_t N, double h, int64_t* plus, int64_t* minus) {
+    check_kinds(act, loss);
     const int64_t L = static_cast<int64_t>(sizes.size()) - 1;
     const int64_t P = count_params(sizes);
     const bool relu = act == Act::Relu || act == Act::LeakyRelu, hinge = loss == Loss::Hinge;  // kinked

@@ -58,7 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
 
     import pyfastgrad as pfg
-    from pyfastgrad._backend import kernels
+    from pyfastgrad._backends import kernels
 
     dtype = np.dtype(args.dtype)
     repeats, inner = (3, 5) if args.quick else (15, 50)

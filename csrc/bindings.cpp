@@ -604,7 +604,7 @@ void bind(py::module_& m) {
               pfg::layers::act_forward<T>(k, alpha, z.ptr, o, z.size);
           },
           py::arg("code"), py::arg("alpha"), py::arg("z"), py::arg("out"),
-          "out = f(z) elementwise; code 0 relu, 1 leaky relu (slope alpha), 2 sigmoid, 3 tanh, 4 identity.");
+          "out = f(z) elementwise; code 0 relu, 1 sigmoid, 2 tanh, 3 leaky relu (slope alpha), 4 identity (pyfastgrad.spec.ACT_CODE).");
     m.def("layer_act_backward",
           [](int code, double alpha, A dout, A z, A a, A dz) {
               const auto k = pfg::layers::to_lact(code);
@@ -689,6 +689,25 @@ void bind(py::module_& m) {
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "pyfastgrad C++ kernels (pybind11, OpenBLAS, OpenMP)";
+
+    // The kernel contract as compiled: tests/test_spec.py compares it with pyfastgrad/spec.py.
+    m.def("_spec", []() {
+        py::dict d, act, loss, lact, opt, states, adam, decoupled;
+        for (int i = 0; i < int(std::size(pfg::kActNames)); ++i) act[pfg::kActNames[i]] = i;
+        for (int i = 0; i < int(std::size(pfg::kLossNames)); ++i) loss[pfg::kLossNames[i]] = i;
+        for (int i = 0; i < pfg::layers::kLActCount; ++i) lact[pfg::layers::kLActNames[i]] = i;
+        for (int i = 0; i < int(std::size(pfg::kOptNames)); ++i) {
+            const auto o = static_cast<pfg::Opt>(i);
+            opt[pfg::kOptNames[i]] = i;
+            states[pfg::kOptNames[i]] = pfg::opt_state_count(o);
+            adam[pfg::kOptNames[i]] = pfg::opt_is_adam(o);
+            decoupled[pfg::kOptNames[i]] = pfg::opt_decoupled_decay(o);
+        }
+        d["act"] = act, d["loss"] = loss, d["layer_act"] = lact, d["opt"] = opt;
+        d["opt_states"] = states, d["opt_bias_corrected"] = adam, d["opt_decoupled_decay"] = decoupled;
+        d["hyper_len"] = pfg::kHyperLen;
+        return d;
+    }, "Codes and names of the compiled enums (Act, Loss, LAct, Opt) and the optimizers' state counts and flags.");
 
     m.def("blas_config", []() { return std::string(pfg::blas_config()); },
           "OpenBLAS build configuration string.");

@@ -11,34 +11,36 @@
 
 namespace pfg {
 
-enum class Act { Relu = 0, Sigmoid = 1, Tanh = 2 };
+// Codes and names of pyfastgrad/spec.py (ACTIVATIONS with mlp=True, LOSSES with mlp=True);
+// tests/test_spec.py compares them with the registry through _core._spec(). Optimizers: optim.hpp.
+enum class Act { Relu = 0, Sigmoid = 1, Tanh = 2, LeakyRelu = 3 };
+constexpr const char* kActNames[] = {"relu", "sigmoid", "tanh", "leaky_relu"};  // by code
+constexpr double kLeakySlope = 0.01;  // spec.LEAKY_SLOPE (PyTorch's default negative_slope)
 enum class Loss { Softmax = 0, Mse = 1, Hinge = 2 };
-enum class Opt { Sgd = 0, Momentum = 1, Nesterov = 2, AdaGrad = 3, RmsProp = 4, Adam = 5, AdamW = 6 };
+constexpr const char* kLossNames[] = {"softmax", "mse", "hinge"};  // by code
 
 constexpr double kDelta = 1e-7;  // inside log() of the cross-entropy, as the tutorials
 
-inline Act parse_act(const std::string& s) {
-    if (s == "relu") return Act::Relu;
-    if (s == "sigmoid") return Act::Sigmoid;
-    if (s == "tanh") return Act::Tanh;
-    throw std::invalid_argument("unknown activation '" + s + "' (expected relu, sigmoid or tanh)");
+// The code of name s in a name table (by code), else invalid_argument listing the names.
+template <std::size_t N>
+inline int parse_name(const char* const (&names)[N], const std::string& s, const char* what) {
+    std::string known;
+    for (std::size_t i = 0; i < N; ++i) {
+        if (s == names[i]) return int(i);
+        known += (i ? ", " : "") + std::string(names[i]);
+    }
+    throw std::invalid_argument("unknown " + std::string(what) + " '" + s + "' (expected one of " + known + ")");
 }
-inline Loss parse_loss(const std::string& s) {
-    if (s == "softmax") return Loss::Softmax;
-    if (s == "mse") return Loss::Mse;
-    if (s == "hinge") return Loss::Hinge;
-    throw std::invalid_argument("unknown loss '" + s + "' (expected softmax, mse or hinge)");
-}
-inline Opt parse_opt(const std::string& s) {
-    if (s == "sgd") return Opt::Sgd;
-    if (s == "momentum") return Opt::Momentum;
-    if (s == "nesterov") return Opt::Nesterov;
-    if (s == "adagrad") return Opt::AdaGrad;
-    if (s == "rmsprop") return Opt::RmsProp;
-    if (s == "adam") return Opt::Adam;
-    if (s == "adamw") return Opt::AdamW;
-    throw std::invalid_argument("unknown optimizer '" + s +
-                                "' (expected sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw)");
+inline Act parse_act(const std::string& s) { return static_cast<Act>(parse_name(kActNames, s, "activation")); }
+inline Loss parse_loss(const std::string& s) { return static_cast<Loss>(parse_name(kLossNames, s, "loss")); }
+
+// Throws unless act and loss are kinds of this build: call before a parallel region, where the
+// branches over kinds cannot throw.
+inline void check_kinds(Act act, Loss loss) {
+    constexpr int n_act = int(sizeof(kActNames) / sizeof(kActNames[0]));
+    constexpr int n_loss = int(sizeof(kLossNames) / sizeof(kLossNames[0]));
+    if (int(act) < 0 || int(act) >= n_act) throw std::invalid_argument("unknown activation code " + std::to_string(int(act)));
+    if (int(loss) < 0 || int(loss) >= n_loss) throw std::invalid_argument("unknown loss code " + std::to_string(int(loss)));
 }
 
 // exp(x) from arithmetic only (no libm call), so that loops over arrays vectorise: the activations
@@ -93,8 +95,10 @@ inline T activate(Act a, T z) {
     switch (a) {
         case Act::Relu: return z > T(0) ? z : T(0);
         case Act::Sigmoid: return T(1) / (T(1) + std::exp(-z));
-        default: return std::tanh(z);
+        case Act::Tanh: return std::tanh(z);
+        case Act::LeakyRelu: return z > T(0) ? z : T(kLeakySlope) * z;
     }
+    throw std::invalid_argument("unknown activation code " + std::to_string(int(a)));
 }
 
 inline std::int64_t count_params(const std::vector<std::int64_t>& sizes) {

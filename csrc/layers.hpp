@@ -13,11 +13,14 @@
 namespace pfg {
 namespace layers {
 
-// Codes shared with pyfastgrad/_numpy_kernels.py LAYER_ACTIVATIONS (same order).
-enum class LAct { Relu = 0, LeakyRelu = 1, Sigmoid = 2, Tanh = 3, Identity = 4 };
+// Codes of pyfastgrad/spec.py ACTIVATIONS (the MLP's Act codes plus the layer-only kinds);
+// tests/test_spec.py compares kLActNames with the registry.
+enum class LAct { Relu = 0, Sigmoid = 1, Tanh = 2, LeakyRelu = 3, Identity = 4 };
+constexpr const char* kLActNames[] = {"relu", "sigmoid", "tanh", "leaky_relu", "identity"};  // by code
+constexpr int kLActCount = int(sizeof(kLActNames) / sizeof(kLActNames[0]));
 
 inline LAct to_lact(int code) {
-    if (code < 0 || code > 4) throw std::invalid_argument("unknown activation code " + std::to_string(code));
+    if (code < 0 || code >= kLActCount) throw std::invalid_argument("unknown activation code " + std::to_string(code));
     return static_cast<LAct>(code);
 }
 

@@ -82,6 +82,17 @@ inline void bias_activation_impl(Act a, T* __restrict z, const T* __restrict b, 
                 for (std::int64_t j = 0; j < n; ++j) zr[j] = tanh_fast(zr[j] + b[j]);
             }
             break;
+        case Act::LeakyRelu: {
+            const T slope = T(kLeakySlope);
+            for (std::int64_t r = 0; r < rows; ++r) {
+                T* zr = z + r * n;
+                for (std::int64_t j = 0; j < n; ++j) {
+                    const T v = zr[j] + b[j];
+                    zr[j] = v <= T(0) ? slope * v : v;  // keeps NaN, like the reference's mask x <= 0
+                }
+            }
+            break;
+        }
     }
 }
 
@@ -141,6 +152,19 @@ inline void activation_backward(Act a, T* __restrict d, const T* __restrict out,
                 }
             }
             break;
+        case Act::LeakyRelu: {
+            const T slope = T(kLeakySlope);
+            for (std::int64_t r = 0; r < rows; ++r) {
+                T* dr = d + r * n;
+                const T* ar = out + r * n;
+                for (std::int64_t j = 0; j < n; ++j) {
+                    const T v = ar[j] <= T(0) ? slope * dr[j] : dr[j];  // out <= 0 exactly where z <= 0
+                    dr[j] = v;
+                    db[j] += v;
+                }
+            }
+            break;
+        }
     }
 }
 

@@ -70,14 +70,17 @@ inline void act_taylor(Act act, double a, double* c) {
         c[1] = -a * q;
         c[2] = q * (6.0 * a * a - 2.0) / 6.0;
         c[3] = a * q * (2.0 - 3.0 * a * a) / 3.0;
-    } else {
+    } else if (act == Act::Relu || act == Act::LeakyRelu) {  // piecewise linear: act_diff is exact
         c[0] = c[1] = c[2] = c[3] = 0.0;
+    } else {
+        throw std::invalid_argument("act_taylor: unknown activation code " + std::to_string(int(act)));
     }
 }
 
 // act(z + dz) - act(z), with a = act(z) and c its Taylor coefficients (smooth activations only).
 inline double act_diff(Act act, double z, double a, const double* c, double dz) {
     if (act == Act::Relu) return relu0(z + dz) - a;
+    if (act == Act::LeakyRelu) return activate<double>(act, z + dz) - a;  // piecewise linear: exact
     if (std::fabs(dz) <= kActTau) return dz * (c[0] + dz * (c[1] + dz * (c[2] + dz * c[3])));
     return activate<double>(act, z + dz) - a;
 }
@@ -137,15 +140,18 @@ inline double out_diff_general(Loss loss, const OutRows& o, int64_t n, const dou
         for (int64_t k = 0; k < C; ++k) d += (dzp[k] - dzm[k]) * (q[k] + 0.5 * (dzp[k] + dzm[k]));
         return d;
     }
-    double d = 0.0;
-    for (int64_t k = 0; k < C; ++k) {
-        if (k == c) continue;
-        const double up = dzp[k] - dzp[c], um = dzm[k] - dzm[c];
-        const double mp = q[k] + up, mm = q[k] + um;
-        if (mp > 0.0 && mm > 0.0) d += up - um;  // both active: the margins' difference, exactly
-        else d += relu0(mp) - relu0(mm);
+    if (loss == Loss::Hinge) {
+        double d = 0.0;
+        for (int64_t k = 0; k < C; ++k) {
+            if (k == c) continue;
+            const double up = dzp[k] - dzp[c], um = dzm[k] - dzm[c];
+            const double mp = q[k] + up, mm = q[k] + um;
+            if (mp > 0.0 && mm > 0.0) d += up - um;  // both active: the margins' difference, exactly
+            else d += relu0(mp) - relu0(mm);
+        }
+        return d;
     }
-    return d;
+    return std::numeric_limits<double>::quiet_NaN();  // unknown loss: check_kinds refused it before
 }
 
 // ---- the hot loop: a rank-1 row (n, j) with softmax or mse, over all its nonzero inputs ----
@@ -376,13 +382,13 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
             } else if (B.loss == Loss::Mse) {
                 const double r = q[j];
                 row(n, [&](double zp, double zm) { return (zp - zm) * (r + 0.5 * (zp + zm)); });
-            } else if (j != c) {
+            } else if (B.loss == Loss::Hinge && j != c) {
                 const double mj = q[j];
                 row(n, [&](double zp, double zm) {
                     const double mp = mj + zp, mm = mj + zm;
                     return (mp > 0.0 && mm > 0.0) ? zp - zm : relu0(mp) - relu0(mm);
                 });
-            } else {  // the true class's logit moves every margin
+            } else if (B.loss == Loss::Hinge) {  // the true class's logit moves every margin
                 row(n, [&](double zp, double zm) {
                     double d = 0.0;
                     for (int64_t k = 0; k < C; ++k) {
@@ -433,6 +439,10 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
             const double* om = tail(B, l, j, n, sm, S.vm.data(), S.wm.data(), S.dam.data());
             return out_diff_general(B.loss, o, n, op, om);
         };
+        if (act == Act::LeakyRelu) {  // no shortcut: both shifts propagated exactly
+            row(n, [&](double zp, double zm) { return generic(zp, zm); });
+            continue;
+        }
         if (!rank1) {
             // Sigmoid/tanh: while |s u_k| <= kActTau for u = W_{l+1}[j,:], the next layer's change
             // is the (same) Taylor polynomial act_diff uses, regrouped by powers of s:
@@ -563,7 +573,7 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
                             if (std::fabs(sp) > s_crit || std::fabs(sm) > s_crit) return generic(zp, zm);
                             return (sp - sm) * (A1 + 0.5 * (sp + sm) * B2);
                         });
-        } else {
+        } else if (B.loss == Loss::Hinge) {
             // Linear in s until some margin q_k + s (w_k - w_c) changes sign (or a ReLU switches).
             double G = 0.0, sk = s_crit;
             for (int64_t k = 0; k < C; ++k) {
@@ -617,6 +627,7 @@ template <class T>
 bool mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss loss, const T* theta,
                             const T* x, const T* t, int64_t N, double weight_decay, double h,
                             T* grad, const std::function<bool()>& interrupted = {}) {
+    check_kinds(act, loss);
     ng::Base B;
     B.act = act;
     B.loss = loss;
@@ -751,7 +762,7 @@ bool mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
                 q[k] = zr[k] - static_cast<double>(tr[k]);
                 base_loss += q[k] * q[k];
             }
-        } else {
+        } else if (loss == Loss::Hinge) {
             for (int64_t k = 0; k < C; ++k) {
                 q[k] = zr[k] - zr[c] + 1.0;
                 if (k != c) base_loss += std::isnan(q[k]) ? q[k] : ng::relu0(q[k]);  // as np.maximum
@@ -867,12 +878,16 @@ inline void kink_update(double v, double d, double& tp, double& tm) {
 
 inline double slope64(Act act, double z) {
     if (act == Act::Relu) return z > 0.0 ? 1.0 : 0.0;
+    if (act == Act::LeakyRelu) return z > 0.0 ? 1.0 : kLeakySlope;
     if (act == Act::Sigmoid) {
         const double a = 1.0 / (1.0 + std::exp(-z));
         return a * (1.0 - a);
     }
-    const double a = std::tanh(z);
-    return 1.0 - a * a;
+    if (act == Act::Tanh) {
+        const double a = std::tanh(z);
+        return 1.0 - a * a;
+    }
+    throw std::invalid_argument("slope64: unknown activation code " + std::to_string(int(act)));
 }
 
 }  // namespace ng
@@ -880,9 +895,10 @@ inline double slope64(Act act, double z) {
 template <class T>
 void mlp_kink_counts(const std::vector<int64_t>& sizes, Act act, Loss loss, const T* theta, const T* x,
                      const T* t, int64_t N, double h, int64_t* plus, int64_t* minus) {
+    check_kinds(act, loss);
     const int64_t L = static_cast<int64_t>(sizes.size()) - 1;
     const int64_t P = count_params(sizes);
-    const bool relu = act == Act::Relu, hinge = loss == Loss::Hinge;
+    const bool relu = act == Act::Relu || act == Act::LeakyRelu, hinge = loss == Loss::Hinge;  // kinked
     std::fill(plus, plus + P, int64_t(0));
     std::fill(minus, minus + P, int64_t(0));
     if (!relu && !hinge) return;  // smooth everywhere

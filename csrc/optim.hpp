@@ -7,29 +7,76 @@
 // b = beta2, weight_decay is decoupled (theta *= 1 - lr wd first; AdamW), style 0 = the tutorials'
 // formulas, 1 = torch.optim's, max_norm > 0 clips the gradient by its global norm first.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
 
 #include "common.hpp"
 #include "simd.hpp"
 
 namespace pfg {
 
-constexpr int kHyperLen = 7;
+constexpr int kHyperLen = 7;  // pyfastgrad/spec.py HYPER_SLOTS
 enum HyperSlot { kLr = 0, kA = 1, kB = 2, kEps = 3, kWd = 4, kStyle = 5, kMaxNorm = 6 };
+
+// Codes and names of pyfastgrad/spec.py OPTIMIZERS (tests/test_spec.py compares them, with the
+// state counts and flags below, through _core._spec()).
+enum class Opt { Sgd = 0, Momentum = 1, Nesterov = 2, AdaGrad = 3, RmsProp = 4, Adam = 5, AdamW = 6, Adamax = 7 };
+constexpr const char* kOptNames[] = {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "adamax"};
+
+inline Opt parse_opt(const std::string& s) { return static_cast<Opt>(parse_name(kOptNames, s, "optimizer")); }
+
+[[noreturn]] inline void unknown_opt(Opt opt) {
+    throw std::invalid_argument("unknown optimizer code " + std::to_string(int(opt)));
+}
 
 // How many state vectors (state1, state2) an optimizer reads and writes.
 inline int opt_state_count(Opt opt) {
     switch (opt) {
         case Opt::Sgd: return 0;
+        case Opt::Momentum:
+        case Opt::Nesterov:
+        case Opt::AdaGrad:
+        case Opt::RmsProp: return 1;
         case Opt::Adam:
-        case Opt::AdamW: return 2;
-        default: return 1;
+        case Opt::AdamW:
+        case Opt::Adamax: return 2;
     }
+    unknown_opt(opt);
 }
 
-inline bool opt_is_adam(Opt opt) { return opt == Opt::Adam || opt == Opt::AdamW; }
+// Bias-corrected by the update count: needs step >= 1.
+inline bool opt_is_adam(Opt opt) {
+    switch (opt) {
+        case Opt::Sgd:
+        case Opt::Momentum:
+        case Opt::Nesterov:
+        case Opt::AdaGrad:
+        case Opt::RmsProp: return false;
+        case Opt::Adam:
+        case Opt::AdamW:
+        case Opt::Adamax: return true;
+    }
+    unknown_opt(opt);
+}
+
+// The weight_decay slot is decoupled decay (theta *= 1 - lr wd before the step), else the
+// optimizer's own use of it.
+inline bool opt_decoupled_decay(Opt opt) {
+    switch (opt) {
+        case Opt::Sgd:
+        case Opt::Momentum:
+        case Opt::Nesterov:
+        case Opt::AdaGrad:
+        case Opt::RmsProp:
+        case Opt::Adam:
+        case Opt::AdamW: return true;
+        case Opt::Adamax: return false;  // L2 in the gradient, as torch.optim.Adamax
+    }
+    unknown_opt(opt);
+}
 
 // sum(g^2) in double, in index order.
 template <class T>
@@ -63,7 +110,7 @@ PFG_ALWAYS_INLINE void opt_update_kernel(Opt opt, T* __restrict theta, const T* 
     const T lr = T(hyper[kLr]);
     const T eps = T(hyper[kEps]);
     const bool torch = hyper[kStyle] != 0.0;
-    if (hyper[kWd] != 0.0) {  // decoupled weight decay, before the step (as torch's AdamW)
+    if (hyper[kWd] != 0.0 && opt_decoupled_decay(opt)) {  // decoupled weight decay, before the step (as torch's AdamW)
         const T decay = T(1.0 - hyper[kLr] * hyper[kWd]);
         for (std::int64_t i = 0; i < n; ++i) theta[i] *= decay;
     }
@@ -155,6 +202,22 @@ PFG_ALWAYS_INLINE void opt_update_kernel(Opt opt, T* __restrict theta, const T* 
                     s2[i] = v;
                     theta[i] -= lr_t * m / (std::sqrt(v) + eps);
                 }
+            }
+            break;
+        }
+        case Opt::Adamax: {  // torch.optim.Adamax: L2 decay in the gradient, infinity-norm second moment
+            if (step < 1) throw std::invalid_argument("adamax needs step >= 1 (got " + std::to_string(step) + ")");
+            const T b1 = T(hyper[kA]), b2 = T(hyper[kB]), wd = T(hyper[kWd]);
+            const bool l2 = hyper[kWd] != 0.0;
+            const T c1 = T(1) - b1;
+            const T clr = T(hyper[kLr] / (1.0 - std::pow(hyper[kA], double(step))));
+            for (std::int64_t i = 0; i < n; ++i) {
+                const T gi = l2 ? g[i] + wd * theta[i] : g[i];
+                const T m = s1[i] + c1 * (gi - s1[i]);
+                const T u = std::max(s2[i] * b2, std::abs(gi) + eps);
+                s1[i] = m;
+                s2[i] = u;
+                theta[i] -= clr * (m / u);
             }
             break;
         }

@@ -7,7 +7,7 @@ pure-numpy reference in :mod:`pyfastgrad.reference`.
 """
 __version__ = "0.1.0"  # first: the extension loader compares it with the installed copy
 
-from ._backend import available_backends, backends, get_backend, set_backend, use_backend
+from ._backends import available_backends, backends, get_backend, set_backend, use_backend
 from . import reference
 from .functions import (cross_entropy_error, hinge_loss, mean_squared_error, relu, sigmoid, softmax,
                         tanh)
@@ -18,6 +18,7 @@ from .nets import MultiLayerNet, Net, SimpleNet, TwoLayerNet, load_net
 from .sequential import MultiLayerNetExtend, Sequential
 from . import layers
 from .optimizers import SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, RMSprop, make_optimizer
+from . import optimizers as _optimizers
 from . import schedules
 from .train import History, Trainer, fit
 from ._threads import get_num_threads, set_num_threads
@@ -34,3 +35,9 @@ __all__ = [
 # hyper-parameter search (the module stays importable as pyfastgrad.search)
 from .search import Choice, LogUniform, SearchResult, Uniform, hyperparameter_search  # noqa: E402
 __all__ += ["hyperparameter_search", "SearchResult", "LogUniform", "Uniform", "Choice"]
+
+# optimizers made from registry entries (pyfastgrad.spec.OPTIMIZERS) without a hand-written class
+for _name in _optimizers.__all__:
+    if _name not in globals():
+        globals()[_name] = getattr(_optimizers, _name)
+        __all__.append(_name)

@@ -17,9 +17,12 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from pyfastgrad import spec
+
 # Learning rates that train 784-100-10 well in 10 epochs of batch 100 (sgd 0.1 is the tutorials').
-DEFAULT_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.05, "rmsprop": 0.001,
-              "adam": 0.001, "adamw": 0.001}
+_TUNED_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.05, "rmsprop": 0.001,
+             "adam": 0.001, "adamw": 0.001}
+DEFAULT_LR = {o.name: _TUNED_LR.get(o.name, o.lr) for o in spec.OPTIMIZERS}  # others: the class's default
 # The default recipe: 784-100-10 ReLU, He init, Momentum(lr 0.05, 0.9), batch 100, 10 epochs, float32
 # -> 97.84 / 97.86 / 97.71 % MNIST test accuracy for seeds 0 / 1 / 2 (see README).
 DEFAULT_OPTIMIZER = "momentum"
@@ -300,8 +303,8 @@ def _info(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", RuntimeWarning)
         print(f"  current: {pfg.get_backend()}")
     if status["cpp"] == "available":
-        from pyfastgrad import _cpp_kernels
-        print(f"  BLAS: {_cpp_kernels.blas_info()['config']}")
+        from pyfastgrad._backends import kernels
+        print(f"  BLAS: {kernels('cpp').blas_info()['config']}")
     n = pfg.get_num_threads()
     pools = ", ".join(f"{n[k]} {label}" for k, label in (("blas", "OpenBLAS"), ("openmp", "OpenMP"), ("numba", "numba"))
                       if n[k] is not None)
@@ -361,7 +364,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                                    "lr 0.05, batch 100, 10 epochs, float32) reach about 97.8% test accuracy.")
     t.add_argument("--hidden", nargs="+", type=_hidden_size, metavar="N",
                    help=f"hidden layer sizes, e.g. --hidden 100 50 (default: {' '.join(map(str, DEFAULT_HIDDEN))})")
-    t.add_argument("--activation", choices=["relu", "sigmoid", "tanh"], help="(default: relu)")
+    t.add_argument("--activation", choices=list(spec.MLP_ACTIVATIONS), help="(default: relu)")
     t.add_argument("--weight-init", type=_weight_init, default="auto", metavar="INIT",
                    help="weight std: he, xavier, std (0.01) or a number; auto is he for relu, xavier "
                         "for sigmoid/tanh (default: auto)")

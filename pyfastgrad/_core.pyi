@@ -4,7 +4,7 @@ Import ``scipy_openblas32`` first (it preloads the OpenBLAS this module links to
 Array arguments are never converted or copied: they must already be C-contiguous numpy arrays
 of the exact dtype (float64 or float32, the same for all float arrays of one call; int64 for
 ``idx``; float64 for ``hyper`` and ``losses``), else the call raises TypeError. Shape mismatches
-raise ValueError before any memory is touched. Semantics: ``pyfastgrad._numpy_kernels``.
+raise ValueError before any memory is touched. Semantics: ``pyfastgrad._backends.numpy``.
 """
 from typing import Callable, Generic, List, Optional, Sequence, Tuple, TypeVar, overload
 
@@ -114,7 +114,7 @@ def opt_update(opt: str, theta: F32, grad: F32, state1: F32, state2: F32, hyper:
     'rmsprop' | 'adam' | 'adamw'; hyper = float64 [lr, a, b, eps, weight_decay, style, max_norm]
     (a = momentum / decay_rate / beta1, b = beta2; weight_decay decoupled; style 0 tutorial, 1 torch;
     max_norm > 0 clips a copy of grad by its norm first), or the short [lr, a, b] (eps 1e-7, rest 0);
-    step = 1 for the first update (Adam's bias correction). Formulas: ``_numpy_kernels.opt_update``."""
+    step = 1 for the first update (Adam's bias correction). Formulas: ``_backends.numpy.opt_update``."""
 
 # ---------------------------------------------------------------------- element-wise kernels
 def all_finite(a: _A) -> bool:
@@ -169,7 +169,7 @@ def numerical_gradient_callback(f: Callable[[np.ndarray], float], x: np.ndarray,
 # ---------------------------------------------------------------------- composed nets' layers (layers.hpp)
 # Each has a float64 and a float32 overload (all arrays of one dtype, C-contiguous).
 def layer_act_forward(code: int, alpha: float, z: np.ndarray, out: np.ndarray) -> None:
-    """out = f(z): code 0 relu, 1 leaky relu (slope alpha), 2 sigmoid, 3 tanh, 4 identity."""
+    """out = f(z): code 0 relu, 1 sigmoid, 2 tanh, 3 leaky relu (slope alpha), 4 identity (spec.ACT_CODE)."""
 def layer_act_backward(code: int, alpha: float, dout: np.ndarray, z: np.ndarray, a: np.ndarray,
                        dz: np.ndarray) -> None:
     """dz = dout * f'(z) (from z for the ReLUs, from a = f(z) for sigmoid and tanh)."""
@@ -184,3 +184,8 @@ def bn_backward(dout: np.ndarray, xn: np.ndarray, std: np.ndarray, gamma: np.nda
     """Backward of bn_forward_train."""
 def mul_mask(x: np.ndarray, mask: np.ndarray, out: np.ndarray) -> None:
     """Dropout: out = x * mask."""
+
+def _spec() -> dict:
+    """Codes and names of the compiled enums (Act, Loss, LAct, Opt), the optimizers' state counts and
+    flags, and the hyper vector's length (tests/test_spec.py compares them with pyfastgrad.spec)."""
+    ...

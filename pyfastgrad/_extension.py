@@ -9,7 +9,7 @@ it is the same version and built for this interpreter; the Python modules still 
 checkout. Otherwise the ImportError says, in one line, how to fix it (run from another
 directory, or build in place with ``pip install -e .``).
 
-``import scipy_openblas32`` must run before :func:`load_core` (``_cpp_kernels`` does it): the
+``import scipy_openblas32`` must run before :func:`load_core` (``_backends/cpp.py`` does it): the
 extension links to that OpenBLAS and has no rpath to it.
 """
 from __future__ import annotations

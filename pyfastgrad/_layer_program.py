@@ -4,7 +4,7 @@ A :class:`Program` has the interface of the backends' ``Mlp`` (``predict``, ``lo
 ``numerical_gradient``, ``kink_counts``, ``train_steps`` on the flat ``theta``), so ``fit``,
 ``train_step``, ``gradient_check`` and the optimizers work on any :class:`~pyfastgrad.Sequential`
 net unchanged. Affine layers are BLAS products (``numpy.dot``); activations, Batch Normalization and
-Dropout call the backend's kernels (csrc/layers.hpp, ``_numba_kernels``, ``_numpy_kernels``); the
+Dropout call the backend's kernels (csrc/layers.hpp, ``_backends/numba.py``, ``_backends/numpy.py``); the
 loss head is a few numpy array operations. Dropout masks are drawn in numpy from the net's
 generator, so every backend sees the same masks.
 
@@ -28,6 +28,12 @@ import numpy as np
 
 from . import reference as _ref
 from ._sparse import CsrRows
+from ._backends import kernels
+from . import spec
+from .spec import full_hyper as _full_hyper
+
+_RELU, _SIGMOID, _TANH, _LEAKY, _IDENTITY = (spec.ACT_CODE[k] for k in
+                                             ("relu", "sigmoid", "tanh", "leaky_relu", "identity"))
 
 BN_EPS = _ref.BN_EPS
 _CHUNK = 1 << 21  # elements of a batched variant pass (bounds its memory to ~16 MB per array)
@@ -244,8 +250,7 @@ class Program:
     def train_steps(self, theta: np.ndarray, X, T: np.ndarray, idx: np.ndarray, weight_decay: float, opt: str,
                     hyper: np.ndarray, state1: np.ndarray, state2: np.ndarray, step0: int,
                     lrs: Optional[np.ndarray] = None) -> np.ndarray:
-        """``_numpy_kernels.Mlp.train_steps``: one backend ``opt_update`` per step."""
-        from ._numpy_kernels import _full_hyper
+        """``_backends/numpy.py`` ``Mlp.train_steps``: one backend ``opt_update`` per step."""
         if isinstance(X, CsrRows):
             X, T, idx = X.dense_batches(idx, T)
         upd = (self.kern if self.kern is not None else _np_kernels()).opt_update
@@ -323,8 +328,7 @@ class Program:
 
 
 def _np_kernels():
-    from . import _numpy_kernels
-    return _numpy_kernels
+    return kernels("numpy")
 
 
 def _call_forward(layer, a, train):
@@ -342,13 +346,11 @@ def _running(layer, d: int, dtype):
 
 
 def _numpy_bn(a, g, bt):
-    from ._numpy_kernels import bn_forward_train
-    return bn_forward_train(a, g, bt, BN_EPS)
+    return kernels("numpy").bn_forward_train(a, g, bt, BN_EPS)
 
 
 def _numpy_bn_backward(dout, xn, std, g):
-    from ._numpy_kernels import bn_backward
-    return bn_backward(dout, xn, std, g)
+    return kernels("numpy").bn_backward(dout, xn, std, g)
 
 
 class _Sweep:
@@ -373,15 +375,17 @@ class _Sweep:
         if op.kind == "affine":
             return np.matmul(a, _param(th, op.ws, op.wshape)) + th[op.bs]
         if op.kind == "act":
-            if op.code == 0:
+            if op.code == _RELU:
                 return np.where(a > 0, a, 0.0)
-            if op.code == 1:
+            if op.code == _LEAKY:
                 return np.where(a > 0, a, op.alpha * a)
-            if op.code == 2:
+            if op.code == _SIGMOID:
                 return 1.0 / (1.0 + np.exp(-a))
-            if op.code == 3:
+            if op.code == _TANH:
                 return np.tanh(a)
-            return a
+            if op.code == _IDENTITY:
+                return a
+            raise ValueError(f"unknown activation code {op.code}")
         if op.kind == "bn":
             mean = a.mean(axis=1, keepdims=True)
             xc = a - mean
@@ -395,7 +399,7 @@ class _Sweep:
 
     def _is_relu(self, i):
         op = self.ops[i]
-        return op.kind == "act" and op.code in (0, 1)
+        return op.kind == "act" and spec.ACTIVATIONS[op.code].kinked
 
     def run(self):
         ops, acts, h = self.ops, self.acts, self.h

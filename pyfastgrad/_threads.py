@@ -11,7 +11,7 @@ from typing import Dict, Optional
 
 def _core():
     # The extension is optional; importing it goes through the backend loader (it preloads OpenBLAS).
-    from ._backend import _try_load
+    from ._backends import _try_load
     mod = _try_load("cpp")
     return None if mod is None else mod._core
 
@@ -55,7 +55,7 @@ def set_num_threads(n: Optional[int] = None) -> Dict[str, Optional[int]]:
     core = _core()
     if core is not None:
         core.blas_set_num_threads(n)
-        from ._cpp_kernels import FORKED_CHILD
+        from ._backends.cpp import FORKED_CHILD
         # a forked child's OpenMP stays at one thread: more would wait on the parent's lost pool
         core.openmp_set_num_threads(1 if FORKED_CHILD else n)
     return get_num_threads()

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 
 from . import reference as ref
-from ._backend import kernels
+from ._backends import kernels
 from ._validate import as_c, as_targets, check_finite
 
 __all__ = ["sigmoid", "relu", "tanh", "softmax", "mean_squared_error", "cross_entropy_error",

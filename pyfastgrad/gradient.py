@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ._backend import kernels
+from ._backends import kernels
 from ._validate import positive
 
 __all__ = ["numerical_gradient", "gradient_descent", "default_step", "gradient_check", "check_gradient",

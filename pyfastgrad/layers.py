@@ -15,13 +15,14 @@ from typing import Optional, Union
 import numpy as np
 
 from . import reference as _ref
+from . import spec as _spec
 
 __all__ = ["Affine", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Identity", "BatchNormalization", "BatchNorm",
            "Dropout", "SoftmaxWithLoss", "MSELoss", "IdentityWithLoss", "SigmoidWithLoss", "HingeLoss",
            "LOSS_KINDS", "ACTIVATION_KINDS"]
 
-ACTIVATION_KINDS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")  # _numpy_kernels.LAYER_ACTIVATIONS
-LOSS_KINDS = ("softmax", "mse", "bce", "hinge")
+ACTIVATION_KINDS = _spec.LAYER_ACTIVATIONS
+LOSS_KINDS = _spec.LAYER_LOSSES
 
 
 def _int_size(v, name: str) -> int:

@@ -12,8 +12,8 @@ from typing import Dict, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
-from . import _numpy_kernels as _layout
-from ._backend import get_backend, kernels
+from . import spec
+from ._backends import get_backend, kernels
 from ._validate import as_batch, as_targets, check_finite, class_labels, float_dtype, non_negative, positive
 
 __all__ = ["Net", "MultiLayerNet", "TwoLayerNet", "SimpleNet", "ParamDict", "load_net"]
@@ -60,6 +60,7 @@ class ParamDict(MutableMapping):
 
 
 WEIGHT_INITS = ("he", "relu", "xavier", "sigmoid", "std", "auto")
+_KINKED = frozenset(a.name for a in spec.ACTIVATIONS if a.kinked)  # 'auto' gives these He's scale
 
 
 def _seed_or_global(seed: Optional[int]) -> int:
@@ -78,7 +79,7 @@ def _init_scale(weight_init: Union[str, float], fan_in: int, activation: str) ->
     if isinstance(weight_init, str):
         w = weight_init.strip().lower()
         if w == "auto":
-            w = "he" if activation == "relu" else "xavier"
+            w = "he" if activation in _KINKED else "xavier"
         if w in ("he", "relu"):
             return float(np.sqrt(2.0 / fan_in))
         if w in ("xavier", "sigmoid"):
@@ -99,7 +100,7 @@ class Net:
     ----------
     sizes : sequence of int
         ``[input, hidden..., output]``.
-    activation : {'relu', 'sigmoid', 'tanh'}
+    activation : one of ``pyfastgrad.spec.MLP_ACTIVATIONS`` ('relu', 'sigmoid', 'tanh', 'leaky_relu')
     loss : {'softmax', 'mse', 'hinge'}
         Softmax with cross-entropy, mean squared error on the identity output, or
         multiclass hinge (SVM, margin 1).
@@ -121,10 +122,10 @@ class Net:
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"sizes must be at least [input, output] with positive entries, got {sizes}")
-        if activation not in _layout.ACTIVATIONS:
-            raise ValueError(f"activation must be one of {_layout.ACTIVATIONS}, got {activation!r}")
-        if loss not in _layout.LOSSES:
-            raise ValueError(f"loss must be one of {_layout.LOSSES}, got {loss!r}")
+        if activation not in spec.MLP_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {spec.MLP_ACTIVATIONS}, got {activation!r}")
+        if loss not in spec.MLP_LOSSES:
+            raise ValueError(f"loss must be one of {spec.MLP_LOSSES}, got {loss!r}")
         self.sizes = sizes
         self.activation = activation
         self.loss_name = loss
@@ -133,10 +134,10 @@ class Net:
         self.backend = backend
         self.weight_init = weight_init
         self._mlps: Dict[str, object] = {}
-        self.theta = np.zeros(_layout.n_params(sizes), dtype=self.dtype)
+        self.theta = np.zeros(spec.n_params(sizes), dtype=self.dtype)
         self._grad = np.zeros_like(self.theta)
         layout = {}
-        for i, (ws, wshape, bs) in enumerate(_layout.layer_slices(sizes), start=1):
+        for i, (ws, wshape, bs) in enumerate(spec.layer_slices(sizes), start=1):
             layout[f"W{i}"] = (ws, wshape)
             layout[f"b{i}"] = (bs, (wshape[1],))
         self._layout = layout

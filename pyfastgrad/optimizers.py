@@ -24,8 +24,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._backend import get_backend, kernels
-from ._validate import native_core
+from . import spec
+from ._backends import get_backend, kernels
+from ._validate import all_finite
 from .nets import ParamDict
 from .schedules import Schedule
 
@@ -252,8 +253,7 @@ class Optimizer:
         g = _tiles(gs) if all(x.dtype == dtype for x in gs) else None
         if g is None:
             g = np.concatenate([np.asarray(x, dtype=dtype).ravel() for x in gs])
-        core = native_core(g)
-        if not (core.all_finite(g) if core is not None else np.isfinite(g).all()):
+        if not all_finite(g, self.backend):
             bad = next(k for k, x in zip(keys, gs) if not np.isfinite(x).all())
             raise FloatingPointError(f"grads[{bad!r}] contains NaN or Inf; parameters not updated")
         if isinstance(params, ParamDict):  # a net's params: fixed views, checked once
@@ -508,12 +508,54 @@ class AdamW(Adam):
         return self.beta1, self.beta2, self.eps, self.weight_decay
 
 
-_BY_NAME = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad,
-            "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW}
+_CHECKS = {"unit": _unit, "positive": _positive, "non_negative": _non_negative}
+
+
+def _from_spec(entry: "spec.OptimizerSpec") -> type:
+    """An Optimizer class for a registry entry: its hyper-parameters (checked attributes, saved by
+    ``state_dict``) fill the kernels' hyper slots by name; ``eps`` defaults by style."""
+    hyper = entry.hyper
+    names = ("lr",) + tuple(h.name for h in hyper)
+
+    def __init__(self, lr: float = entry.lr, *args, style: str = "tutorial", clip: Optional[float] = None,
+                 schedule: Optional[Schedule] = None, backend: Optional[str] = None, **kw) -> None:
+        Optimizer.__init__(self, lr, style=style, clip=clip, schedule=schedule, backend=backend)
+        if len(args) > len(hyper):
+            raise TypeError(f"{entry.cls} takes at most {len(hyper) + 1} positional arguments")
+        values = dict(zip((h.name for h in hyper), args))
+        for k, v in kw.items():
+            if k not in names[1:] or k in values:
+                raise TypeError(f"{entry.cls} got an unexpected or repeated argument {k!r}")
+            values[k] = v
+        for h in hyper:
+            v = values.get(h.name, h.default)
+            setattr(self, h.name, self._eps_default[style] if v is None and h.name == "eps" else v)
+
+    def _slots(self):
+        slot = {"a": 0.0, "b": 0.0, "eps": 1e-7, "weight_decay": 0.0}
+        for h in hyper:
+            slot[h.slot] = getattr(self, h.name)
+        return slot["a"], slot["b"], slot["eps"], slot["weight_decay"]
+
+    ns = {"kind": entry.name, "n_states": entry.n_states, "_names": names, "__init__": __init__,
+          "_slots": _slots, "__doc__": entry.doc, "__module__": __name__,
+          "_eps_default": {"tutorial": entry.eps[0], "torch": entry.eps[1]}}
+    ns.update({h.name: _Hyper(_CHECKS[h.check]) for h in hyper})
+    return type(entry.cls, (Optimizer,), ns)  # type() calls each _Hyper's __set_name__
+
+
+# Every registry entry without a hand-written class above gets one made from its entry.
+for _entry in spec.OPTIMIZERS:
+    if _entry.cls not in globals():
+        globals()[_entry.cls] = _from_spec(_entry)
+        __all__.append(_entry.cls)
+
+_BY_NAME = {o.name: globals()[o.cls] for o in spec.OPTIMIZERS}
 
 
 def make_optimizer(name: str, **kw) -> Optimizer:
-    """Optimizer by name: sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw."""
+    """Optimizer by name: one of ``pyfastgrad.spec.OPTIMIZER_NAMES`` (sgd, momentum, nesterov, adagrad,
+    rmsprop, adam, adamw, ...)."""
     try:
         cls = _BY_NAME[name.lower()]
     except (KeyError, AttributeError):

@@ -39,7 +39,7 @@ __all__ = [
     "mean_squared_error", "sum_squared_error", "cross_entropy_error", "softmax_cross_entropy",
     "hinge_loss", "numerical_gradient", "gradient_descent",
     "Affine", "Relu", "Sigmoid", "Tanh", "SoftmaxWithLoss", "MSELoss", "HingeLoss",
-    "SimpleNet", "TwoLayerNet", "MultiLayerNet",
+    "SimpleNet", "TwoLayerNet", "TwoLayerNetCh4", "MultiLayerNet",
     "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
 ]
 
@@ -471,6 +471,67 @@ class TwoLayerNet(MultiLayerNet):
                          weight_init_std=weight_init_std, seed=seed, dtype=dtype)
 
 
+class TwoLayerNetCh4:
+    """Chapter 4's two-layer net, before layers exist: sigmoid hidden layer, softmax output, and a
+    hand-written ``gradient`` next to ``numerical_gradient``.
+
+    ``params``: ``W1`` (input x hidden), ``b1``, ``W2`` (hidden x output), ``b2``; weights are
+    ``weight_init_std * randn``, biases zero. ``t`` is one-hot (N, output). ``predict`` returns the
+    softmax probabilities (chapter 4's form; chapter 5's nets return logits). The loss is taken from
+    the logits (this module's stable form, see the module docstring), so ``gradient``'s
+    ``(y - t) / N`` is its exact derivative and equals the layered :class:`TwoLayerNet` with
+    ``activation='sigmoid'`` for the same weights.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, weight_init_std: float = 0.01,
+                 seed: Optional[int] = None, dtype=np.float64) -> None:
+        rng = np.random.default_rng(seed)
+        self.params: Dict[str, np.ndarray] = {
+            "W1": (weight_init_std * rng.standard_normal((input_size, hidden_size))).astype(dtype),
+            "b1": np.zeros(hidden_size, dtype=dtype),
+            "W2": (weight_init_std * rng.standard_normal((hidden_size, output_size))).astype(dtype),
+            "b2": np.zeros(output_size, dtype=dtype),
+        }
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        W1, b1, W2, b2 = (self.params[k] for k in ("W1", "b1", "W2", "b2"))
+        z1 = sigmoid(np.dot(x, W1) + b1)
+        return np.dot(z1, W2) + b2
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities ``softmax(sigmoid(x W1 + b1) W2 + b2)``, shape (N, output)."""
+        return softmax(self._logits(x))
+
+    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        """Mean cross-entropy of :meth:`predict` against the one-hot ``t`` (from the logits)."""
+        return softmax_cross_entropy(self._logits(x), t)
+
+    def accuracy(self, x: np.ndarray, t: np.ndarray) -> float:
+        """Fraction of rows whose most probable class is the label (``t``: one-hot or labels)."""
+        y = np.argmax(self.predict(x), axis=1)
+        labels = np.argmax(t, axis=1) if t.ndim != 1 else t
+        return float(np.sum(y == labels)) / float(x.shape[0])
+
+    def numerical_gradient(self, x: np.ndarray, t: np.ndarray) -> Dict[str, np.ndarray]:
+        """Central differences (h = 1e-4) of :meth:`loss` for each parameter."""
+        loss_W = lambda W: self.loss(x, t)  # noqa: E731 (the tutorials' idiom)
+        return {key: numerical_gradient(loss_W, self.params[key]) for key in ("W1", "b1", "W2", "b2")}
+
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> Dict[str, np.ndarray]:
+        """The same gradient by hand (backprop written out, chapter 4's ``gradient``)."""
+        W1, b1, W2, b2 = (self.params[k] for k in ("W1", "b1", "W2", "b2"))
+        n = x.shape[0]
+        a1 = np.dot(x, W1) + b1  # forward
+        z1 = sigmoid(a1)
+        y = softmax(np.dot(z1, W2) + b2)
+        dy = (y - t) / n  # backward: softmax + cross-entropy
+        grads = {"W2": np.dot(z1.T, dy), "b2": np.sum(dy, axis=0)}
+        dz1 = sigmoid_grad(a1) * np.dot(dy, W2.T)  # through the sigmoid
+        grads["W1"] = np.dot(x.T, dz1)
+        grads["b1"] = np.sum(dz1, axis=0)
+        return {k: grads[k] for k in ("W1", "b1", "W2", "b2")}
+
+
 # --------------------------------------------------------------------------- optimizers
 class SGD:
     """Stochastic gradient descent: ``W <- W - lr * dW``."""
@@ -567,10 +628,9 @@ class Adam:
             params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
 
 
-# =========================================================================== extension section
-# The tutorials' next chapter (Dropout, Batch Normalization, MultiLayerNetExtend) in their form, plus
-# layers that are not the book's (LeakyRelu, Identity, SigmoidWithLoss), marked as such. The fast
-# composed nets (pyfastgrad.sequential) are tested against these.
+# =========================================================================== chapter 6
+# The tutorials' next chapter (Dropout, Batch Normalization, MultiLayerNetExtend) in their form. The
+# fast composed nets (pyfastgrad.sequential) are tested against these.
 BN_EPS = 1e-6  # the tutorials' 10e-7 inside the square root
 
 
@@ -643,61 +703,6 @@ class Dropout:
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """``dout * mask``."""
         return dout * self.mask
-
-
-class LeakyRelu:
-    """Not the book's: max(x, alpha * x) (slope ``alpha`` for x <= 0)."""
-
-    def __init__(self, alpha: float = 0.01) -> None:
-        self.alpha = alpha
-        self.mask: Optional[np.ndarray] = None
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """``x`` where ``x > 0``, else ``alpha * x``."""
-        self.mask = x <= 0
-        return np.where(self.mask, self.alpha * x, x)
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """``dout`` where the input was ``> 0``, else ``alpha * dout``."""
-        return np.where(self.mask, self.alpha * dout, dout)
-
-
-class Identity:
-    """Not the book's: the identity activation (a linear layer's output as is)."""
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Returns ``x`` unchanged (a linear output)."""
-        return x
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        """Returns ``dout`` unchanged."""
-        return dout
-
-
-def sigmoid_cross_entropy(z: np.ndarray, t: np.ndarray) -> float:
-    """Binary cross-entropy of sigmoid(z) against t in [0, 1], from the logits z (stable form
-    ``max(z, 0) - z t + log(1 + exp(-abs(z)))``), summed over outputs and averaged over the batch."""
-    t = t.reshape(z.shape)
-    return float(np.sum(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))) / z.shape[0])
-
-
-class SigmoidWithLoss:
-    """Not the book's: sigmoid output with binary cross-entropy (from the logits); backward
-    (sigmoid(z) - t) / N."""
-
-    def __init__(self) -> None:
-        self.y: Optional[np.ndarray] = None
-        self.t: Optional[np.ndarray] = None
-
-    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
-        """Binary cross-entropy of ``sigmoid(x)`` against 0/1 targets ``t``, averaged over the batch."""
-        self.t = t.reshape(x.shape).astype(x.dtype)
-        self.y = sigmoid(x)
-        return sigmoid_cross_entropy(x, self.t)
-
-    def backward(self, dout: float = 1) -> np.ndarray:
-        """``(sigmoid(x) - t) / N * dout``."""
-        return (self.y - self.t) / self.y.shape[0] * dout
 
 
 class MultiLayerNetExtend:
@@ -782,3 +787,66 @@ class MultiLayerNetExtend:
 
 __all__ += ["BatchNormalization", "Dropout", "LeakyRelu", "Identity", "SigmoidWithLoss",
             "sigmoid_cross_entropy", "MultiLayerNetExtend"]
+
+
+# =========================================================================== Extensions beyond the tutorials
+# Not the book's code: pyfastgrad's additions, written in the same style. Earlier in this file the
+# additions are the tanh activation (Tanh), the multiclass hinge loss (hinge_loss, HingeLoss), the
+# stable log-softmax loss from the logits (softmax_cross_entropy, used by SoftmaxWithLoss) and
+# Nesterov's tutorial form; each says so in its docstring.
+class LeakyRelu:
+    """Not the book's: max(x, alpha * x) (slope ``alpha`` for x <= 0)."""
+
+    def __init__(self, alpha: float = 0.01) -> None:
+        self.alpha = alpha
+        self.mask: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x`` where ``x > 0``, else ``alpha * x``."""
+        self.mask = x <= 0
+        return np.where(self.mask, self.alpha * x, x)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """``dout`` where the input was ``> 0``, else ``alpha * dout``."""
+        return np.where(self.mask, self.alpha * dout, dout)
+
+
+class Identity:
+    """Not the book's: the identity activation (a linear layer's output as is)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Returns ``x`` unchanged (a linear output)."""
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Returns ``dout`` unchanged."""
+        return dout
+
+
+def sigmoid_cross_entropy(z: np.ndarray, t: np.ndarray) -> float:
+    """Binary cross-entropy of sigmoid(z) against t in [0, 1], from the logits z (stable form
+    ``max(z, 0) - z t + log(1 + exp(-abs(z)))``), summed over outputs and averaged over the batch."""
+    t = t.reshape(z.shape)
+    return float(np.sum(np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))) / z.shape[0])
+
+
+class SigmoidWithLoss:
+    """Not the book's: sigmoid output with binary cross-entropy (from the logits); backward
+    (sigmoid(z) - t) / N."""
+
+    def __init__(self) -> None:
+        self.y: Optional[np.ndarray] = None
+        self.t: Optional[np.ndarray] = None
+
+    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        """Binary cross-entropy of ``sigmoid(x)`` against 0/1 targets ``t``, averaged over the batch."""
+        self.t = t.reshape(x.shape).astype(x.dtype)
+        self.y = sigmoid(x)
+        return sigmoid_cross_entropy(x, self.t)
+
+    def backward(self, dout: float = 1) -> np.ndarray:
+        """``(sigmoid(x) - t) / N * dout``."""
+        return (self.y - self.t) / self.y.shape[0] * dout
+
+
+_ACTIVATIONS["leaky_relu"] = LeakyRelu  # slope 0.01 (pyfastgrad.spec.LEAKY_SLOPE, PyTorch's default)

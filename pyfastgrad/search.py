@@ -45,7 +45,8 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequenc
 
 import numpy as np
 
-from ._backend import get_backend
+from . import spec
+from ._backends import get_backend
 from ._threads import get_num_threads, set_num_threads
 from .nets import MultiLayerNet
 from .optimizers import _BY_NAME as _OPTIMIZERS
@@ -200,8 +201,8 @@ def _check_value(key: str, v: Any) -> Any:
             raise ValueError(f"space['batch_size']: batch sizes must be positive ints, got {v!r}")
         return int(v)
     if key == "activation":
-        if v not in ("relu", "sigmoid", "tanh"):
-            raise ValueError(f"space['activation']: must be 'relu', 'sigmoid' or 'tanh', got {v!r}")
+        if v not in spec.MLP_ACTIVATIONS:
+            raise ValueError(f"space['activation']: must be one of {spec.MLP_ACTIVATIONS}, got {v!r}")
         return v
     if key == "weight_init":
         if isinstance(v, str):

@@ -25,15 +25,16 @@ from typing import Dict, Iterator, List, Optional, Sequence, Union
 import numpy as np
 
 from . import layers as L
-from ._backend import get_backend, kernels
+from . import spec
+from ._backends import get_backend, kernels
 from ._layer_program import Op, Program
 from ._validate import as_batch, as_targets, check_finite, labels_of
-from .nets import WEIGHT_INITS, Net, ParamDict, _init_scale, _restore_optimizer, _seed_or_global  # noqa: F401
+from .nets import _KINKED, WEIGHT_INITS, Net, ParamDict, _init_scale, _restore_optimizer, _seed_or_global  # noqa: F401
 
 __all__ = ["Sequential", "MultiLayerNetExtend"]
 
-_FUSED_ACTS = ("relu", "sigmoid", "tanh")
-_FUSED_LOSSES = ("softmax", "mse", "hinge")
+_FUSED_ACTS = spec.MLP_ACTIVATIONS
+_FUSED_LOSSES = spec.MLP_LOSSES
 _NAMES = {"affine": "Affine", "relu": "Relu", "leaky_relu": "LeakyRelu", "sigmoid": "Sigmoid", "tanh": "Tanh",
           "identity": "Identity", "batchnorm": "BatchNorm", "dropout": "Dropout"}
 
@@ -185,7 +186,7 @@ class Sequential(Net):
                 else:
                     nxt = next((k for k, *_ in specs[pos + 1:] if k not in ("bn", "dropout")), None)
                     rule = layer.weight_init if layer.weight_init is not None else weight_init
-                    act = "relu" if nxt in ("relu", "leaky_relu") else "sigmoid"
+                    act = "relu" if nxt in _KINKED else "sigmoid"
                     scale = _init_scale(rule, layer.n_in, act)
                     self.params[f"W{aff_i}"] = scale * rng.standard_normal((layer.n_in, layer.n_out))
                 layer.W, layer.b = self.params[f"W{aff_i}"], self.params[f"b{aff_i}"]
@@ -214,7 +215,7 @@ class Sequential(Net):
     # ------------------------------------------------------------------ compilation
     def _make_ops(self) -> List[Op]:
         ops = []
-        codes = {k: i for i, k in enumerate(L.ACTIVATION_KINDS)}
+        codes = spec.ACT_CODE
         for kd, name, layer, s1, s2 in self._specs:
             if kd == "affine":
                 ops.append(Op("affine", layer, s1, (layer.n_in, layer.n_out), s2))
@@ -239,6 +240,8 @@ class Sequential(Net):
         if kinds[0::2] != ["affine"] * len(kinds[0::2]) or len(set(acts)) > 1:
             return None
         act = acts[0] if acts else "relu"
+        if act == "leaky_relu" and any(float(s[2].alpha) != spec.LEAKY_SLOPE for s in self._specs[1::2]):
+            return None  # the fused kernels' slope is fixed
         return (act,) if act in _FUSED_ACTS else None
 
     @property

@@ -18,9 +18,9 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from ._backend import get_backend
+from ._backends import get_backend
 from ._sparse import SPARSE_DENSITY_MAX, CsrRows
-from ._validate import as_batch, as_targets, class_labels, native_core
+from ._validate import all_finite, as_batch, as_targets, class_labels
 from .nets import Net
 from .optimizers import Optimizer, make_optimizer, net_layout
 from .schedules import Schedule, make_schedule
@@ -110,7 +110,7 @@ def _training_input(X: np.ndarray, backend: str):
     sample = X[:: max(1, X.shape[0] // 2000)]  # a few thousand rows tell the density well enough
     if np.count_nonzero(sample) >= SPARSE_DENSITY_MAX * sample.size:
         return X
-    return CsrRows.from_dense(X)
+    return CsrRows.from_dense(X, backend)
 
 
 # Most multiply-adds one kernel call (a chunk of steps) may do: about a second of work at worst on a
@@ -119,9 +119,8 @@ def _training_input(X: np.ndarray, backend: str):
 MAX_CHUNK_WORK = 2e9
 
 
-def _all_finite(a: np.ndarray) -> bool:
-    core = native_core(a)  # the extension's scan: no temporary array
-    return bool(core.all_finite(a) if core is not None else np.isfinite(a).all())
+def _all_finite(a: np.ndarray, backend=None) -> bool:
+    return all_finite(a, backend)  # the backend's scan (cpp: no temporary array)
 
 
 def _int_arg(value, name: str, low: int = 1) -> int:
@@ -267,7 +266,7 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
                                optimizer.hyper, s1, s2, optimizer.iter, optimizer.lrs(len(part)))
 
     def finite_state() -> bool:
-        return _all_finite(net.theta) and _all_finite(st)
+        return _all_finite(net.theta, net.backend) and _all_finite(st, net.backend)
 
     intr = _DeferredInterrupt()
     try:

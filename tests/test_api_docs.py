@@ -8,7 +8,7 @@ import pytest
 MODULES = ["pyfastgrad.functions", "pyfastgrad.gradient", "pyfastgrad.gradcheck", "pyfastgrad.nets",
            "pyfastgrad.optimizers", "pyfastgrad.schedules", "pyfastgrad.train", "pyfastgrad.search",
            "pyfastgrad.reference", "pyfastgrad.datasets.mnist", "pyfastgrad.datasets.cifar10",
-           "pyfastgrad.datasets.synthetic", "pyfastgrad._backend", "pyfastgrad._threads"]
+           "pyfastgrad.datasets.synthetic", "pyfastgrad._backends", "pyfastgrad._threads"]
 
 
 def _undocumented(modname):

@@ -4,7 +4,7 @@ import os
 import pytest
 
 import pyfastgrad
-from pyfastgrad import _backend
+from pyfastgrad import _backends as _backend
 
 
 def test_backends_report():
@@ -19,7 +19,7 @@ def test_backends_report():
 def test_cpp_extension_built():
     assert pyfastgrad.backends()["cpp"] == "available", pyfastgrad.backends()["cpp"]
     assert pyfastgrad.backends()["numba"] == "available", pyfastgrad.backends()["numba"]
-    from pyfastgrad import _cpp_kernels
+    from pyfastgrad._backends import cpp as _cpp_kernels
     info = _cpp_kernels.blas_info()
     assert "OpenBLAS" in info["config"]
 

@@ -11,7 +11,9 @@ import pytest
 import pyfastgrad as pfg
 
 # the registry's names (pyfastgrad.spec once the registry lands): the suite follows a new entry by itself
-from pyfastgrad._numpy_kernels import ACTIVATIONS, LOSSES, OPTIMIZERS
+from pyfastgrad.spec import MLP_ACTIVATIONS as ACTIVATIONS
+from pyfastgrad.spec import MLP_LOSSES as LOSSES
+from pyfastgrad.spec import OPTIMIZER_NAMES as OPTIMIZERS
 
 from _helpers import TOL, normwise
 

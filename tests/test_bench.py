@@ -91,7 +91,7 @@ def test_quick_run_writes_results(tmp_path):
 def test_quick_backprop_rows_and_target(tmp_path):
     """The backprop benchmark times the cpp kernel on both of its first-layer paths and checks the
     issue's float32 target (against the 1024^3 sgemm rate; against torch too when it is installed)."""
-    from pyfastgrad._backend import backends
+    from pyfastgrad._backends import backends
     if backends().get("cpp") != "available":
         pytest.skip("C++ extension not built")
     out = tmp_path / "res"

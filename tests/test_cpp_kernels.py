@@ -1,4 +1,4 @@
-"""The cpp backend (pyfastgrad._core via _cpp_kernels) against the numpy spec (_numpy_kernels)."""
+"""The cpp backend (pyfastgrad._core via _backends/cpp.py) against the numpy spec (backends/numpy.py)."""
 from __future__ import annotations
 
 import threading
@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-C = pytest.importorskip("pyfastgrad._cpp_kernels", reason="C++ extension not built")
+C = pytest.importorskip("pyfastgrad._backends.cpp", reason="C++ extension not built")
+from pyfastgrad import spec  # noqa: E402
 from pyfastgrad import _core  # noqa: E402
-from pyfastgrad import _numpy_kernels as N  # noqa: E402
+from pyfastgrad._backends import numpy as N  # noqa: E402
 
 from _helpers import DTYPES, TOL, nerr  # noqa: E402
 
@@ -59,8 +60,8 @@ def compare_net(sizes, act, loss, dtype, wd, n, seed, soft=False):
 
 # ------------------------------------------------------------------------------------------ nets
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("act", C.ACTIVATIONS)
-@pytest.mark.parametrize("loss", C.LOSSES)
+@pytest.mark.parametrize("act", spec.MLP_ACTIVATIONS)
+@pytest.mark.parametrize("loss", spec.MLP_LOSSES)
 @pytest.mark.parametrize("hidden", [[7], [9, 5], [6, 8, 4]])
 @pytest.mark.parametrize("wd", [0.0, 0.01])
 def test_mlp_matches_numpy(dtype, act, loss, hidden, wd):
@@ -77,7 +78,7 @@ def test_softmax_soft_targets(dtype):
 
 
 def test_no_hidden_layer():
-    for loss in C.LOSSES:
+    for loss in spec.MLP_LOSSES:
         compare_net([6, 3], "relu", loss, np.float64, 0.01, 8, 4)
 
 
@@ -90,7 +91,7 @@ def test_large_batch_chunks(dtype):
 
 @settings(max_examples=25, deadline=None)
 @given(depth=st.integers(0, 3), widths=st.lists(st.integers(1, 12), min_size=5, max_size=5),
-       n=st.integers(1, 20), act=st.sampled_from(C.ACTIVATIONS), loss=st.sampled_from(C.LOSSES),
+       n=st.integers(1, 20), act=st.sampled_from(spec.MLP_ACTIVATIONS), loss=st.sampled_from(spec.MLP_LOSSES),
        wd=st.sampled_from([0.0, 0.01]), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31))
 def test_mlp_random_shapes(depth, widths, n, act, loss, wd, dtype, seed):
     sizes = widths[:depth + 1] + [max(widths[4], 2)]
@@ -133,10 +134,11 @@ def run_train(mod, sizes, act, loss, dtype, opt, hyper, wd, steps, batch, seed, 
 
 HYPER = {"sgd": [0.1, 0, 0], "momentum": [0.05, 0.9, 0], "nesterov": [0.05, 0.9, 0],
          "adagrad": [0.05, 0, 0], "rmsprop": [0.01, 0.99, 0], "adam": [0.01, 0.9, 0.999],
-         "adamw": [0.01, 0.9, 0.999, 1e-8, 0.1, 1, 0.5]}  # torch style, decoupled decay, clipping
+         "adamw": [0.01, 0.9, 0.999, 1e-8, 0.1, 1, 0.5],  # torch style, decoupled decay, clipping
+         "adamax": [0.01, 0.9, 0.999, 1e-8, 0.05, 1, 0.0]}  # L2 decay in the gradient
 
 
-@pytest.mark.parametrize("opt", C.OPTIMIZERS)
+@pytest.mark.parametrize("opt", spec.OPTIMIZER_NAMES)
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-9), (np.float32, 1e-4)])
 def test_train_steps_matches_numpy(opt, dtype, tol):
     for act, loss, wd, batch in (("relu", "softmax", 0.0, 8), ("tanh", "mse", 0.01, 1), ("sigmoid", "hinge", 0.01, 5)):
@@ -187,7 +189,7 @@ def test_train_steps_count_and_zero_steps():
 
 
 # ---------------------------------------------------------------------------------- optimizers
-@pytest.mark.parametrize("opt", C.OPTIMIZERS)
+@pytest.mark.parametrize("opt", spec.OPTIMIZER_NAMES)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_opt_update_matches_numpy(opt, dtype):
     rng = np.random.default_rng(1)
@@ -426,10 +428,9 @@ def test_concurrent_sparse_calls_on_separate_nets_keep_blas_threads():
 def test_module_interface():
     public = {k for k in vars(N) if not k.startswith("_") and k not in ("annotations", "np", "ref", "Callable",
                                                                          "Sequence", "Tuple", "layer_slices",
-                                                                         "n_params")}
+                                                                         "n_params", "spec", "Optional")}
     assert public <= set(vars(C)), public - set(vars(C))
     assert C.NAME == "cpp"
-    assert (C.ACTIVATIONS, C.LOSSES, C.OPTIMIZERS) == (N.ACTIVATIONS, N.LOSSES, N.OPTIMIZERS)
     info = C.blas_info()
     assert set(info) == {"config", "threads", "openmp_threads"}
     assert "OpenBLAS" in info["config"] and info["threads"] >= 1 and info["openmp_threads"] >= 1

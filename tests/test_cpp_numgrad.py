@@ -1,6 +1,6 @@
 """The C++ numerical-gradient kernels (csrc/numgrad.hpp) against the numpy spec.
 
-_core.mlp_numerical_gradient must equal _numpy_kernels.Mlp.numerical_gradient (which perturbs theta
+_core.mlp_numerical_gradient must equal _backends.numpy.Mlp.numerical_gradient (which perturbs theta
 and recomputes the whole loss per parameter); _core.numerical_gradient_callback must walk any-strided
 arrays in place and restore them bit for bit.
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("pyfastgrad._cpp_kernels", reason="C++ extension not built")
+pytest.importorskip("pyfastgrad._backends.cpp", reason="C++ extension not built")
 import scipy_openblas32  # noqa: E402,F401  (preloads the OpenBLAS _core links to)
 
 from pyfastgrad import _core  # noqa: E402
-from pyfastgrad import _numpy_kernels as NK  # noqa: E402
+from pyfastgrad._backends import numpy as NK  # noqa: E402
 
 from _helpers import mnist_dir, nerr  # noqa: E402
 

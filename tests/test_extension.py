@@ -25,7 +25,7 @@ needs_cpp = pytest.mark.skipif(pyfastgrad.backends()["cpp"] != "available", reas
 
 
 def _layout(tmp: Path, installed_version: str):
-    from pyfastgrad import _cpp_kernels
+    from pyfastgrad._backends import cpp as _cpp_kernels
     core = Path(_cpp_kernels._core.__file__)
     src = tmp / "checkout"
     shutil.copytree(Path(pyfastgrad.__file__).parent, src / "pyfastgrad",

@@ -6,7 +6,7 @@ import pytest
 
 import pyfastgrad as pfg
 
-cpp = pytest.importorskip("pyfastgrad._cpp_kernels")
+cpp = pytest.importorskip("pyfastgrad._backends.cpp")
 core = cpp._core
 BEST = core._set_isa(-1)
 LEVELS = [lv for lv in (0, 1, 2) if lv <= BEST]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import pyfastgrad as pfg
-from pyfastgrad import _numpy_kernels as npk
+from pyfastgrad._backends import numpy as npk
 from pyfastgrad import reference as ref
 from pyfastgrad.schedules import Cosine, StepDecay, Warmup, make_schedule
 
@@ -19,6 +19,7 @@ CONFIGS = {
     "rmsprop": lambda: pfg.RMSprop(0.01, 0.9, style="torch"),
     "adam": lambda: pfg.Adam(0.01, 0.8, 0.99, schedule=Warmup(3, Cosine(10))),
     "adamw": lambda: pfg.AdamW(0.01, weight_decay=0.1, style="torch", clip=2.0),
+    "adamax": lambda: pfg.Adamax(0.01, 0.8, 0.99, weight_decay=0.01, clip=2.0),
 }
 
 
@@ -448,3 +449,67 @@ def test_cli_schedule_clip_style(tmp_path, mnist, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--schedule", "linear"])
     assert "unknown schedule" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- Adamax (issue 10)
+def _adamax_loop(theta, grads, lr, b1, b2, eps, wd):
+    """torch.optim.Adamax's equations, written out: g += wd theta; m = b1 m + (1 - b1) g;
+    u = max(b2 u, |g| + eps); theta -= lr / (1 - b1^t) * m / u."""
+    theta = theta.copy()
+    m = np.zeros_like(theta)
+    u = np.zeros_like(theta)
+    dt = theta.dtype.type
+    for step, g in enumerate(grads, start=1):
+        if wd:
+            g = g + dt(wd) * theta
+        m = m + (dt(1) - dt(b1)) * (g - m)  # torch's lerp
+        u = np.maximum(u * dt(b2), np.abs(g) + dt(eps))
+        theta = theta - dt(lr / (1 - b1 ** step)) * (m / u)
+    return theta
+
+
+def test_adamax_registry_defaults_are_torchs():
+    opt = pfg.Adamax()
+    assert (opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay) == (2e-3, 0.9, 0.999, 1e-8, 0.0)
+    assert opt.kind == "adamax" and opt.n_states == 2
+    assert isinstance(pfg.make_optimizer("adamax"), pfg.Adamax)
+    with pytest.raises(ValueError):
+        pfg.Adamax(beta1=1.0)
+    with pytest.raises(TypeError):
+        pfg.Adamax(momentum=0.9)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wd", [0.0, 0.05])
+def test_adamax_equals_its_equations_and_torch(backend, dtype, wd):
+    rng = np.random.default_rng(7)
+    theta0 = rng.standard_normal(40).astype(dtype)
+    grads = [rng.standard_normal(40).astype(dtype) * (0.1 + s) for s in range(20)]
+    lr, b1, b2, eps = 0.01, 0.85, 0.995, 1e-8
+    expect = _adamax_loop(theta0, grads, lr, b1, b2, eps, wd)
+    params = {"W": theta0.copy()}
+    opt = pfg.Adamax(lr, b1, b2, eps, weight_decay=wd, backend=backend)
+    for g in grads:
+        opt.update(params, {"W": g})
+    tol = 1e-13 if dtype == np.float64 else 1e-6
+    assert normwise(params["W"], expect) <= tol
+    torch = pytest.importorskip("torch")
+    p = torch.nn.Parameter(torch.tensor(theta0))
+    topt = torch.optim.Adamax([p], lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    for g in grads:
+        p.grad = torch.tensor(g)
+        topt.step()
+    assert normwise(params["W"], p.detach().numpy()) <= (1e-13 if dtype == np.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adamax_fused_training_agrees_with_numpy(backend):
+    x, t = _data()
+    nets = {}
+    for b in ("numpy", backend):
+        net = pfg.TwoLayerNet(12, 7, 3, seed=0, backend=b)
+        pfg.fit(net, x, t, optimizer=pfg.Adamax(0.01, weight_decay=0.01), epochs=3, batch_size=16, seed=3,
+                progress=False)
+        nets[b] = net
+    assert normwise(nets[backend].theta, nets["numpy"].theta) <= 1e-10

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import pyfastgrad as pfg
 from pyfastgrad import reference as ref
 
 
@@ -74,3 +75,35 @@ def test_layers_backprop_matches_numerical():
             scale = max(np.abs(g).max() for g in gn.values())
             for k in gn:
                 assert np.abs(gn[k] - gb[k]).max() / scale < 1e-6, (act, loss, k)
+
+
+# ---------------------------------------------------------------- chapter 4's two-layer net
+def test_ch4_two_layer_net_gradient_by_hand_equals_numerical():
+    net = ref.TwoLayerNetCh4(6, 5, 3, weight_init_std=0.5, seed=0)
+    rng = np.random.default_rng(1)
+    x = rng.random((9, 6))
+    t = np.eye(3)[rng.integers(0, 3, 9)]
+    g, ng = net.gradient(x, t), net.numerical_gradient(x, t)
+    assert list(g) == ["W1", "b1", "W2", "b2"]
+    for k in g:
+        assert g[k].shape == net.params[k].shape
+        rel = np.abs(g[k] - ng[k]).max() / np.abs(ng[k]).max()
+        assert rel < 1e-7, (k, rel)
+    assert np.allclose(net.predict(x).sum(axis=1), 1.0)  # chapter 4's predict: probabilities
+
+
+def test_ch4_two_layer_net_loss_equals_pyfastgrads_sigmoid_net():
+    ch4 = ref.TwoLayerNetCh4(6, 5, 3, weight_init_std=0.5, seed=2)
+    net = pfg.TwoLayerNet(6, 5, 3, activation="sigmoid", backend="numpy")
+    for k in ("W1", "b1", "W2", "b2"):
+        net.params[k][...] = ch4.params[k]
+    rng = np.random.default_rng(3)
+    x = rng.random((8, 6))
+    labels = rng.integers(0, 3, 8)
+    t = np.eye(3)[labels]
+    assert abs(ch4.loss(x, t) - net.loss(x, labels)) <= 1e-14 * abs(ch4.loss(x, t))
+    g = net.gradient(x, labels)
+    hand = ch4.gradient(x, t)
+    for k in hand:
+        assert np.abs(g[k] - hand[k]).max() <= 1e-12 * np.abs(hand[k]).max()
+    assert ch4.accuracy(x, t) == net.accuracy(x, labels)

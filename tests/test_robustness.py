@@ -278,7 +278,7 @@ def test_rebinding_params_keeps_the_net_attached():
 
 @pytest.mark.skipif(not CPP, reason="the C++ binding's own check")
 def test_out_may_sit_right_after_a_reversed_x():
-    from pyfastgrad._cpp_kernels import _core
+    from pyfastgrad._backends.cpp import _core
     buf = np.zeros(30)
     x = buf[10:20][::-1]  # data pointer at buf[19], elements buf[10..19]
     x[...] = np.arange(10.0)
@@ -325,7 +325,7 @@ def test_unaligned_arrays_give_the_same_answers(backend):
 
 @pytest.mark.skipif(not CPP, reason="the C++ binding's own check")
 def test_unaligned_arrays_are_a_clear_error_in_the_extension():
-    from pyfastgrad._cpp_kernels import _core
+    from pyfastgrad._backends.cpp import _core
     sizes = [4, 3]
     theta, x, t = np.zeros(15), _unaligned(np.ones((2, 4))), np.eye(3)[:2].copy()
     with pytest.raises(ValueError, match="x is not aligned"):

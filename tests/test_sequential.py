@@ -343,7 +343,7 @@ def test_bad_data_leaves_inputs_alone():
 
 @pytest.mark.skipif("cpp" not in BACKENDS, reason="needs the C++ extension")
 def test_cpp_layer_kernels_check_shapes():
-    from pyfastgrad import _cpp_kernels as k
+    from pyfastgrad._backends import cpp as k
     core = k._core
     x = np.ones((4, 3))
     with pytest.raises(ValueError, match="gamma must have shape"):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import pyfastgrad as pfg
-from pyfastgrad import _numpy_kernels as N
-from pyfastgrad._backend import kernels
+from pyfastgrad._backends import numpy as N
+from pyfastgrad._backends import kernels
 from pyfastgrad._sparse import SPARSE_DENSITY_MAX, CsrRows
 
 from _helpers import BACKENDS, DTYPES, TOL, normwise
@@ -19,7 +19,7 @@ HYPER = {"sgd": [0.1, 0, 0], "momentum": [0.05, 0.9, 0], "nesterov": [0.05, 0.9,
 
 HAS_CPP = "cpp" in BACKENDS
 if HAS_CPP:
-    from pyfastgrad._cpp_kernels import _core
+    from pyfastgrad._backends.cpp import _core
 
 
 def sparse_data(rng, n, d, density, dtype, empty_rows=()):
@@ -217,7 +217,7 @@ def _bad(c: CsrRows, **kw) -> CsrRows:
 @pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
 def test_bad_csr_input_raises_before_touching_anything(opt):
-    from pyfastgrad import _cpp_kernels as C
+    from pyfastgrad._backends import cpp as C
     rng = np.random.default_rng(7)
     X = sparse_data(rng, 30, 20, 0.3, np.float64, empty_rows=(2,))
     T = np.eye(4)[rng.integers(0, 4, 30)]

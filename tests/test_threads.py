@@ -53,7 +53,7 @@ def test_set_num_threads_holds_in_a_fresh_process_after_numba_starts():
 def test_small_calls_on_one_thread_give_the_threaded_results(dtype, tol):
     """One call's work decides its threads (_core.set_call_work): the one-thread path and the threaded
     path (OpenBLAS team, sparse first layer split in bands) agree, dense and MNIST-like sparse x."""
-    core = pytest.importorskip("pyfastgrad._cpp_kernels")._core
+    core = pytest.importorskip("pyfastgrad._backends.cpp")._core
     rng = np.random.default_rng(0)
     x = rng.random((300, 784)).astype(dtype)
     x[x < 0.8] = 0  # mostly zeros: loss_grad takes the sparse first layer

@@ -17,7 +17,7 @@ __all__ = ["kernel_mlp", "kernel_module", "csr_rows", "cpp_blas_info", "numba_ke
 
 def kernel_module(backend: str) -> ModuleType:
     """The kernel module of ``backend`` (``opt_update``, ``Mlp``, ...), as the public layer calls it."""
-    from .._backend import kernels  # private: the backend door
+    from .._backends import kernels  # private: the backend door
     return kernels(backend)
 
 

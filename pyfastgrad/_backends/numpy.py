@@ -1,11 +1,9 @@
 """The ``numpy`` backend: the kernel interface, implemented with the reference.
 
-Every backend module (``_numpy_kernels``, ``_numba_kernels``, ``_cpp_kernels``)
-exposes the same names; this one is the executable specification of them.
-
-Flat parameter layout (shared by all backends): for layers l = 1..L with
-``sizes = [n0, n1, ..., nL]`` the vector ``theta`` holds ``W_l`` (n_{l-1} x n_l,
-row-major) followed by ``b_l`` (n_l), layer after layer.
+Every backend module (``_backends/numpy.py``, ``_backends/numba.py``, ``_backends/cpp.py``)
+exposes the same names (typed in ``_backends/protocols.py``); this one is the executable
+specification of them. Names, codes, state counts, hyper slots and the flat parameter layout
+come from :mod:`pyfastgrad.spec`.
 
 Targets ``t`` are always dense (N, C) arrays of the net's dtype (one-hot for
 labels; the Python layer converts). Losses:
@@ -30,30 +28,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from . import reference as ref
-from ._sparse import CsrRows
+from .. import reference as ref
+from .. import spec
+from .._sparse import CsrRows
+from ..spec import HYPER_LEN as _HYPER_LEN, layer_slices, n_params
 
 NAME = "numpy"
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
-LOSSES = ("softmax", "mse", "hinge")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
-_N_STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
-# The optimizers' float64 hyper vector: [lr, a, b, eps, weight_decay, style, max_norm] (see opt_update).
-_HYPER_LEN = 7
-
-
-def layer_slices(sizes: Sequence[int]) -> list:
-    """[(W slice, W shape, b slice), ...] into the flat parameter vector."""
-    out, off = [], 0
-    for i in range(1, len(sizes)):
-        nw = sizes[i - 1] * sizes[i]
-        out.append((slice(off, off + nw), (sizes[i - 1], sizes[i]), slice(off + nw, off + nw + sizes[i])))
-        off += nw + sizes[i]
-    return out
-
-
-def n_params(sizes: Sequence[int]) -> int:
-    return sum(sizes[i - 1] * sizes[i] + sizes[i] for i in range(1, len(sizes)))
+_CHUNK_ROWS = 4096  # dense_to_csr converts this many rows at a time: bounds the temporary masks
 
 
 class Mlp:
@@ -61,8 +42,8 @@ class Mlp:
 
     def __init__(self, sizes: Sequence[int], activation: str, loss: str, dtype) -> None:
         self.sizes = [int(s) for s in sizes]
-        self.activation = activation
-        self.loss_name = loss
+        self.activation = spec.activation(activation, mlp=True).name
+        self.loss_name = spec.loss(loss, mlp=True).name
         self.dtype = np.dtype(dtype)
         self.n_params = n_params(self.sizes)
         self._slices = layer_slices(self.sizes)
@@ -144,15 +125,7 @@ class Mlp:
         return losses
 
 
-def _full_hyper(hyper) -> np.ndarray:
-    """The (_HYPER_LEN,) float64 hyper vector; a short ``[lr, a, b]`` gets the tutorials' eps 1e-7
-    and nothing else (no weight decay, tutorial style, no clipping)."""
-    hv = np.asarray(hyper, dtype=np.float64).ravel()
-    if hv.size not in (3, _HYPER_LEN):
-        raise ValueError(f"hyper must have 3 or {_HYPER_LEN} entries, got {hv.size}")
-    h = np.array([0.0, 0.0, 0.0, 1e-7, 0.0, 0.0, 0.0])
-    h[:hv.size] = hv
-    return h
+_full_hyper = spec.full_hyper
 
 
 def _clip_factor(grad: np.ndarray, max_norm: float) -> float:
@@ -178,12 +151,10 @@ def _kink_side(z: np.ndarray, d: np.ndarray, tp: np.ndarray, tm: np.ndarray) -> 
 
 
 def _act_slope(activation: str, z: np.ndarray) -> np.ndarray:
-    if activation == "relu":
-        return (z > 0).astype(np.float64)
-    if activation == "sigmoid":
-        a = 1.0 / (1.0 + np.exp(-z))
-        return a * (1.0 - a)
-    return 1.0 - np.tanh(z) ** 2
+    """act'(z): the reference layer's backward of ones (ReLU: 1 for z > 0, as backprop)."""
+    layer = ref._ACTIVATIONS[spec.activation(activation, mlp=True).name]()
+    layer.forward(z)
+    return layer.backward(np.ones_like(z))
 
 
 def _kink_counts_reference(sizes: Sequence[int], activation: str, loss: str, theta: np.ndarray,
@@ -192,7 +163,7 @@ def _kink_counts_reference(sizes: Sequence[int], activation: str, loss: str, the
     """The specification of ``Mlp.kink_counts`` (see there), in float64 numpy."""
     sizes = [int(s) for s in sizes]
     L = len(sizes) - 1
-    relu, hinge = activation == "relu", loss == "hinge"
+    relu, hinge = spec.activation(activation).kinked, loss == "hinge"
     th = theta.astype(np.float64)
     sl = layer_slices(sizes)
     W = [th[ws].reshape(shape) for ws, shape, _ in sl]
@@ -280,16 +251,19 @@ def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray
     * adam(w):   m += (1 - b1)(g - m); v += (1 - b2)(g^2 - v); bc_i = 1 - b_i^step;
                  0: theta -= lr sqrt(bc2) / bc1 * m / (sqrt(v) + eps)
                  1: theta -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+    * adamax:    (both styles, torch.optim.Adamax) g += wd theta (L2: weight_decay is not decoupled here);
+                 m += (1 - b1)(g - m); u = max(b2 u, |g| + eps); theta -= lr / (1 - b1^step) * (m / u)
     """
     h = _full_hyper(hyper)
     lr, eps, wd, torch, max_norm = float(h[0]), h[3], float(h[4]), h[5] != 0, float(h[6])
     dt = theta.dtype.type
-    if opt not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {opt!r}; expected one of {OPTIMIZERS}")
+    entry = spec.optimizer(opt)
+    if entry.bias_corrected and step < 1:
+        raise ValueError(f"{opt} needs step >= 1, got {step}")
     f = _clip_factor(grad, max_norm)
     if f != 1.0:
         grad = grad * dt(f)
-    if wd != 0.0:  # decoupled weight decay (AdamW), before the step
+    if wd != 0.0 and entry.decoupled_decay:  # decoupled weight decay (AdamW), before the step
         theta *= dt(1.0 - lr * wd)
     eps = dt(eps)
     if opt == "sgd":
@@ -322,9 +296,7 @@ def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray
         state1 *= rho
         state1 += (1 - rho) * grad * grad
         theta -= dt(lr) * grad / (np.sqrt(state1) + eps)
-    else:  # adam, adamw
-        if step < 1:
-            raise ValueError(f"adam needs step >= 1, got {step}")
+    elif opt in ("adam", "adamw"):
         b1, b2 = float(h[1]), float(h[2])
         bc1, bc2 = 1.0 - b1 ** step, 1.0 - b2 ** step
         state1 += (1 - dt(b1)) * (grad - state1)
@@ -334,6 +306,15 @@ def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray
         else:
             lr_t = dt(lr * np.sqrt(bc2) / bc1)
             theta -= lr_t * state1 / (np.sqrt(state2) + eps)
+    elif opt == "adamax":  # torch.optim.Adamax: L2 decay in the gradient, an infinity-norm second moment
+        b1, b2 = dt(h[1]), dt(h[2])
+        if wd != 0.0:
+            grad = grad + dt(wd) * theta
+        state1 += (1 - b1) * (grad - state1)
+        np.maximum(state2 * b2, np.abs(grad) + eps, out=state2)
+        theta -= dt(lr / (1.0 - float(h[1]) ** step)) * (state1 / state2)
+    else:  # in the registry but not written here
+        raise ValueError(f"optimizer {opt!r} has no numpy kernel")
 
 
 # ------------------------------------------------------------------ element-wise kernels
@@ -390,35 +371,36 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
 # Whole-batch kernels of pyfastgrad.sequential's generic path (every backend has these names; the
 # cpp ones are csrc/layers.hpp). Arrays are C-contiguous (N, D) of one float dtype; results are new
 # arrays, inputs are only read.
-LAYER_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")  # codes 0..4
+_RELU, _LEAKY, _SIGMOID, _TANH, _IDENTITY = (spec.ACT_CODE[k] for k in
+                                             ("relu", "leaky_relu", "sigmoid", "tanh", "identity"))
 
 
 def act_forward(code: int, alpha: float, z: np.ndarray) -> np.ndarray:
     """a = f(z): relu, leaky relu (slope ``alpha`` for z <= 0), sigmoid, tanh, identity."""
-    if code == 0:
+    if code == _RELU:
         return np.where(z > 0, z, z.dtype.type(0))
-    if code == 1:
+    if code == _LEAKY:
         return np.where(z > 0, z, z.dtype.type(alpha) * z)
-    if code == 2:
+    if code == _SIGMOID:
         return ref.sigmoid(z)
-    if code == 3:
+    if code == _TANH:
         return np.tanh(z)
-    if code == 4:
+    if code == _IDENTITY:
         return z.copy()
     raise ValueError(f"unknown activation code {code}")
 
 
 def act_backward(code: int, alpha: float, dout: np.ndarray, z: np.ndarray, a: np.ndarray) -> np.ndarray:
     """dz = dout * f'(z), from z (the ReLUs) or a = f(z) (sigmoid, tanh)."""
-    if code == 0:
+    if code == _RELU:
         return np.where(z > 0, dout, dout.dtype.type(0))
-    if code == 1:
+    if code == _LEAKY:
         return np.where(z > 0, dout, dout.dtype.type(alpha) * dout)
-    if code == 2:
+    if code == _SIGMOID:
         return dout * (1 - a) * a
-    if code == 3:
+    if code == _TANH:
         return dout * (1 - a * a)
-    if code == 4:
+    if code == _IDENTITY:
         return dout.copy()
     raise ValueError(f"unknown activation code {code}")
 
@@ -453,3 +435,27 @@ def bn_backward(dout: np.ndarray, xn: np.ndarray, std: np.ndarray, gamma: np.nda
 def mul_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Dropout (the tutorials' form): x * mask, mask of 0/1 in x's dtype."""
     return x * mask
+
+
+# ------------------------------------------------------------------ validation and sparse-input scans
+def all_finite(a: np.ndarray) -> bool:
+    """True when ``a`` holds no NaN or Inf (any dtype, any strides)."""
+    return bool(np.isfinite(a).all())
+
+
+def dense_to_csr(X: np.ndarray):
+    """(indptr int64, indices int32, data of X's dtype): the nonzeros of the 2-D ``X`` by row, columns
+    ascending (NaN counts as nonzero); ``X`` (any strides) is not modified."""
+    n, d = X.shape
+    counts = np.zeros(n, dtype=np.int64)
+    cols = np.arange(d, dtype=np.int32)
+    ind_parts, dat_parts = [np.zeros(0, np.int32)], [np.zeros(0, X.dtype)]
+    for r0 in range(0, n, _CHUNK_ROWS):
+        block = X[r0:r0 + _CHUNK_ROWS]
+        mask = block != 0  # NaN is kept (NaN != 0)
+        counts[r0:r0 + block.shape[0]] = np.count_nonzero(mask, axis=1)
+        ind_parts.append(np.broadcast_to(cols, block.shape)[mask])  # row-major: by row, columns ascending
+        dat_parts.append(block[mask])
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr, np.concatenate(ind_parts), np.concatenate(dat_parts)

@@ -1,6 +1,7 @@
-"""The ``numba`` backend: the kernel interface of ``_numpy_kernels`` in nopython code.
+"""The ``numba`` backend: the kernel interface of ``_backends/numpy.py`` in nopython code.
 
-Same names, semantics and flat parameter layout as ``_numpy_kernels`` (the spec).
+Same names, semantics and flat parameter layout as ``_backends/numpy.py`` (the spec; codes from
+:mod:`pyfastgrad.spec`).
 The net is handed to the jitted code as the flat ``theta``, an int64 ``sizes``
 array and integer codes for activation / loss / optimizer. All functions are
 compiled lazily (first call per dtype) and cached on disk.
@@ -21,17 +22,21 @@ import numba
 import numpy as np
 from numba import prange
 
-from . import _numpy_kernels as _npk
-from ._sparse import CsrRows
+from .. import spec
+from .._sparse import CsrRows
+from ..spec import n_params  # noqa: F401  (the kernel interface's name)
+from . import numpy as _npk
 
 NAME = "numba"
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
-LOSSES = ("softmax", "mse", "hinge")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 
-_ACT = {name: i for i, name in enumerate(ACTIVATIONS)}
-_LOSS = {name: i for i, name in enumerate(LOSSES)}
-_OPT = {name: i for i, name in enumerate(OPTIMIZERS)}
+# integer codes the jitted code branches on (globals: compile-time constants); an unknown code raises
+_RELU, _SIGMOID, _TANH, _LEAKY, _IDENTITY = (spec.ACT_CODE[k] for k in
+                                             ("relu", "sigmoid", "tanh", "leaky_relu", "identity"))
+_SLOPE = spec.LEAKY_SLOPE
+_SOFTMAX, _MSE, _HINGE = (spec.LOSS_CODE[k] for k in ("softmax", "mse", "hinge"))
+_SGD, _MOMENTUM, _NESTEROV, _ADAGRAD, _RMSPROP, _ADAM, _ADAMW, _ADAMAX = (
+    spec.OPT_CODE[k] for k in ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "adamax"))
+_DECOUPLED = tuple(o.decoupled_decay for o in spec.OPTIMIZERS)  # by code
 
 _DELTA = 1e-7  # inside the log of cross_entropy_error (reference.DELTA)
 
@@ -73,10 +78,6 @@ def _parallel(fn):
     return twin
 
 
-def n_params(sizes: Sequence[int]) -> int:
-    return sum(sizes[i - 1] * sizes[i] + sizes[i] for i in range(1, len(sizes)))
-
-
 # ------------------------------------------------------------------ layout helpers
 @_jit
 def _offsets(sizes):
@@ -115,13 +116,17 @@ def _activate(act, z, a):
     for n in range(N):
         for k in range(M):
             v = z[n, k]
-            if act == 0:
+            if act == _RELU:
                 # reference masks z <= 0, so NaN passes through
                 a[n, k] = zero if v <= zero else v
-            elif act == 1:
+            elif act == _SIGMOID:
                 a[n, k] = one / (one + np.exp(-v))
-            else:
+            elif act == _TANH:
                 a[n, k] = np.tanh(v)
+            elif act == _LEAKY:  # reference: x <= 0 -> slope * x, so NaN passes through
+                a[n, k] = _SLOPE * v if v <= zero else v
+            else:
+                raise ValueError("unknown activation code")
 
 
 @_jit
@@ -132,24 +137,33 @@ def _act_backward(act, d, z, a):
     N, M = d.shape
     for n in range(N):
         for k in range(M):
-            if act == 0:
+            if act == _RELU:
                 if z[n, k] <= zero:
                     d[n, k] = zero
-            elif act == 1:
+            elif act == _SIGMOID:
                 o = a[n, k]
                 d[n, k] = d[n, k] * (one - o) * o
-            else:
+            elif act == _TANH:
                 o = a[n, k]
                 d[n, k] = d[n, k] * (one - o * o)
+            elif act == _LEAKY:
+                if z[n, k] <= zero:
+                    d[n, k] = _SLOPE * d[n, k]
+            else:
+                raise ValueError("unknown activation code")
 
 
 @_jit
 def _act64(act, v):
-    if act == 0:
+    if act == _RELU:
         return 0.0 if v <= 0.0 else v
-    elif act == 1:
+    elif act == _SIGMOID:
         return 1.0 / (1.0 + np.exp(-v))
-    return np.tanh(v)
+    elif act == _TANH:
+        return np.tanh(v)
+    elif act == _LEAKY:
+        return spec.LEAKY_SLOPE * v if v <= 0.0 else v
+    raise ValueError("unknown activation code")
 
 
 @_jit
@@ -198,7 +212,7 @@ def _data_loss(lossc, z, t, D, want):
     nN = z.dtype.type(N)
     total = 0.0  # float64 accumulator
     for n in range(N):
-        if lossc == 0:  # softmax cross entropy from the logits: -sum t * log_softmax(z)
+        if lossc == _SOFTMAX:  # softmax cross entropy from the logits: -sum t * log_softmax(z)
             m = z[n, 0]
             for k in range(1, C):
                 if z[n, k] > m:
@@ -216,7 +230,7 @@ def _data_loss(lossc, z, t, D, want):
             if want:  # (softmax(z) - t) / N
                 for k in range(C):
                     D[n, k] = (D[n, k] / s - t[n, k]) / nN
-        elif lossc == 1:  # mse on the identity output
+        elif lossc == _MSE:  # mse on the identity output
             s = zero
             for k in range(C):
                 d = z[n, k] - t[n, k]
@@ -224,7 +238,7 @@ def _data_loss(lossc, z, t, D, want):
                 if want:
                     D[n, k] = d / nN
             total += half * s
-        else:  # multiclass hinge, margin 1
+        elif lossc == _HINGE:  # multiclass hinge, margin 1
             c = _argmax_row(t, n)
             st = z[n, c]
             s = zero
@@ -241,6 +255,8 @@ def _data_loss(lossc, z, t, D, want):
                     D[n, k] = zero
             D[n, c] = -cnt / nN
             total += s
+        else:
+            raise ValueError("unknown loss code")
     return total / N
 
 
@@ -354,14 +370,14 @@ def _opt_update(opt, theta, grad, s1, s2, hyper, step):
     eps = dt(hyper[3])
     torch = hyper[5] != 0.0
     P = theta.shape[0]
-    if hyper[4] != 0.0:  # decoupled weight decay (AdamW), before the step
+    if hyper[4] != 0.0 and _DECOUPLED[opt]:  # decoupled weight decay (AdamW), before the step
         decay = dt(1.0 - hyper[0] * hyper[4])
         for p in range(P):
             theta[p] = theta[p] * decay
-    if opt == 0:  # sgd
+    if opt == _SGD:
         for p in range(P):
             theta[p] = theta[p] - lr * grad[p]
-    elif opt == 1:  # momentum
+    elif opt == _MOMENTUM:
         mu = dt(hyper[1])
         if torch:
             for p in range(P):
@@ -371,7 +387,7 @@ def _opt_update(opt, theta, grad, s1, s2, hyper, step):
             for p in range(P):
                 s1[p] = mu * s1[p] - lr * grad[p]
                 theta[p] = theta[p] + s1[p]
-    elif opt == 2:  # nesterov
+    elif opt == _NESTEROV:
         mu = dt(hyper[1])
         if torch:
             for p in range(P):
@@ -387,12 +403,12 @@ def _opt_update(opt, theta, grad, s1, s2, hyper, step):
                 s1[p] = v
                 theta[p] = theta[p] + mu2 * v
                 theta[p] = theta[p] - c * grad[p]
-    elif opt == 3:  # adagrad
+    elif opt == _ADAGRAD:
         for p in range(P):
             g = grad[p]
             s1[p] = s1[p] + g * g
             theta[p] = theta[p] - lr * g / (np.sqrt(s1[p]) + eps)
-    elif opt == 4:  # rmsprop
+    elif opt == _RMSPROP:
         rho = dt(hyper[1])
         c = one - rho
         for p in range(P):
@@ -400,7 +416,7 @@ def _opt_update(opt, theta, grad, s1, s2, hyper, step):
             s1[p] = s1[p] * rho
             s1[p] = s1[p] + c * g * g
             theta[p] = theta[p] - lr * g / (np.sqrt(s1[p]) + eps)
-    else:  # adam, adamw; bias corrections in float64 as the reference, then cast
+    elif opt == _ADAM or opt == _ADAMW:  # bias corrections in float64 as the reference, then cast
         b1 = hyper[1]
         b2 = hyper[2]
         fs = np.float64(step)
@@ -423,6 +439,26 @@ def _opt_update(opt, theta, grad, s1, s2, hyper, step):
                 s1[p] = s1[p] + c1 * (g - s1[p])
                 s2[p] = s2[p] + c2 * (g * g - s2[p])
                 theta[p] = theta[p] - lr_t * s1[p] / (np.sqrt(s2[p]) + eps)
+    elif opt == _ADAMAX:  # torch.optim.Adamax: L2 decay in the gradient, infinity-norm second moment
+        b1 = dt(hyper[1])
+        b2 = dt(hyper[2])
+        wd = dt(hyper[4])
+        l2 = hyper[4] != 0.0
+        c1 = one - b1
+        clr = dt(hyper[0] / (1.0 - hyper[1] ** np.float64(step)))
+        for p in range(P):
+            g = grad[p]
+            if l2:
+                g = g + wd * theta[p]
+            m = s1[p] + c1 * (g - s1[p])
+            s1[p] = m
+            u = s2[p] * b2
+            ag = np.abs(g) + eps
+            u = u if u >= ag else ag  # np.maximum (no NaN here: the callers stop at non-finite losses)
+            s2[p] = u
+            theta[p] = theta[p] - clr * (m / u)
+    else:
+        raise ValueError("unknown optimizer code")
 
 
 @_jit
@@ -481,7 +517,7 @@ def _train_steps(theta, sizes, act, lossc, X, T, idx, wd, opt, hyper, s1, s2, st
 def _row_loss64(lossc, z, t, n, c):
     """Loss of one row of logits z (float64), same formula as _data_loss."""
     C = z.shape[0]
-    if lossc == 0:
+    if lossc == _SOFTMAX:
         m = z[0]
         for k in range(1, C):
             if z[k] > m:
@@ -494,20 +530,22 @@ def _row_loss64(lossc, z, t, n, c):
         for k in range(C):
             r += t[n, k] * (z[k] - m - lse)
         return -r
-    elif lossc == 1:
+    elif lossc == _MSE:
         s = 0.0
         for k in range(C):
             d = z[k] - t[n, k]
             s += d * d
         return 0.5 * s
-    st = z[c]
-    s = 0.0
-    for k in range(C):
-        if k != c:
-            v = z[k] - st + 1.0
-            if v > 0.0:
-                s += v
-    return s
+    elif lossc == _HINGE:
+        st = z[c]
+        s = 0.0
+        for k in range(C):
+            if k != c:
+                v = z[k] - st + 1.0
+                if v > 0.0:
+                    s += v
+        return s
+    raise ValueError("unknown loss code")
 
 
 @_jit
@@ -594,7 +632,7 @@ def _net_numgrad(theta, sizes, act, lossc, x, t, wd, h, grad):
         Z64[p] = Z[p]
         A64[p] = _act64(act, Z64[p])  # float64 base, consistent with the tails
     cls = np.zeros(N, np.int64)  # hinge's class per row
-    if lossc == 2:
+    if lossc == _HINGE:
         for n in range(N):
             cls[n] = _argmax_row(t, n)
     maxw = 0
@@ -662,13 +700,17 @@ def _net_numgrad(theta, sizes, act, lossc, x, t, wd, h, grad):
 @_jit
 def _slope64(act, z):
     """act'(z) in float64 (ReLU: 1 for z > 0, as backprop)."""
-    if act == 0:
+    if act == _RELU:
         return 1.0 if z > 0.0 else 0.0
-    if act == 1:
+    if act == _SIGMOID:
         a = 1.0 / (1.0 + np.exp(-z))
         return a * (1.0 - a)
-    a = np.tanh(z)
-    return 1.0 - a * a
+    if act == _TANH:
+        a = np.tanh(z)
+        return 1.0 - a * a
+    if act == _LEAKY:
+        return 1.0 if z > 0.0 else spec.LEAKY_SLOPE
+    raise ValueError("unknown activation code")
 
 
 @_jit
@@ -677,7 +719,7 @@ def _kink_row(theta, sizes, woff, act, hinge, Z, zoff, n, c, l, j, cur, nxt):
     margin of row n changes state. Forward mode: the derivative of every later variable with
     respect to the shift is pushed through the layers (exact for ReLU: linear until a switch)."""
     L = sizes.shape[0] - 1
-    relu = act == 0
+    relu = act == _RELU or act == _LEAKY  # kinked (spec.Activation.kinked)
     tp = np.inf
     tm = np.inf
     nl = sizes[l + 1]
@@ -755,7 +797,7 @@ def _kink_counts(theta, sizes, act, lossc, x, t, h, plus, minus):
     """Rows crossing a kink per parameter and side (see ``_numpy_kernels.Mlp.kink_counts``)."""
     N = x.shape[0]
     L = sizes.shape[0] - 1
-    hinge = lossc == 2
+    hinge = lossc == _HINGE
     woff, boff = _offsets(sizes)
     zoff = _act_offsets(sizes, N)
     maxw = 0
@@ -777,7 +819,7 @@ def _kink_counts(theta, sizes, act, lossc, x, t, h, plus, minus):
     for p in range(plus.shape[0]):
         plus[p] = 0
         minus[p] = 0
-    if act != 0 and not hinge:
+    if act != _RELU and act != _LEAKY and not hinge:
         return  # smooth everywhere
     cls = np.zeros(N, np.int64)
     for n in range(N):
@@ -885,15 +927,8 @@ def _numgrad_dispatch(f, x, flat, h, forward, cur, saved):
 
 
 # ------------------------------------------------------------------ Python-facing API
-def _code(table, name, what):
-    try:
-        return table[name]
-    except KeyError:
-        raise ValueError(f"unknown {what} {name!r}; expected one of {tuple(table)}") from None
-
-
 class Mlp:
-    """Fully connected net on a flat parameter vector (see ``_numpy_kernels``)."""
+    """Fully connected net on a flat parameter vector (see ``_backends/numpy.py``)."""
 
     def __init__(self, sizes: Sequence[int], activation: str, loss: str, dtype) -> None:
         self.sizes = [int(s) for s in sizes]
@@ -903,8 +938,8 @@ class Mlp:
         self.loss_name = loss
         self.dtype = np.dtype(dtype)
         self.n_params = n_params(self.sizes)
-        self._act = _code(_ACT, activation, "activation")
-        self._loss = _code(_LOSS, loss, "loss")
+        self._act = spec.activation(activation, mlp=True).code
+        self._loss = spec.loss(loss, mlp=True).code
         self._sizes = np.asarray(self.sizes, dtype=np.int64)
 
     def _x(self, x: np.ndarray) -> np.ndarray:
@@ -934,15 +969,15 @@ class Mlp:
 
     def kink_counts(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, h: float,
                     plus: np.ndarray, minus: np.ndarray) -> None:
-        """See ``_numpy_kernels.Mlp.kink_counts`` (same counts, own row-by-row forward-mode loops)."""
+        """See ``_backends/numpy.py`` ``Mlp.kink_counts`` (same counts, own row-by-row forward-mode loops)."""
         _parallel(_kink_counts)(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t), float(h), plus, minus)
 
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
                     state2: np.ndarray, step0: int, lrs: Optional[np.ndarray] = None) -> np.ndarray:
-        """See ``_numpy_kernels.Mlp.train_steps`` (``X`` dense or a ``CsrRows``); the whole loop runs in
+        """See ``_backends/numpy.py`` ``Mlp.train_steps`` (``X`` dense or a ``CsrRows``); the whole loop runs in
         one jitted call."""
-        code = _code(_OPT, opt, "optimizer")
+        code = spec.optimizer(opt).code
         s1, s2 = _states(code, theta, state1, state2)
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         if idx.ndim == 1:
@@ -966,7 +1001,7 @@ def _writable(a: np.ndarray) -> np.ndarray:
 
 
 _hyper = _npk._full_hyper  # (7,) float64, also from the tutorials' short [lr, a, b]
-_N_STATES = tuple(_npk._N_STATES[name] for name in OPTIMIZERS)  # state arrays each optimizer uses
+_N_STATES = tuple(o.n_states for o in spec.OPTIMIZERS)  # state arrays each optimizer uses, by code
 
 
 def _states(code: int, theta: np.ndarray, state1, state2):
@@ -975,7 +1010,7 @@ def _states(code: int, theta: np.ndarray, state1, state2):
     for k, s in enumerate((state1, state2)):
         if k < _N_STATES[code]:
             if s is None or s.shape != theta.shape or s.dtype != theta.dtype:
-                raise ValueError(f"{OPTIMIZERS[code]} needs state{k + 1} shaped and typed like theta")
+                raise ValueError(f"{spec.OPTIMIZERS[code].name} needs state{k + 1} shaped and typed like theta")
             out.append(s)
         else:  # unused by this optimizer
             out.append(np.empty(0, dtype=theta.dtype) if s is None else s)
@@ -984,12 +1019,12 @@ def _states(code: int, theta: np.ndarray, state1, state2):
 
 def opt_update(opt: str, theta: np.ndarray, grad: np.ndarray, state1: np.ndarray, state2: np.ndarray,
                hyper: np.ndarray, step: int) -> None:
-    """One optimizer update of ``theta`` in place (``_numpy_kernels.opt_update``'s contract)."""
-    code = _code(_OPT, opt, "optimizer")
+    """One optimizer update of ``theta`` in place (``_backends/numpy.py`` ``opt_update``'s contract)."""
+    code = spec.optimizer(opt).code
     s1, s2 = _states(code, theta, state1, state2)
     h = _hyper(hyper)
-    if code >= 5 and int(step) < 1:
-        raise ValueError(f"adam needs step >= 1, got {step}")
+    if spec.OPTIMIZERS[code].bias_corrected and int(step) < 1:
+        raise ValueError(f"{opt} needs step >= 1, got {step}")
     f = _clip_factor(grad, h[6])
     if f != 1.0:  # a clipped copy: grad itself is not modified
         grad = grad * grad.dtype.type(f)
@@ -1046,8 +1081,7 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
 
 
 # ------------------------------------------------------------------ composed nets' layers
-# Whole-batch kernels of pyfastgrad.sequential's generic path (see _numpy_kernels, same names).
-LAYER_ACTIVATIONS = _npk.LAYER_ACTIVATIONS
+# Whole-batch kernels of pyfastgrad.sequential's generic path (see _backends/numpy.py, same names).
 
 
 @_jit
@@ -1055,32 +1089,36 @@ def _act_fwd(code, alpha, z, a):
     al = z.dtype.type(alpha)
     for i in range(z.size):
         v = z[i]
-        if code == 0:
+        if code == _RELU:
             a[i] = v if v > 0 else 0
-        elif code == 1:
+        elif code == _LEAKY:
             a[i] = v if v > 0 else al * v
-        elif code == 2:
+        elif code == _SIGMOID:
             a[i] = 1 / (1 + np.exp(-v))
-        elif code == 3:
+        elif code == _TANH:
             a[i] = np.tanh(v)
-        else:
+        elif code == _IDENTITY:
             a[i] = v
+        else:
+            raise ValueError("unknown activation code")
 
 
 @_jit
 def _act_bwd(code, alpha, dout, z, a, dz):
     al = z.dtype.type(alpha)
     for i in range(z.size):
-        if code == 0:
+        if code == _RELU:
             dz[i] = dout[i] if z[i] > 0 else 0
-        elif code == 1:
+        elif code == _LEAKY:
             dz[i] = dout[i] if z[i] > 0 else al * dout[i]
-        elif code == 2:
+        elif code == _SIGMOID:
             dz[i] = dout[i] * (1 - a[i]) * a[i]
-        elif code == 3:
+        elif code == _TANH:
             dz[i] = dout[i] * (1 - a[i] * a[i])
-        else:
+        elif code == _IDENTITY:
             dz[i] = dout[i]
+        else:
+            raise ValueError("unknown activation code")
 
 
 @_jit
@@ -1174,3 +1212,8 @@ def bn_backward(dout: np.ndarray, xn: np.ndarray, std: np.ndarray, gamma: np.nda
 
 def mul_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return x * mask  # one numpy pass: no faster jitted
+
+
+# ------------------------------------------------------------------ validation and sparse-input scans
+all_finite = _npk.all_finite  # numpy's scan (a jitted one gained little here and costs a compilation)
+dense_to_csr = _npk.dense_to_csr  # numpy's: a one-off per fit, already vectorised

@@ -1,4 +1,4 @@
-"""The ``cpp`` backend: the kernel interface of ``_numpy_kernels`` on the C++ extension.
+"""The ``cpp`` backend: the kernel interface of ``_backends/numpy.py`` on the C++ extension.
 
 Thin adapters over ``pyfastgrad._core`` (pybind11, OpenBLAS, OpenMP). Inputs are assumed
 validated by the public layer (C-contiguous, the net's dtype, right shapes); the extension
@@ -25,15 +25,14 @@ finally:
     if _SET_TIMEOUT:
         del os.environ["OPENBLAS_THREAD_TIMEOUT"]
 
-from ._extension import load_core
+from .._extension import load_core
 
 _core = load_core()  # next to the package, or the installed copy when a source tree shadows it
-from ._sparse import CsrRows
+from .. import spec  # noqa: E402
+from .._sparse import CsrRows  # noqa: E402
+from . import numpy as _npk  # noqa: E402  (the scans' fallback for arrays the extension cannot read)
 
 NAME = "cpp"
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
-LOSSES = ("softmax", "mse", "hinge")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
 
 _MLP_CLASSES = {np.dtype(np.float64): _core.Mlp64, np.dtype(np.float32): _core.Mlp32}
 
@@ -63,12 +62,12 @@ def blas_info() -> dict:
 
 
 class Mlp:
-    """Fully connected net on a flat parameter vector (see ``_numpy_kernels.Mlp``)."""
+    """Fully connected net on a flat parameter vector (see ``_backends/numpy.py`` ``Mlp``)."""
 
     def __init__(self, sizes: Sequence[int], activation: str, loss: str, dtype) -> None:
         self.sizes = [int(s) for s in sizes]
-        self.activation = activation
-        self.loss_name = loss
+        self.activation = spec.activation(activation, mlp=True).name
+        self.loss_name = spec.loss(loss, mlp=True).name
         self.dtype = np.dtype(dtype)
         cls = _MLP_CLASSES.get(self.dtype)
         if cls is None:
@@ -98,13 +97,13 @@ class Mlp:
 
     def kink_counts(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, h: float,
                     plus: np.ndarray, minus: np.ndarray) -> None:
-        """See ``_numpy_kernels.Mlp.kink_counts`` (csrc/numgrad.hpp ``mlp_kink_counts``)."""
+        """See ``_backends/numpy.py`` ``Mlp.kink_counts`` (csrc/numgrad.hpp ``mlp_kink_counts``)."""
         _core.mlp_kink_counts(self.sizes, self.activation, self.loss_name, theta, x, t, h, plus, minus)
 
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
                     state2: np.ndarray, step0: int, lrs: Optional[np.ndarray] = None) -> np.ndarray:
-        """See ``_numpy_kernels.Mlp.train_steps``; returns the float64 losses (NaN for steps not done).
+        """See ``_backends/numpy.py`` ``Mlp.train_steps``; returns the float64 losses (NaN for steps not done).
 
         ``X`` may be a ``CsrRows`` (of the net's dtype): then the first layer's products use only its
         nonzeros (``train_steps_csr``)."""
@@ -150,8 +149,7 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
 
 
 # ------------------------------------------------------------------ composed nets' layers
-# Whole-batch kernels of pyfastgrad.sequential's generic path (csrc/layers.hpp; see _numpy_kernels).
-LAYER_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "identity")
+# Whole-batch kernels of pyfastgrad.sequential's generic path (csrc/layers.hpp; see _backends/numpy.py).
 
 
 def act_forward(code: int, alpha: float, z: np.ndarray) -> np.ndarray:
@@ -192,3 +190,20 @@ def mul_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)
     _core.mul_mask(x, mask, out)
     return out
+
+
+# ------------------------------------------------------------------ validation and sparse-input scans
+def _readable(a: np.ndarray) -> bool:
+    """The extension reads ``a`` in place: float32/float64, C-contiguous, aligned, native byte order."""
+    return a.dtype in (np.float32, np.float64) and a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative
+
+
+def all_finite(a: np.ndarray) -> bool:
+    # the extension's scan is ~5x faster than np.isfinite(a).all() on an MNIST batch (no temporary)
+    return bool(_core.all_finite(a)) if _readable(a) else _npk.all_finite(a)
+
+
+def dense_to_csr(X: np.ndarray):
+    if _readable(X):
+        return _core.dense_to_csr(X)  # the same arrays as numpy's, ~7x faster (MNIST: 28 ms, not 209)
+    return _npk.dense_to_csr(X)

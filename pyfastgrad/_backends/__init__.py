@@ -1,6 +1,9 @@
-"""Backend selection: ``cpp`` (default when the extension imports), ``numba``, ``numpy``.
+"""The one door to the backends: ``cpp`` (default when the extension imports), ``numba``, ``numpy``.
 
-Every backend module exposes the same kernel names (see ``_numpy_kernels``).
+Every backend module (``_backends/numpy.py``, the specification; ``_backends/numba.py``;
+``_backends/cpp.py``) exposes the same kernel names, typed in ``_backends/protocols.py``.
+Public modules reach them only through :func:`kernels`; the choice is total: with ``numpy``
+selected no compiled code runs (the NaN scans and the CSR build included).
 The choice comes from, in order: ``set_backend`` / ``use_backend``, the
 ``PYFASTGRAD_BACKEND`` environment variable, else the fastest that imports.
 A backend that fails to import is reported by ``backends()`` with the reason;
@@ -16,10 +19,12 @@ import warnings
 from types import ModuleType
 from typing import Dict, Iterator, Optional
 
-__all__ = ["backends", "available_backends", "get_backend", "set_backend", "use_backend", "kernels"]
+from .protocols import Kernels
+
+__all__ = ["backends", "available_backends", "get_backend", "set_backend", "use_backend", "kernels", "Kernels"]
 
 ORDER = ("cpp", "numba", "numpy")
-_MODULES = {"cpp": "._cpp_kernels", "numba": "._numba_kernels", "numpy": "._numpy_kernels"}
+_MODULES = {"cpp": ".cpp", "numba": ".numba", "numpy": ".numpy"}
 
 _loaded: Dict[str, ModuleType] = {}
 _errors: Dict[str, str] = {}
@@ -115,7 +120,7 @@ def use_backend(name: str) -> Iterator[str]:
         stack.pop()
 
 
-def kernels(name: Optional[str] = None) -> ModuleType:
+def kernels(name: Optional[str] = None) -> Kernels:
     """The kernel module of backend ``name`` (default: the current backend)."""
     name = get_backend() if name is None else _check_name(name)
-    return _loaded[name]
+    return _loaded[name]  # type: ignore[return-value]  (a module that meets the Protocol)

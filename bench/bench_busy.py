@@ -4,7 +4,7 @@ Times one ``fit`` epoch of 784-100-10 (float32, batch 100, SGD, no per-epoch eva
 chapter-5 loop (600 iterations of gradient / update / loss) on an idle machine, then with a process the
 benchmark starts that spins on one core (a busy-loop, like a browser tab or another job), with the
 adaptive team size on (the default: teams and OpenBLAS shrink to the cores other processes leave free,
-csrc/parallel.hpp) and off (``PYFASTGRAD_ADAPTIVE_THREADS=0``). Prints each median, the spread, and the
+csrc/core/parallel.hpp) and off (``PYFASTGRAD_ADAPTIVE_THREADS=0``). Prints each median, the spread, and the
 ratio busy / idle (issue 17 target: <= 2.5x). Run it on an otherwise idle machine.
 """
 from __future__ import annotations

@@ -10,16 +10,17 @@
 #include <omp.h>
 #endif
 
-#include "blas.hpp"
-#include "common.hpp"
-#include "sparse.hpp"
+#include "core/blas.hpp"
+#include "core/common.hpp"
+#include "kernels/scan.hpp"
+#include "mlp/csc.hpp"
 
 namespace py = pybind11;
 
 // ---- section: shared helpers -------------------------------------------------------------
 
 // ---- section: numerical gradient (numgrad.hpp) -------------------------------------------
-#include "numgrad.hpp"
+#include "numgrad/numgrad.hpp"
 
 namespace numgrad_bind {
 
@@ -175,9 +176,9 @@ inline void callback_numgrad(const py::object& f, py::array x, double h, bool fo
 #include <optional>
 #include <array>
 
-#include "losses.hpp"
-#include "mlp.hpp"
-#include "optim.hpp"
+#include "kernels/losses.hpp"
+#include "mlp/mlp.hpp"
+#include "kernels/optim.hpp"
 
 namespace nets_bind {
 
@@ -571,7 +572,7 @@ inline void register_all(py::module_& m) {
 }  // namespace nets_bind
 
 // ---- section: composed nets' layers (layers.hpp) -----------------------------------------
-#include "layers.hpp"
+#include "kernels/layers.hpp"
 
 namespace layers_bind {
 using nets_bind::V;
@@ -721,7 +722,7 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("blas"), py::arg("sparse"),
           "Multiply-adds below which one kernel call runs on the calling thread (benchmarks).");
     m.def("set_adaptive_threads", [](bool on) { pfg::FreeCores::get().set_enabled(on); }, py::arg("on"),
-          "Whether teams shrink to the cores other processes leave free (csrc/parallel.hpp).");
+          "Whether teams shrink to the cores other processes leave free (csrc/core/parallel.hpp).");
     m.def("free_threads", [](int want) { return pfg::FreeCores::get().of(want); }, py::arg("want"),
           "Of `want` threads, how many the cores other processes leave free allow now.");
     m.def("get_call_work", []() { return py::make_tuple(pfg::call_work().blas, pfg::call_work().sparse); },
@@ -745,7 +746,7 @@ PYBIND11_MODULE(_core, m) {
               pfg::simd::requested() = level;
               return pfg::simd::level();
           }, py::arg("level"),
-          "Testing hook: the instruction set of every kernel with clones (csrc/simd.hpp: 2 AVX-512, 1 AVX2, "
+          "Testing hook: the instruction set of every kernel with clones (csrc/core/simd.hpp: 2 AVX-512, 1 AVX2, "
           "0 baseline, -1 the best available; capped at what the CPU has). Returns the level in use.");
     m.def("_isa", []() { return pfg::simd::level(); }, "The instruction-set level the kernels use now.");
 

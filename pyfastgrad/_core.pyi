@@ -31,7 +31,7 @@ def set_call_work(blas: float, sparse: float) -> None:
     """Multiply-adds below which one kernel call runs on the calling thread (benchmarks)."""
 
 def set_adaptive_threads(on: bool) -> None:
-    """Whether teams shrink to the cores other processes leave free (csrc/parallel.hpp)."""
+    """Whether teams shrink to the cores other processes leave free (csrc/core/parallel.hpp)."""
 
 def free_threads(want: int) -> int:
     """Of `want` threads, how many the cores other processes leave free allow now."""
@@ -46,7 +46,7 @@ def openmp_set_num_threads(n: int) -> None:
     """Set the OpenMP threads of the kernels."""
 
 def _set_isa(level: int) -> int:
-    """Testing hook: the instruction set of every kernel with clones (csrc/simd.hpp: 2 AVX-512, 1 AVX2,
+    """Testing hook: the instruction set of every kernel with clones (csrc/core/simd.hpp: 2 AVX-512, 1 AVX2,
     0 baseline, -1 the best available; capped at what the CPU has). Returns the level in use."""
 
 def _isa() -> int:

@@ -4,7 +4,7 @@ A :class:`Program` has the interface of the backends' ``Mlp`` (``predict``, ``lo
 ``numerical_gradient``, ``kink_counts``, ``train_steps`` on the flat ``theta``), so ``fit``,
 ``train_step``, ``gradient_check`` and the optimizers work on any :class:`~pyfastgrad.Sequential`
 net unchanged. Affine layers are BLAS products (``numpy.dot``); activations, Batch Normalization and
-Dropout call the backend's kernels (csrc/layers.hpp, ``_backends/numba.py``, ``_backends/numpy.py``); the
+Dropout call the backend's kernels (csrc/kernels/layers.hpp, ``_backends/numba.py``, ``_backends/numpy.py``); the
 loss head is a few numpy array operations. Dropout masks are drawn in numpy from the net's
 generator, so every backend sees the same masks.
 

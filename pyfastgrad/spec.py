@@ -1,7 +1,7 @@
 """The kernel contract in one place: activations, losses, optimizers and the parameter layout.
 
 Every other module takes names, integer codes, state counts and hyper-parameter slots from here;
-the C++ enums (``csrc/common.hpp`` ``Act``/``Loss``, ``csrc/optim.hpp`` ``Opt``, ``csrc/layers.hpp``
+the C++ enums (``csrc/core/common.hpp`` ``Act``/``Loss``, ``csrc/kernels/optim.hpp`` ``Opt``, ``csrc/kernels/layers.hpp``
 ``LAct``) must match the codes, which ``tests/test_spec.py`` checks against the extension's
 exported tables. A kernel that meets a code it does not know raises; no branch stands for "the
 last kind".
@@ -43,7 +43,7 @@ ACTIVATIONS: Tuple[Activation, ...] = (
 # ------------------------------------------------------------------ losses
 class Loss(NamedTuple):
     name: str
-    code: int  # csrc/common.hpp Loss
+    code: int  # csrc/core/common.hpp Loss
     mlp: bool  # the fused MLP kernels take it
 
 
@@ -84,7 +84,7 @@ class Hyper(NamedTuple):
 
 class OptimizerSpec(NamedTuple):
     name: str
-    code: int  # csrc/optim.hpp Opt
+    code: int  # csrc/kernels/optim.hpp Opt
     n_states: int  # state vectors (state1, state2) the kernel reads and writes
     cls: str  # class name in pyfastgrad.optimizers
     lr: float  # default learning rate

@@ -1,4 +1,4 @@
-"""The C++ numerical-gradient kernels (csrc/numgrad.hpp) against the numpy spec.
+"""The C++ numerical-gradient kernels (csrc/numgrad/numgrad.hpp) against the numpy spec.
 
 _core.mlp_numerical_gradient must equal _backends.numpy.Mlp.numerical_gradient (which perturbs theta
 and recomputes the whole loss per parameter); _core.numerical_gradient_callback must walk any-strided

@@ -1,4 +1,4 @@
-"""Every instruction-set clone of the C++ kernels (csrc/simd.hpp), forced one level at a time, gives the
+"""Every instruction-set clone of the C++ kernels (csrc/core/simd.hpp), forced one level at a time, gives the
 numpy backend's results: optimizer updates, output layer and activations, the sparse first layer and its
 scans, the numerical gradient's rank-1 rows."""
 import numpy as np

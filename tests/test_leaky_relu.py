@@ -6,7 +6,7 @@ import pytest
 import pyfastgrad as pfg
 from pyfastgrad import reference as ref
 from pyfastgrad import spec
-from conftest import BACKENDS, normwise
+from _helpers import BACKENDS, normwise
 
 
 def _data(n=30, d=8, c=4, seed=0):

@@ -97,7 +97,7 @@ class Mlp:
 
     def kink_counts(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, h: float,
                     plus: np.ndarray, minus: np.ndarray) -> None:
-        """See ``_backends/numpy.py`` ``Mlp.kink_counts`` (csrc/numgrad.hpp ``mlp_kink_counts``)."""
+        """See ``_backends/numpy.py`` ``Mlp.kink_counts`` (csrc/numgrad/numgrad.hpp ``mlp_kink_counts``)."""
         _core.mlp_kink_counts(self.sizes, self.activation, self.loss_name, theta, x, t, h, plus, minus)
 
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
@@ -149,7 +149,7 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
 
 
 # ------------------------------------------------------------------ composed nets' layers
-# Whole-batch kernels of pyfastgrad.sequential's generic path (csrc/layers.hpp; see _backends/numpy.py).
+# Whole-batch kernels of pyfastgrad.sequential's generic path (csrc/kernels/layers.hpp; see _backends/numpy.py).
 
 
 def act_forward(code: int, alpha: float, z: np.ndarray) -> np.ndarray:

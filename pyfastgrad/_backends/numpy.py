@@ -369,7 +369,7 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
 
 # ------------------------------------------------------------------ composed nets' layers
 # Whole-batch kernels of pyfastgrad.sequential's generic path (every backend has these names; the
-# cpp ones are csrc/layers.hpp). Arrays are C-contiguous (N, D) of one float dtype; results are new
+# cpp ones are csrc/kernels/layers.hpp). Arrays are C-contiguous (N, D) of one float dtype; results are new
 # arrays, inputs are only read.
 _RELU, _LEAKY, _SIGMOID, _TANH, _IDENTITY = (spec.ACT_CODE[k] for k in
                                              ("relu", "leaky_relu", "sigmoid", "tanh", "identity"))

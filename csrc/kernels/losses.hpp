@@ -11,8 +11,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "common.hpp"
-#include "simd.hpp"
+#include "core/common.hpp"
+#include "core/simd.hpp"
 
 namespace pfg {
 

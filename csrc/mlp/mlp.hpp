@@ -23,150 +23,20 @@
 #include <string>
 #include <vector>
 
-#include "blas.hpp"
-#include "common.hpp"
-#include "losses.hpp"
-#include "optim.hpp"
-#include "parallel.hpp"
-#include "simd.hpp"
-#include "sparse.hpp"
+#include "core/blas.hpp"
+#include "core/common.hpp"
+#include "core/parallel.hpp"
+#include "core/simd.hpp"
+#include "kernels/activations.hpp"
+#include "kernels/losses.hpp"
+#include "kernels/optim.hpp"
+#include "mlp/csc.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 namespace pfg {
-
-// tanh from one exp (glibc's tanh/tanhf cost ~12 ns, exp ~3-5 ns): for |x| >= 1/4,
-// (1 - e) / (1 + e) with e = exp(-2|x|) (at most ~3 ulp: 1 - e loses < 2 bits there); below, the
-// odd Taylor series, truncated where its remainder is under half an ulp (6 terms float, 12 double).
-template <class T>
-inline T tanh_fast(T x) {
-    static constexpr double c[12] = {
-        1.0, -0.3333333333333333, 0.13333333333333333, -0.05396825396825397,
-        0.021869488536155203, -0.008863235529902197, 0.003592128036572481, -0.0014558343870513183,
-        0.000590027440945586, -0.00023912911424355248, 9.691537956929451e-05, -3.927832388331683e-05};
-    constexpr int nt = sizeof(T) == 4 ? 6 : 12;
-    const T a = std::fabs(x);
-    const T z = x * x;
-    T p = T(c[nt - 1]);
-    for (int i = nt - 2; i >= 0; --i) p = p * z + T(c[i]);
-    const T e = exp_fast(T(-2) * a);  // NaN stays NaN; +-inf gives +-1
-    const T big = std::copysign((T(1) - e) / (T(1) + e), x);
-    return a < T(0.25) ? p * x : big;  // both sides computed: no branch, so loops vectorise
-}
-
-// z = act(z + b) for a (rows x n) block; the switch sits outside the loops so each loop vectorises.
-template <class T>
-inline void bias_activation_impl(Act a, T* __restrict z, const T* __restrict b, std::int64_t rows,
-                                 std::int64_t n) {
-    switch (a) {
-        case Act::Relu:
-            for (std::int64_t r = 0; r < rows; ++r) {
-                T* zr = z + r * n;
-                for (std::int64_t j = 0; j < n; ++j) {
-                    const T v = zr[j] + b[j];
-                    zr[j] = v <= T(0) ? T(0) : v;  // keeps NaN, like the reference's mask x <= 0
-                }
-            }
-            break;
-        case Act::Sigmoid:
-            for (std::int64_t r = 0; r < rows; ++r) {
-                T* zr = z + r * n;
-                for (std::int64_t j = 0; j < n; ++j) zr[j] = T(1) / (T(1) + exp_fast(-(zr[j] + b[j])));
-            }
-            break;
-        case Act::Tanh:
-            for (std::int64_t r = 0; r < rows; ++r) {
-                T* zr = z + r * n;
-                for (std::int64_t j = 0; j < n; ++j) zr[j] = tanh_fast(zr[j] + b[j]);
-            }
-            break;
-        case Act::LeakyRelu: {
-            const T slope = T(kLeakySlope);
-            for (std::int64_t r = 0; r < rows; ++r) {
-                T* zr = z + r * n;
-                for (std::int64_t j = 0; j < n; ++j) {
-                    const T v = zr[j] + b[j];
-                    zr[j] = v <= T(0) ? slope * v : v;  // keeps NaN, like the reference's mask x <= 0
-                }
-            }
-            break;
-        }
-    }
-}
-
-#ifdef PFG_X86
-// The same loops compiled for AVX2+FMA (8 floats a vector instead of SSE2's 4): sigmoid and tanh
-// are exp-bound. Picked at run time, so the extension stays portable.
-template <class T>
-PFG_TARGET_AVX2 void bias_activation_avx2(Act a, T* __restrict z, const T* __restrict b,
-                                                               std::int64_t rows, std::int64_t n) {
-    bias_activation_impl(a, z, b, rows, n);
-}
-#endif
-
-template <class T>
-inline void bias_activation(Act a, T* __restrict z, const T* __restrict b, std::int64_t rows, std::int64_t n) {
-#ifdef PFG_X86
-    if (simd::level() >= simd::kAvx2 && a != Act::Relu) return bias_activation_avx2(a, z, b, rows, n);
-#endif
-    bias_activation_impl(a, z, b, rows, n);
-}
-
-// d = d * act'(from the activation output a), and db += column sums of the new d.
-template <class T>
-inline void activation_backward(Act a, T* __restrict d, const T* __restrict out, T* __restrict db,
-                                std::int64_t rows, std::int64_t n) {
-    switch (a) {
-        case Act::Relu:
-            for (std::int64_t r = 0; r < rows; ++r) {
-                T* dr = d + r * n;
-                const T* ar = out + r * n;
-                for (std::int64_t j = 0; j < n; ++j) {
-                    const T v = ar[j] <= T(0) ? T(0) : dr[j];  // out <= 0 exactly where z <= 0
-                    dr[j] = v;
-                    db[j] += v;
-                }
-            }
-            break;
-        case Act::Sigmoid:
-            for (std::int64_t r = 0; r < rows; ++r) {
-                T* dr = d + r * n;
-                const T* ar = out + r * n;
-                for (std::int64_t j = 0; j < n; ++j) {
-                    const T v = dr[j] * (T(1) - ar[j]) * ar[j];
-                    dr[j] = v;
-                    db[j] += v;
-                }
-            }
-            break;
-        case Act::Tanh:
-            for (std::int64_t r = 0; r < rows; ++r) {
-                T* dr = d + r * n;
-                const T* ar = out + r * n;
-                for (std::int64_t j = 0; j < n; ++j) {
-                    const T v = dr[j] * (T(1) - ar[j] * ar[j]);
-                    dr[j] = v;
-                    db[j] += v;
-                }
-            }
-            break;
-        case Act::LeakyRelu: {
-            const T slope = T(kLeakySlope);
-            for (std::int64_t r = 0; r < rows; ++r) {
-                T* dr = d + r * n;
-                const T* ar = out + r * n;
-                for (std::int64_t j = 0; j < n; ++j) {
-                    const T v = ar[j] <= T(0) ? slope * dr[j] : dr[j];  // out <= 0 exactly where z <= 0
-                    dr[j] = v;
-                    db[j] += v;
-                }
-            }
-            break;
-        }
-    }
-}
 
 template <class T>
 class Mlp {

@@ -33,9 +33,10 @@
 #include <omp.h>
 #endif
 
-#include "common.hpp"
-#include "parallel.hpp"
-#include "simd.hpp"
+#include "core/common.hpp"
+#include "core/parallel.hpp"
+#include "core/simd.hpp"
+#include "kernels/activations.hpp"
 
 namespace pfg {
 
@@ -44,7 +45,6 @@ namespace ng {
 // Below these magnitudes the truncated series are exact to double precision (remainders below
 // ~1e-17 absolute on O(1) quantities), and far cheaper than exp/log1p calls in the inner loops.
 constexpr double kExpTau = 2e-3;  // expm1: 5 terms, remainder u^6/720
-constexpr double kActTau = 5e-4;  // sigmoid/tanh: 4 Taylor terms, remainder <= 16 dz^5/120
 constexpr double kLogTau = 1e-4;  // log1p: 4 terms, remainder x^5/5
 
 inline double expm1_small(double u) {
@@ -54,37 +54,6 @@ inline double em1(double u) { return std::fabs(u) <= kExpTau ? expm1_small(u) : 
 inline double log1p_fast(double x) {
     return std::fabs(x) <= kLogTau ? x * (1.0 - x * (0.5 - x * (1.0 / 3 - x * 0.25))) : std::log1p(x);
 }
-inline double relu0(double v) { return v > 0.0 ? v : 0.0; }
-
-// Taylor coefficients f^(k)(z)/k!, k = 1..4, of sigmoid/tanh at z, from a = f(z).
-inline void act_taylor(Act act, double a, double* c) {
-    if (act == Act::Sigmoid) {
-        const double d1 = a * (1.0 - a), u = 1.0 - 2.0 * a;
-        c[0] = d1;
-        c[1] = d1 * u / 2.0;
-        c[2] = d1 * (1.0 - 6.0 * a + 6.0 * a * a) / 6.0;
-        c[3] = d1 * u * (1.0 - 12.0 * a + 12.0 * a * a) / 24.0;
-    } else if (act == Act::Tanh) {
-        const double q = 1.0 - a * a;
-        c[0] = q;
-        c[1] = -a * q;
-        c[2] = q * (6.0 * a * a - 2.0) / 6.0;
-        c[3] = a * q * (2.0 - 3.0 * a * a) / 3.0;
-    } else if (act == Act::Relu || act == Act::LeakyRelu) {  // piecewise linear: act_diff is exact
-        c[0] = c[1] = c[2] = c[3] = 0.0;
-    } else {
-        throw std::invalid_argument("act_taylor: unknown activation code " + std::to_string(int(act)));
-    }
-}
-
-// act(z + dz) - act(z), with a = act(z) and c its Taylor coefficients (smooth activations only).
-inline double act_diff(Act act, double z, double a, const double* c, double dz) {
-    if (act == Act::Relu) return relu0(z + dz) - a;
-    if (act == Act::LeakyRelu) return activate<double>(act, z + dz) - a;  // piecewise linear: exact
-    if (std::fabs(dz) <= kActTau) return dz * (c[0] + dz * (c[1] + dz * (c[2] + dz * c[3])));
-    return activate<double>(act, z + dz) - a;
-}
-
 // Softmax loss of a row: -sum_k t_k z_k + T * logsumexp(z), T = sum_k t_k. With sigma = S/S0 - 1
 // (the softmax denominator relative to the base row's), logsumexp(+) - logsumexp(-) =
 // log1p((sigma+ - sigma-) / (1 + sigma-)): no O(1) terms to cancel, so full relative accuracy.
@@ -439,7 +408,7 @@ inline void unit_task(const Base& B, int64_t l, int64_t j, Scratch& S, const dou
             const double* om = tail(B, l, j, n, sm, S.vm.data(), S.wm.data(), S.dam.data());
             return out_diff_general(B.loss, o, n, op, om);
         };
-        if (act == Act::LeakyRelu) {  // no shortcut: both shifts propagated exactly
+        if (act_kinked(act) && act != Act::Relu) {  // the shortcuts need ReLU's zeros: both shifts exactly
             row(n, [&](double zp, double zm) { return generic(zp, zm); });
             continue;
         }
@@ -876,20 +845,6 @@ inline void kink_update(double v, double d, double& tp, double& tm) {
     else tm = std::min(tm, r);
 }
 
-inline double slope64(Act act, double z) {
-    if (act == Act::Relu) return z > 0.0 ? 1.0 : 0.0;
-    if (act == Act::LeakyRelu) return z > 0.0 ? 1.0 : kLeakySlope;
-    if (act == Act::Sigmoid) {
-        const double a = 1.0 / (1.0 + std::exp(-z));
-        return a * (1.0 - a);
-    }
-    if (act == Act::Tanh) {
-        const double a = std::tanh(z);
-        return 1.0 - a * a;
-    }
-    throw std::invalid_argument("slope64: unknown activation code " + std::to_string(int(act)));
-}
-
 }  // namespace ng
 
 template <class T>
@@ -898,7 +853,7 @@ void mlp_kink_counts(const std::vector<int64_t>& sizes, Act act, Loss loss, cons
     check_kinds(act, loss);
     const int64_t L = static_cast<int64_t>(sizes.size()) - 1;
     const int64_t P = count_params(sizes);
-    const bool relu = act == Act::Relu || act == Act::LeakyRelu, hinge = loss == Loss::Hinge;  // kinked
+    const bool relu = act_kinked(act), hinge = loss == Loss::Hinge;  // kinked
     std::fill(plus, plus + P, int64_t(0));
     std::fill(minus, minus + P, int64_t(0));
     if (!relu && !hinge) return;  // smooth everywhere

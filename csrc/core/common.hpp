@@ -11,11 +11,8 @@
 
 namespace pfg {
 
-// Codes and names of pyfastgrad/spec.py (ACTIVATIONS with mlp=True, LOSSES with mlp=True);
-// tests/test_spec.py compares them with the registry through _core._spec(). Optimizers: optim.hpp.
-enum class Act { Relu = 0, Sigmoid = 1, Tanh = 2, LeakyRelu = 3 };
-constexpr const char* kActNames[] = {"relu", "sigmoid", "tanh", "leaky_relu"};  // by code
-constexpr double kLeakySlope = 0.01;  // spec.LEAKY_SLOPE (PyTorch's default negative_slope)
+// Codes and names of pyfastgrad/spec.py's LOSSES with mlp=True (activations: kernels/activations.hpp,
+// optimizers: kernels/optim.hpp); tests/test_spec.py compares them with the registry through _core._spec().
 enum class Loss { Softmax = 0, Mse = 1, Hinge = 2 };
 constexpr const char* kLossNames[] = {"softmax", "mse", "hinge"};  // by code
 
@@ -31,17 +28,7 @@ inline int parse_name(const char* const (&names)[N], const std::string& s, const
     }
     throw std::invalid_argument("unknown " + std::string(what) + " '" + s + "' (expected one of " + known + ")");
 }
-inline Act parse_act(const std::string& s) { return static_cast<Act>(parse_name(kActNames, s, "activation")); }
 inline Loss parse_loss(const std::string& s) { return static_cast<Loss>(parse_name(kLossNames, s, "loss")); }
-
-// Throws unless act and loss are kinds of this build: call before a parallel region, where the
-// branches over kinds cannot throw.
-inline void check_kinds(Act act, Loss loss) {
-    constexpr int n_act = int(sizeof(kActNames) / sizeof(kActNames[0]));
-    constexpr int n_loss = int(sizeof(kLossNames) / sizeof(kLossNames[0]));
-    if (int(act) < 0 || int(act) >= n_act) throw std::invalid_argument("unknown activation code " + std::to_string(int(act)));
-    if (int(loss) < 0 || int(loss) >= n_loss) throw std::invalid_argument("unknown loss code " + std::to_string(int(loss)));
-}
 
 // exp(x) from arithmetic only (no libm call), so that loops over arrays vectorise: the activations
 // and the softmax spend most of a tiny net's step in exp. x = n ln2 + r, |r| <= ln2/2 (Cody-Waite
@@ -90,16 +77,6 @@ inline T exp_fast(T x) {
     return x != x ? x : y;  // NaN in, NaN out
 }
 
-template <class T>
-inline T activate(Act a, T z) {
-    switch (a) {
-        case Act::Relu: return z > T(0) ? z : T(0);
-        case Act::Sigmoid: return T(1) / (T(1) + std::exp(-z));
-        case Act::Tanh: return std::tanh(z);
-        case Act::LeakyRelu: return z > T(0) ? z : T(kLeakySlope) * z;
-    }
-    throw std::invalid_argument("unknown activation code " + std::to_string(int(a)));
-}
 
 inline std::int64_t count_params(const std::vector<std::int64_t>& sizes) {
     std::int64_t n = 0;

@@ -10,65 +10,10 @@
 #include <string>
 #include <vector>
 
+#include "kernels/activations.hpp"
+
 namespace pfg {
 namespace layers {
-
-// Codes of pyfastgrad/spec.py ACTIVATIONS (the MLP's Act codes plus the layer-only kinds);
-// tests/test_spec.py compares kLActNames with the registry.
-enum class LAct { Relu = 0, Sigmoid = 1, Tanh = 2, LeakyRelu = 3, Identity = 4 };
-constexpr const char* kLActNames[] = {"relu", "sigmoid", "tanh", "leaky_relu", "identity"};  // by code
-constexpr int kLActCount = int(sizeof(kLActNames) / sizeof(kLActNames[0]));
-
-inline LAct to_lact(int code) {
-    if (code < 0 || code >= kLActCount) throw std::invalid_argument("unknown activation code " + std::to_string(code));
-    return static_cast<LAct>(code);
-}
-
-// a = f(z), n entries. alpha: the leaky ReLU's slope for z <= 0.
-template <class T>
-void act_forward(LAct kind, double alpha, const T* z, T* a, std::int64_t n) {
-    const T al = T(alpha), one = T(1);
-    switch (kind) {
-        case LAct::Relu:
-            for (std::int64_t i = 0; i < n; ++i) a[i] = z[i] > T(0) ? z[i] : T(0);
-            break;
-        case LAct::LeakyRelu:
-            for (std::int64_t i = 0; i < n; ++i) a[i] = z[i] > T(0) ? z[i] : al * z[i];
-            break;
-        case LAct::Sigmoid:
-            for (std::int64_t i = 0; i < n; ++i) a[i] = one / (one + std::exp(-z[i]));
-            break;
-        case LAct::Tanh:
-            for (std::int64_t i = 0; i < n; ++i) a[i] = std::tanh(z[i]);
-            break;
-        case LAct::Identity:
-            for (std::int64_t i = 0; i < n; ++i) a[i] = z[i];
-            break;
-    }
-}
-
-// dz = dout * f'(z), written from z (ReLUs) or a = f(z) (sigmoid, tanh). dz may be dout.
-template <class T>
-void act_backward(LAct kind, double alpha, const T* dout, const T* z, const T* a, T* dz, std::int64_t n) {
-    const T al = T(alpha), one = T(1);
-    switch (kind) {
-        case LAct::Relu:  // the reference's mask z <= 0 -> 0
-            for (std::int64_t i = 0; i < n; ++i) dz[i] = z[i] > T(0) ? dout[i] : T(0);
-            break;
-        case LAct::LeakyRelu:
-            for (std::int64_t i = 0; i < n; ++i) dz[i] = z[i] > T(0) ? dout[i] : al * dout[i];
-            break;
-        case LAct::Sigmoid:
-            for (std::int64_t i = 0; i < n; ++i) dz[i] = dout[i] * (one - a[i]) * a[i];
-            break;
-        case LAct::Tanh:
-            for (std::int64_t i = 0; i < n; ++i) dz[i] = dout[i] * (one - a[i] * a[i]);
-            break;
-        case LAct::Identity:
-            for (std::int64_t i = 0; i < n; ++i) dz[i] = dout[i];
-            break;
-    }
-}
 
 // Batch Normalization, training mode: per column d over the N rows,
 // mean = sum x / N, xc = x - mean, var = sum xc^2 / N, std = sqrt(var + eps), xn = xc / std,

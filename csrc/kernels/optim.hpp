@@ -13,8 +13,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "common.hpp"
-#include "simd.hpp"
+#include "core/common.hpp"
+#include "core/simd.hpp"
 
 namespace pfg {
 

@@ -150,6 +150,7 @@ def _check_output(path: Optional[str], what: str) -> None:
 
 def _load_net(path: str, with_optimizer: bool = False):
     import zipfile
+
     import pyfastgrad as pfg
 
     if not Path(path).is_file():

@@ -91,7 +91,7 @@ def load_core() -> ModuleType:
             except BaseException:
                 sys.modules.pop(_NAME, None)
                 raise
-            setattr(pkg, "_core", mod)
+            pkg._core = mod
             _origin = str(cores[0])
             return mod
     if cores:

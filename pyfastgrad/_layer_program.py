@@ -27,9 +27,9 @@ from typing import List, Optional
 import numpy as np
 
 from . import reference as _ref
-from ._sparse import CsrRows
-from ._backends import kernels
 from . import spec
+from ._backends import kernels
+from ._sparse import CsrRows
 from .spec import full_hyper as _full_hyper
 
 _RELU, _SIGMOID, _TANH, _LEAKY, _IDENTITY = (spec.ACT_CODE[k] for k in
@@ -402,7 +402,7 @@ class _Sweep:
         return op.kind == "act" and spec.ACTIVATIONS[op.code].kinked
 
     def run(self):
-        ops, acts, h = self.ops, self.acts, self.h
+        ops, acts = self.ops, self.acts
         n_p = self.p.n_params
         g = np.zeros(n_p)
         kp = np.zeros(n_p, np.int64)

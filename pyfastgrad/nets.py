@@ -582,7 +582,7 @@ def load_net(path, backend: Optional[str] = None, with_optimizer: bool = False, 
     (``load_state_dict``; ValueError when the file has none). ``with_optimizer=True``: return
     ``(net, optimizer)`` with a new optimizer built from the file (``None`` when none was saved).
     """
-    from .optimizers import Optimizer, make_optimizer
+    from .optimizers import Optimizer
     from .sequential import _is_composed, load_composed
 
     if _is_composed(path):  # Sequential / MultiLayerNetExtend: the layer stack is in the file

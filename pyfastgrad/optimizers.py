@@ -269,7 +269,7 @@ class Optimizer:
         self._apply(theta, g, st, self.backend or get_backend())
         if packed:  # back into the caller's arrays (the layers hold them)
             off = 0
-            for k, p in zip(keys, ps):
+            for _k, p in zip(keys, ps):
                 np.copyto(p, theta[off:off + p.size].reshape(p.shape))  # any layout: strided, Fortran
                 off += p.size
 

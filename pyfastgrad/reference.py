@@ -30,7 +30,7 @@ with its quirks decided on purpose:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -609,7 +609,8 @@ class RMSprop:
 
 
 class Adam:
-    """Adam (the tutorials' form): ``m += (1-b1)(dW - m)``, ``v += (1-b2)(dW**2 - v)``, ``W -= lr_t m / (sqrt(v) + 1e-7)`` with ``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)``."""
+    """Adam (the tutorials' form): ``m += (1-b1)(dW - m)``, ``v += (1-b2)(dW**2 - v)``,
+    ``W -= lr_t m / (sqrt(v) + 1e-7)`` with ``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)``."""
 
     def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
         self.lr, self.beta1, self.beta2 = lr, beta1, beta2
@@ -651,7 +652,8 @@ class BatchNormalization:
         self.dgamma = self.dbeta = None
 
     def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
-        """Training: normalise by the batch mean/variance and update the running statistics; eval (``train_flg=False``): by the running ones. ``gamma * xn + beta``."""
+        """Training: normalise by the batch mean/variance and update the running statistics; eval
+        (``train_flg=False``): by the running ones. ``gamma * xn + beta``."""
         if self.running_mean is None:
             self.running_mean = np.zeros(x.shape[1], dtype=x.dtype)
             self.running_var = np.zeros(x.shape[1], dtype=x.dtype)
@@ -669,7 +671,8 @@ class BatchNormalization:
         return self.gamma * xn + self.beta
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        """dx from dout through the batch normalisation (batch statistics of the last forward); sets ``dgamma``, ``dbeta``."""
+        """dx from dout through the batch normalisation (batch statistics of the last forward); sets
+        ``dgamma``, ``dbeta``."""
         dbeta = dout.sum(axis=0)
         dgamma = np.sum(self.xn * dout, axis=0)
         dxn = self.gamma * dout
@@ -693,7 +696,8 @@ class Dropout:
         self.mask: Optional[np.ndarray] = None
 
     def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
-        """Training: zero each unit with probability ``dropout_ratio`` (mask kept for backward); eval: ``x * (1 - dropout_ratio)`` (the tutorials' scaling)."""
+        """Training: zero each unit with probability ``dropout_ratio`` (mask kept for backward); eval:
+        ``x * (1 - dropout_ratio)`` (the tutorials' scaling)."""
         if train_flg:
             u = np.random.rand(*x.shape) if self.rng is None else self.rng.random(x.shape)
             self.mask = u > self.dropout_ratio

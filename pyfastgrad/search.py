@@ -1204,7 +1204,8 @@ def add_subcommand(sub: Any) -> None:
     s.add_argument("--train-size", type=int, help="use only the first N training images (default: all)")
     s.add_argument("--workers", type=int, help="local worker processes (default: all cores)")
     s.add_argument("--threads-per-trial", type=int, default=1, help="threads each trial may use (default: 1)")
-    s.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (needs [dask]) (default: a local process pool)")
+    s.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (needs [dask]) "
+                                       "(default: a local process pool)")
     s.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to reach the scheduler (default: 10)")
     s.add_argument("--trial-timeout", type=float, help="seconds a trial may take (default: no limit)")
     s.add_argument("--seed", type=int, default=0, help="seed of the search and the trials (default: 0)")
@@ -1214,7 +1215,8 @@ def add_subcommand(sub: Any) -> None:
     s.add_argument("--top", type=int, default=20, help="rows of the table and panels of the plot (default: 20)")
     s.add_argument("--json", help="write every trial (with curves) to this JSON file (default: none)")
     s.add_argument("--csv", help="write one row per trial to this CSV file (default: none)")
-    s.add_argument("--plot", help="save the tutorials' plot of the best trials (.png, needs matplotlib) (default: none)")
+    s.add_argument("--plot", help="save the tutorials' plot of the best trials (.png, needs matplotlib) "
+                                  "(default: none)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar (default: a progress bar)")
     s.set_defaults(func=_cli, parser=s)
 

@@ -28,7 +28,7 @@ from . import layers as L
 from . import spec
 from ._backends import get_backend, kernels
 from ._layer_program import Op, Program
-from ._validate import as_batch, as_targets, check_finite, labels_of
+from ._validate import as_batch, as_targets, check_finite
 from .nets import _KINKED, WEIGHT_INITS, Net, ParamDict, _init_scale, _restore_optimizer, _seed_or_global  # noqa: F401
 
 __all__ = ["Sequential", "MultiLayerNetExtend"]
@@ -177,7 +177,7 @@ class Sequential(Net):
         self._frozen_seed: Optional[int] = None
         self._flags = {"richardson": False}
         aff_i = bn_i = 0
-        for pos, (kd, name, layer, s1, s2) in enumerate(specs):
+        for pos, (kd, name, layer, _s1, _s2) in enumerate(specs):
             if kd == "affine":
                 aff_i += 1
                 if layer._given:
@@ -216,7 +216,7 @@ class Sequential(Net):
     def _make_ops(self) -> List[Op]:
         ops = []
         codes = spec.ACT_CODE
-        for kd, name, layer, s1, s2 in self._specs:
+        for kd, _name, layer, s1, s2 in self._specs:
             if kd == "affine":
                 ops.append(Op("affine", layer, s1, (layer.n_in, layer.n_out), s2))
             elif kd == "bn":
@@ -507,6 +507,7 @@ def _is_composed(path) -> bool:
 def load_composed(path, backend: Optional[str] = None, with_optimizer: bool = False, optimizer=None):
     """:func:`pyfastgrad.load_net` for composed nets."""
     import json
+
     from .optimizers import Optimizer
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a pyfastgrad Optimizer, got {type(optimizer).__name__}")

@@ -1,9 +1,9 @@
 """The kernel contract in one place: activations, losses, optimizers and the parameter layout.
 
 Every other module takes names, integer codes, state counts and hyper-parameter slots from here;
-the C++ enums (``csrc/core/common.hpp`` ``Act``/``Loss``, ``csrc/kernels/optim.hpp`` ``Opt``, ``csrc/kernels/layers.hpp``
-``LAct``) must match the codes, which ``tests/test_spec.py`` checks against the extension's
-exported tables. A kernel that meets a code it does not know raises; no branch stands for "the
+the C++ enums (``csrc/kernels/activations.hpp`` ``Act``/``LAct``, ``csrc/core/common.hpp`` ``Loss``,
+``csrc/kernels/optim.hpp`` ``Opt``) must match the codes, which ``tests/test_spec.py`` checks against the
+extension's exported tables. A kernel that meets a code it does not know raises; no branch stands for "the
 last kind".
 
 Adding an activation or an optimizer: see docs/DEV.md ("Adding an activation", "Adding an optimizer").

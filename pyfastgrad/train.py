@@ -436,7 +436,7 @@ class Trainer:
                 return
         else:  # the tutorials' loop, for nets that are not pyfastgrad's
             rng = np.random.default_rng(self.seed)
-            for i in range(self.max_iter):
+            for _ in range(self.max_iter):
                 mask = rng.choice(self.train_size, self.batch_size)
                 xb, tb = self.x_train[mask], self.t_train[mask]
                 grads = self.network.gradient(xb, tb)

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 C = pytest.importorskip("pyfastgrad._backends.cpp", reason="C++ extension not built")
-from pyfastgrad import spec  # noqa: E402
-from pyfastgrad import _core  # noqa: E402
+from pyfastgrad import _core, spec  # noqa: E402
 from pyfastgrad._backends import numpy as N  # noqa: E402
 
 from _helpers import DTYPES, TOL, nerr  # noqa: E402

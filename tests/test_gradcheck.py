@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import pyfastgrad as pfg
-from pyfastgrad._backends import numpy as npk
 from pyfastgrad._backends import kernels
+from pyfastgrad._backends import numpy as npk
 from pyfastgrad.layers import Affine, Relu, SoftmaxWithLoss
 
 from _helpers import BACKENDS, FAST_BACKENDS, normwise

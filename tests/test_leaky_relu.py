@@ -6,6 +6,7 @@ import pytest
 import pyfastgrad as pfg
 from pyfastgrad import reference as ref
 from pyfastgrad import spec
+
 from _helpers import BACKENDS, normwise
 
 

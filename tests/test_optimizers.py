@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import pyfastgrad as pfg
-from pyfastgrad._backends import numpy as npk
 from pyfastgrad import reference as ref
+from pyfastgrad._backends import numpy as npk
 from pyfastgrad.schedules import Cosine, StepDecay, Warmup, make_schedule
 
 from _helpers import BACKENDS, DTYPES, normwise

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import pyfastgrad as pfg
-from pyfastgrad._backends import numpy as N
 from pyfastgrad._backends import kernels
+from pyfastgrad._backends import numpy as N
 from pyfastgrad._sparse import SPARSE_DENSITY_MAX, CsrRows
 
 from _helpers import BACKENDS, DTYPES, TOL, normwise

@@ -25,7 +25,7 @@ finally:
     if _SET_TIMEOUT:
         del os.environ["OPENBLAS_THREAD_TIMEOUT"]
 
-from .._extension import load_core
+from .._extension import load_core  # noqa: E402  (after scipy_openblas32: it preloads the library)
 
 _core = load_core()  # next to the package, or the installed copy when a source tree shadows it
 from .. import spec  # noqa: E402

@@ -970,7 +970,8 @@ class Mlp:
     def kink_counts(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, h: float,
                     plus: np.ndarray, minus: np.ndarray) -> None:
         """See ``_backends/numpy.py`` ``Mlp.kink_counts`` (same counts, own row-by-row forward-mode loops)."""
-        _parallel(_kink_counts)(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t), float(h), plus, minus)
+        _parallel(_kink_counts)(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t), float(h),
+                                plus, minus)
 
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,

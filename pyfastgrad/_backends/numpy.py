@@ -31,7 +31,7 @@ import numpy as np
 from .. import reference as ref
 from .. import spec
 from .._sparse import CsrRows
-from ..spec import HYPER_LEN as _HYPER_LEN, layer_slices, n_params
+from ..spec import layer_slices, n_params
 
 NAME = "numpy"
 _CHUNK_ROWS = 4096  # dense_to_csr converts this many rows at a time: bounds the temporary masks

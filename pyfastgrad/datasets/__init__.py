@@ -15,20 +15,55 @@ shipped in the package) and, for tests and demos only, procedurally drawn digits
 * :func:`make_synthetic_digits` (old name ``load_digits_embedded``) -- drawn digits, not MNIST;
   no default path uses them.
 """
-from ._download import (DEFAULT_TIMEOUT, MNIST_MIRRORS, MNIST_SHA256, DownloadError, default_cache_dir,
-                        download_mnist, sha256_of)
-from .mnist import (MNIST_FILES, SUBSET_DIR, DataSource, DatasetFallbackWarning, clear_cache, find_mnist_dir,
-                    load_data, load_mnist, load_mnist_subset, mnist_available, read_idx)
+
+from ._download import (
+    DEFAULT_TIMEOUT,
+    MNIST_MIRRORS,
+    MNIST_SHA256,
+    DownloadError,
+    default_cache_dir,
+    download_mnist,
+    sha256_of,
+)
+from .mnist import (
+    MNIST_FILES,
+    SUBSET_DIR,
+    DatasetFallbackWarning,
+    DataSource,
+    clear_cache,
+    find_mnist_dir,
+    load_data,
+    load_mnist,
+    load_mnist_subset,
+    mnist_available,
+    read_idx,
+)
 from .synthetic import load_digits_embedded, make_synthetic_digits
 
 __all__ = [
-    "MNIST_FILES", "MNIST_SHA256", "MNIST_MIRRORS", "DEFAULT_TIMEOUT", "SUBSET_DIR", "DownloadError",
-    "DatasetFallbackWarning", "DataSource", "load_mnist", "load_mnist_subset", "load_data", "download_mnist",
-    "mnist_available", "find_mnist_dir", "default_cache_dir", "read_idx", "clear_cache", "sha256_of",
-    "make_synthetic_digits", "load_digits_embedded",
+    "MNIST_FILES",
+    "MNIST_SHA256",
+    "MNIST_MIRRORS",
+    "DEFAULT_TIMEOUT",
+    "SUBSET_DIR",
+    "DownloadError",
+    "DatasetFallbackWarning",
+    "DataSource",
+    "load_mnist",
+    "load_mnist_subset",
+    "load_data",
+    "download_mnist",
+    "mnist_available",
+    "find_mnist_dir",
+    "default_cache_dir",
+    "read_idx",
+    "clear_cache",
+    "sha256_of",
+    "make_synthetic_digits",
+    "load_digits_embedded",
 ]
 
 # CIFAR-10 (binary version; never pickles)
-from .cifar10 import (CIFAR10_CLASSES, download_cifar10, find_cifar10, load_cifar10,  # noqa: E402
-                      read_cifar10_batch)
+from .cifar10 import CIFAR10_CLASSES, download_cifar10, find_cifar10, load_cifar10, read_cifar10_batch  # noqa: E402
+
 __all__ += ["CIFAR10_CLASSES", "load_cifar10", "download_cifar10", "find_cifar10", "read_cifar10_batch"]

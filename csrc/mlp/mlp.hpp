@@ -138,12 +138,7 @@ public:
     std::int64_t train_steps(T* theta, const T* X, std::int64_t nx, const T* Tt, const std::int64_t* idx,
                              std::int64_t n_steps, std::int64_t B, double wd, Opt opt, const double* hyper,
                              T* s1, T* s2, std::int64_t step0, double* losses, const double* lrs = nullptr) {
-        if (n_steps < 0) throw std::invalid_argument("train_steps: n_steps must be >= 0");
-        if (n_steps == 0) return 0;
-        need_rows(B);
-        if (B > INT_MAX) throw std::invalid_argument("train_steps: batch too large for BLAS");
-        if (opt_is_adam(opt) && step0 < 0)
-            throw std::invalid_argument("train_steps: step0 must be >= 0 for adam, got " + std::to_string(step0));
+        if (!check_steps(n_steps, B, opt, step0)) return 0;
         // Every index is checked before anything is touched.
         for (std::int64_t i = 0, total = n_steps * B; i < total; ++i) {
             if (idx[i] < 0 || idx[i] >= nx)
@@ -198,12 +193,7 @@ public:
                                  std::int64_t nx, std::int64_t nnz, const T* Tt, const std::int64_t* idx,
                                  std::int64_t n_steps, std::int64_t B, double wd, Opt opt, const double* hyper,
                                  T* s1, T* s2, std::int64_t step0, double* losses, const double* lrs = nullptr) {
-        if (n_steps < 0) throw std::invalid_argument("train_steps: n_steps must be >= 0");
-        if (n_steps == 0) return 0;
-        need_rows(B);
-        if (B > INT_MAX) throw std::invalid_argument("train_steps: batch too large for BLAS");
-        if (opt_is_adam(opt) && step0 < 0)
-            throw std::invalid_argument("train_steps: step0 must be >= 0 for adam, got " + std::to_string(step0));
+        if (!check_steps(n_steps, B, opt, step0)) return 0;
         const std::int64_t max_nnz = check_csr(indptr, ind, nx, nnz, idx, n_steps, B);
         reserve(B);
         const std::int64_t n0 = sizes_.front(), n1 = sizes_[1], c = sizes_.back();
@@ -584,6 +574,17 @@ private:
 #else
         (void)X; (void)rows; (void)B; (void)n0;
 #endif
+    }
+
+    // The arguments both train_steps loops check first; false when there is no step to run.
+    static bool check_steps(std::int64_t n_steps, std::int64_t B, Opt opt, std::int64_t step0) {
+        if (n_steps < 0) throw std::invalid_argument("train_steps: n_steps must be >= 0");
+        if (n_steps == 0) return false;
+        need_rows(B);
+        if (B > INT_MAX) throw std::invalid_argument("train_steps: batch too large for BLAS");
+        if (opt_is_adam(opt) && step0 < 0)
+            throw std::invalid_argument("train_steps: step0 must be >= 0 for adam, got " + std::to_string(step0));
+        return true;
     }
 
     static void need_rows(std::int64_t n) {

@@ -126,9 +126,17 @@ def _layout_parse(text: np.ndarray) -> Layout:
 
 def net_layout(net) -> Layout:
     """The (key, shape) layout of ``net.theta`` (the state of an optimizer training ``net``)."""
-    layout = tuple((k, tuple(v.shape)) for k, v in net.params.items())
-    if sum(int(np.prod(s)) for _, s in layout) != net.theta.size:  # SimpleNet: params cover part of theta
-        layout = (("theta", (net.theta.size,)),)
+    params, size = net.params, net.theta.size
+    # a ParamDict's keys and shapes are fixed: its layout is computed once (it was half of a small
+    # net's train_step call)
+    cached = getattr(params, "_layout_of_size", None) if isinstance(params, ParamDict) else None
+    if cached is not None and cached[0] == size:
+        return cached[1]
+    layout = tuple((k, tuple(v.shape)) for k, v in params.items())
+    if sum(math.prod(s) for _, s in layout) != size:  # SimpleNet: params cover part of theta
+        layout = (("theta", (size,)),)
+    if isinstance(params, ParamDict):
+        params._layout_of_size = (size, layout)
     return layout
 
 

@@ -48,10 +48,7 @@ def _book(x, t) -> float:
 
 def _core():
     """The extension module: the adaptive switch is a kernel setting, not public API."""
-    try:
-        from pyfastgrad._backends import cpp
-    except ImportError:
-        from pyfastgrad import _cpp_kernels as cpp
+    from pyfastgrad._backends import cpp
     return cpp._core
 
 

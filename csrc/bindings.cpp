@@ -350,7 +350,7 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
     using A = V<T>;
     py::class_<P>(m, name,
                   (std::string("Fully connected net on a flat ") + dtype +
-                   " parameter vector (see _numpy_kernels.Mlp). Calls on one object from several "
+                   " parameter vector (see _backends/numpy.py Mlp). Calls on one object from several "
                    "threads are serialised (it owns scratch buffers).").c_str())
         .def(py::init<const std::vector<std::int64_t>&, const std::string&, const std::string&>(),
              py::arg("sizes"), py::arg("activation"), py::arg("loss"))

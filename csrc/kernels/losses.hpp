@@ -1,7 +1,7 @@
 // Row kernels of the losses: softmax, cross-entropy, squared error, and the fused output layer
 // of the nets (bias + loss + dL/dz in one pass). Header-only, no pybind11.
 //
-// Semantics are those of pyfastgrad/_numpy_kernels.py (dense (N, C) targets):
+// Semantics are those of pyfastgrad/_backends/numpy.py (dense (N, C) targets):
 //   softmax: -sum t * log_softmax(z) / N (stable, no 1e-7 guard), dL/dz = (softmax(z) - t) / N
 //   mse:     0.5 * sum (z - t)^2 / N,              dL/dz = (z - t) / N
 //   hinge:   sum_{k != c} max(0, z_k - z_c + 1) / N, c = argmax t (first max),

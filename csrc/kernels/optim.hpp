@@ -1,9 +1,9 @@
 // Fused optimizer updates on flat parameter vectors. Header-only, no pybind11.
 //
 // The formulas and the order of the floating-point operations follow
-// _numpy_kernels.opt_update term by term (scalars cast to T first, as numpy does), so float64
+// _backends/numpy.py opt_update term by term (scalars cast to T first, as numpy does), so float64
 // agrees with numpy to the last bit or so. hyper is float64 [lr, a, b, eps, weight_decay, style,
-// max_norm] (kHyperLen entries; see _numpy_kernels.opt_update): a = momentum / decay rate / beta1,
+// max_norm] (kHyperLen entries; see _backends/numpy.py opt_update): a = momentum / decay rate / beta1,
 // b = beta2, weight_decay is decoupled (theta *= 1 - lr wd first; AdamW), style 0 = the tutorials'
 // formulas, 1 = torch.optim's, max_norm > 0 clips the gradient by its global norm first.
 #pragma once

@@ -1,5 +1,5 @@
 // Fully connected net on a flat parameter vector: forward, loss, backprop and mini-batch
-// training steps. Header-only, no pybind11; semantics of _numpy_kernels.Mlp.
+// training steps. Header-only, no pybind11; semantics of _backends/numpy.py Mlp.
 //
 // Layout (shared by all backends): for sizes = [n0, n1, ..., nL], theta holds W1 (n0 x n1,
 // row-major), b1 (n1), W2, b2, ... Hidden layers apply the activation, the last layer is affine
@@ -129,7 +129,7 @@ public:
         return l;
     }
 
-    // Mini-batch steps (see _numpy_kernels.Mlp.train_steps): step s uses rows idx[s*B .. s*B+B) of
+    // Mini-batch steps (see _backends/numpy.py Mlp.train_steps): step s uses rows idx[s*B .. s*B+B) of
     // X/Tt (nx rows), clips the gradient (hyper[kMaxNorm] > 0), then opt_update(.., step0 + s + 1)
     // with the learning rate lrs[s] (lrs may be null: hyper[kLr] for every step). Stops before
     // updating at the first non-finite loss; losses[s] = loss of step s, NaN for steps not done.

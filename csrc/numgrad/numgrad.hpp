@@ -834,7 +834,7 @@ bool mlp_numerical_gradient(const std::vector<int64_t>& sizes, Act act, Loss los
 // state change every later variable moves linearly in s (ReLU nets are piecewise linear), so the
 // distance to the first kink on each side, t+(n, j) and t-(n, j), is min |v| / |dv/ds| over the
 // variables v downstream, with dv/ds pushed forward layer by layer (first order for sigmoid/tanh
-// with the hinge loss). Same counts as _numpy_kernels._kink_counts_reference.
+// with the hinge loss). Same counts as _backends/numpy.py _kink_counts_reference.
 namespace ng {
 
 // v + s*d changes state (v > 0) at |s| = |v|/|d|: upward when (v > 0) == (d < 0).

@@ -794,7 +794,7 @@ def _kink_row(theta, sizes, woff, act, hinge, Z, zoff, n, c, l, j, cur, nxt):
 
 @_pjit
 def _kink_counts(theta, sizes, act, lossc, x, t, h, plus, minus):
-    """Rows crossing a kink per parameter and side (see ``_numpy_kernels.Mlp.kink_counts``)."""
+    """Rows crossing a kink per parameter and side (see ``_backends.numpy.Mlp.kink_counts``)."""
     N = x.shape[0]
     L = sizes.shape[0] - 1
     hinge = lossc == _HINGE
@@ -1058,7 +1058,7 @@ def mean_squared_error(y: np.ndarray, t: np.ndarray) -> float:
 
 def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float,
                        scheme: str = "central") -> np.ndarray:
-    """Per-element differences of ``f`` at ``x`` (see ``_numpy_kernels.numerical_gradient``).
+    """Per-element differences of ``f`` at ``x`` (see ``_backends.numpy.numerical_gradient``).
 
     A numba-jitted ``f`` is called from a jitted loop: in place on ``x`` when it is
     C-contiguous (restored exactly), else on a C copy (``x`` itself is never touched).

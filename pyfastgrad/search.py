@@ -1024,10 +1024,8 @@ def _run(runner: _Runner, source: Any, trial_timeout: Optional[float], progress:
 
 
 def _describe(exc: BaseException) -> str:
-    name = type(exc).__name__
-    if name == "KilledWorker":  # Dask: the task's worker died (allowed-failures + 1) times
-        return f"its Dask worker died while running it ({exc})"
-    return f"{name}: {exc}"
+    # (a Dask worker's death is not described here: runner.worker_died reruns the trial alone first)
+    return f"{type(exc).__name__}: {exc}"
 
 
 # --------------------------------------------------------------------------- results

@@ -66,12 +66,12 @@ public:
         static FreeCores f;
         return f;
     }
-    bool enabled() const { return enabled_; }
-    void set_enabled(bool on) { enabled_ = on; }
+    bool enabled() const { return enabled_.load(std::memory_order_relaxed); }
+    void set_enabled(bool on) { enabled_.store(on, std::memory_order_relaxed); }
 
     // Free cores among `want` (>= 1): cached between probes, never blocks another caller.
     int of(int want) {
-        if (!enabled_ || want <= 1) return std::max(want, 1);
+        if (!enabled() || want <= 1) return std::max(want, 1);
 #ifdef __linux__
         const auto now = std::chrono::steady_clock::now();
         const std::int64_t now_ms =
@@ -91,16 +91,15 @@ public:
 private:
     FreeCores() {
         const char* env = std::getenv("PYFASTGRAD_ADAPTIVE_THREADS");
-        enabled_ = !(env && std::strcmp(env, "0") == 0);
+        set_enabled(!(env && std::strcmp(env, "0") == 0));
     }
 
 #ifdef __linux__
     // One window: busy jiffies of the whole machine, our CPU seconds, the wall clock.
     void probe(std::int64_t now_ms) {
         double busy_s = 0.0, total_s = 0.0;
-        int ncpu = 0;
-        if (!read_stat(&busy_s, &total_s, &ncpu)) {
-            enabled_ = false;  // no /proc/stat (a sandbox): stop asking
+        if (!read_stat(&busy_s, &total_s)) {
+            set_enabled(false);  // no /proc/stat (a sandbox): stop asking
             return;
         }
         rusage ru{};
@@ -118,10 +117,9 @@ private:
         total0_ = total_s;
         self0_ = self_s;
         last_ms_.store(now_ms, std::memory_order_relaxed);
-        (void)ncpu;
     }
 
-    static bool read_stat(double* busy_s, double* total_s, int* ncpu) {
+    static bool read_stat(double* busy_s, double* total_s) {
         std::FILE* f = std::fopen("/proc/stat", "r");
         if (!f) return false;
         unsigned long long v[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // user nice system idle iowait irq softirq steal
@@ -134,7 +132,6 @@ private:
         const double busy = double(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]);
         *busy_s = busy / hz;
         *total_s = (busy + idle) / hz;
-        *ncpu = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
         return true;
     }
 
@@ -143,7 +140,7 @@ private:
     std::atomic<double> other_busy_{0.0};
     double busy0_ = 0.0, total0_ = 0.0, self0_ = 0.0;
 #endif
-    bool enabled_ = true;
+    std::atomic<bool> enabled_{true};  // read by every call, written from any thread
 };
 
 // Threads for an OpenMP team now: the configured count, less the cores other processes keep busy.

@@ -344,11 +344,58 @@ struct PyMlp {
         : net(sizes, pfg::parse_act(a), pfg::parse_loss(l)), act(a), loss(l) {}
 };
 
+// predict / loss / loss_grad of an Mlp<T> on x of element type X (T, or float for a double net).
+template <class T, class X>
+void mlp_predict(PyMlp<T>& p, const V<T>& theta, const V<X>& x, const V<T>& out) {
+    need_vec(theta, "theta", p.net.n_params());
+    const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
+    need_mat(out, "out", n, p.net.n_out());
+    T* op = writable(out, "out");
+    std::optional<py::gil_scoped_release> nogil;
+    if (n * p.net.n_params() >= kReleaseGilWork) nogil.emplace();
+    std::lock_guard<std::mutex> lock(p.mu);  // taken after the release: never wait holding the GIL
+    p.net.predict(theta.ptr, x.ptr, n, op);
+}
+constexpr const char* kPredictDoc = "out (N, n_out) = logits of x (N, n_in).";
+
+template <class T, class X>
+double mlp_loss(PyMlp<T>& p, const V<T>& theta, const V<X>& x, const V<T>& t, double weight_decay) {
+    need_vec(theta, "theta", p.net.n_params());
+    const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
+    need_mat(t, "t", n, p.net.n_out());
+    if (n < 1) throw std::invalid_argument("x must have at least 1 row");
+    std::optional<py::gil_scoped_release> nogil;
+    if (n * p.net.n_params() >= kReleaseGilWork) nogil.emplace();
+    std::lock_guard<std::mutex> lock(p.mu);
+    return p.net.loss(theta.ptr, x.ptr, t.ptr, n, weight_decay);
+}
+constexpr const char* kLossDoc = "Mean loss over the rows plus 0.5 * weight_decay * sum W^2.";
+
+template <class T, class X>
+double mlp_loss_grad(PyMlp<T>& p, const V<T>& theta, const V<X>& x, const V<T>& t, double weight_decay,
+                     const V<T>& grad, std::optional<bool> sparse) {
+    need_vec(theta, "theta", p.net.n_params());
+    const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
+    need_mat(t, "t", n, p.net.n_out());
+    need_vec(grad, "grad", p.net.n_params());
+    if (n < 1) throw std::invalid_argument("x must have at least 1 row");
+    T* g = writable(grad, "grad");
+    const int mode = sparse ? (*sparse ? 1 : 0) : -1;
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(p.mu);
+    return p.net.loss_grad(theta.ptr, x.ptr, t.ptr, n, weight_decay, g, mode);
+}
+constexpr const char* kLossGradDoc =
+    "Loss (as loss()); writes its gradient by backprop into grad. sparse: None picks the first layer's "
+    "kernels from x's density (sparse kernels when at most 40% of x is nonzero), True / False force the "
+    "sparse / dense (gemm) ones. All give the same result up to rounding. A float64 net also takes float32 "
+    "x (read as float64).";
+
 template <class T>
 void bind_mlp(py::module_& m, const char* name, const char* dtype) {
     using P = PyMlp<T>;
     using A = V<T>;
-    py::class_<P>(m, name,
+    auto cls = py::class_<P>(m, name,
                   (std::string("Fully connected net on a flat ") + dtype +
                    " parameter vector (see _backends/numpy.py Mlp). Calls on one object from several "
                    "threads are serialised (it owns scratch buffers).").c_str())
@@ -358,49 +405,11 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
         .def_property_readonly("sizes", [](const P& p) { return p.net.sizes(); })
         .def_property_readonly("activation", [](const P& p) { return p.act; })
         .def_property_readonly("loss_name", [](const P& p) { return p.loss; })
-        .def("predict",
-             [](P& p, A theta, A x, A out) {
-                 need_vec(theta, "theta", p.net.n_params());
-                 const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
-                 need_mat(out, "out", n, p.net.n_out());
-                 T* op = writable(out, "out");
-                 std::optional<py::gil_scoped_release> nogil;
-                 if (n * p.net.n_params() >= kReleaseGilWork) nogil.emplace();
-                 std::lock_guard<std::mutex> lock(p.mu);  // taken after the release: never wait holding the GIL
-                 p.net.predict(theta.ptr, x.ptr, n, op);
-             },
-             py::arg("theta"), py::arg("x"), py::arg("out"), "out (N, n_out) = logits of x (N, n_in).")
-        .def("loss",
-             [](P& p, A theta, A x, A t, double weight_decay) {
-                 need_vec(theta, "theta", p.net.n_params());
-                 const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
-                 need_mat(t, "t", n, p.net.n_out());
-                 if (n < 1) throw std::invalid_argument("x must have at least 1 row");
-                 std::optional<py::gil_scoped_release> nogil;
-                 if (n * p.net.n_params() >= kReleaseGilWork) nogil.emplace();
-                 std::lock_guard<std::mutex> lock(p.mu);
-                 return p.net.loss(theta.ptr, x.ptr, t.ptr, n, weight_decay);
-             },
-             py::arg("theta"), py::arg("x"), py::arg("t"), py::arg("weight_decay"),
-             "Mean loss over the rows plus 0.5 * weight_decay * sum W^2.")
-        .def("loss_grad",
-             [](P& p, A theta, A x, A t, double weight_decay, A grad, std::optional<bool> sparse) {
-                 need_vec(theta, "theta", p.net.n_params());
-                 const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
-                 need_mat(t, "t", n, p.net.n_out());
-                 need_vec(grad, "grad", p.net.n_params());
-                 if (n < 1) throw std::invalid_argument("x must have at least 1 row");
-                 T* g = writable(grad, "grad");
-                 const int mode = sparse ? (*sparse ? 1 : 0) : -1;
-                 py::gil_scoped_release nogil;
-                 std::lock_guard<std::mutex> lock(p.mu);
-                 return p.net.loss_grad(theta.ptr, x.ptr, t.ptr, n, weight_decay, g, mode);
-             },
-             py::arg("theta"), py::arg("x"), py::arg("t"), py::arg("weight_decay"), py::arg("grad"),
-             py::arg("sparse") = py::none(),
-             "Loss (as loss()); writes its gradient by backprop into grad. sparse: None picks the first "
-             "layer's kernels from x's density (sparse kernels when at most 40% of x is nonzero), True / "
-             "False force the sparse / dense (gemm) ones. All give the same result up to rounding.")
+        .def("predict", &mlp_predict<T, T>, py::arg("theta"), py::arg("x"), py::arg("out"), kPredictDoc)
+        .def("loss", &mlp_loss<T, T>, py::arg("theta"), py::arg("x"), py::arg("t"), py::arg("weight_decay"),
+             kLossDoc)
+        .def("loss_grad", &mlp_loss_grad<T, T>, py::arg("theta"), py::arg("x"), py::arg("t"),
+             py::arg("weight_decay"), py::arg("grad"), py::arg("sparse") = py::none(), kLossGradDoc)
         .def("train_steps",
              [](P& p, A theta, A X, A Tt, V<std::int64_t> idx, double weight_decay, const std::string& opt,
                 V<double> hyper, A state1, A state2, std::int64_t step0, V<double> losses,
@@ -452,6 +461,13 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
              "train_steps with X in CSR form: indptr int64 (N + 1,), indices int32 (nnz,), data (nnz,) of the "
              "net's dtype, n_cols = the net's inputs. The first layer uses only the nonzeros; same results "
              "as train_steps on the dense X up to the order of the sums.");
+    if constexpr (std::is_same_v<T, double>) {  // float32 x (the tutorials' images) into a float64 net
+        cls.def("predict", &mlp_predict<T, float>, py::arg("theta"), py::arg("x"), py::arg("out"), kPredictDoc)
+            .def("loss", &mlp_loss<T, float>, py::arg("theta"), py::arg("x"), py::arg("t"),
+                 py::arg("weight_decay"), kLossDoc)
+            .def("loss_grad", &mlp_loss_grad<T, float>, py::arg("theta"), py::arg("x"), py::arg("t"),
+                 py::arg("weight_decay"), py::arg("grad"), py::arg("sparse") = py::none(), kLossGradDoc);
+    }
 }
 
 // Rows and columns of a loss's dense (N, C) y and t, N >= 1, after checking them.

@@ -35,10 +35,11 @@ def check_finite(a: np.ndarray, name: str, backend=None) -> None:
         raise ValueError(f"{name} contains NaN or Inf")
 
 
-def as_batch(x, n_features: int, dtype: np.dtype, name: str = "x") -> np.ndarray:
+def as_batch(x, n_features: int, dtype: np.dtype, name: str = "x", also=()) -> np.ndarray:
     """(N, n_features) C-contiguous array of ``dtype``; any-shape input is flattened per row.
 
-    Copies only when needed; the caller's array is never modified.
+    ``also``: other dtypes kept as they are (kernels that read them). Copies only when needed; the
+    caller's array is never modified.
     """
     x = np.asarray(x)
     if x.dtype.kind not in "fiub":
@@ -52,7 +53,7 @@ def as_batch(x, n_features: int, dtype: np.dtype, name: str = "x") -> np.ndarray
     x = x.reshape(x.shape[0], -1)
     if x.shape[1] != n_features:
         raise ValueError(f"{name} has {x.shape[1]} features per sample, the net expects {n_features}")
-    x = as_c(x, dtype)
+    x = as_c(x, x.dtype if x.dtype in also else dtype)
     check_finite(x, name)
     return x
 

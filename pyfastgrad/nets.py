@@ -200,8 +200,11 @@ class Net:
             mlp = self._mlps[name] = kernels(name).Mlp(self.sizes, self.activation, self.loss_name, self.dtype)
         return mlp
 
-    def _xt(self, x, t=None):
-        xb = as_batch(x, self.sizes[0], self.dtype)
+    def _xt(self, x, t=None, kernel_dtypes: bool = False):
+        """x and t checked, of the net's dtype; kernel_dtypes: x may stay in another dtype the kernels
+        read (float32 images into a float64 net on cpp: no float64 copy per call)."""
+        also = getattr(self._mlp(), "input_dtypes", ()) if kernel_dtypes else ()
+        xb = as_batch(x, self.sizes[0], self.dtype, also=also)
         if t is None:
             return xb, None
         return xb, as_targets(t, xb.shape[0], self.sizes[-1], self.dtype, values=self.loss_name == "mse")
@@ -212,12 +215,12 @@ class Net:
     # ------------------------------------------------------------------ the tutorials' API
     def predict(self, x) -> np.ndarray:
         """Scores (the last affine output, before softmax), shape (N, output)."""
-        xb, _ = self._xt(x)
+        xb, _ = self._xt(x, kernel_dtypes=True)
         return self._mlp().predict(self.theta, xb)
 
     def loss(self, x, t) -> float:
         """Loss of the batch (mean over samples) plus the L2 term. ``t``: labels or one-hot."""
-        xb, tb = self._xt(x, t)
+        xb, tb = self._xt(x, t, kernel_dtypes=True)
         return self._mlp().loss(self.theta, xb, tb, self.weight_decay)
 
     @property
@@ -269,7 +272,8 @@ class Net:
                              f"{self.loss_name!r}) with these targets is a regression; use "
                              "net.regression_metrics(x, t) (MSE and R²)")
         x = np.asarray(x)
-        if x.ndim >= 2 and x.dtype != self.dtype and x.dtype.kind in "fiub" and x.shape[0] > _CAST_ROWS:
+        if (x.ndim >= 2 and x.dtype != self.dtype and x.dtype.kind in "fiub" and x.shape[0] > _CAST_ROWS
+                and x.dtype not in getattr(self._mlp(), "input_dtypes", ())):
             # cast a chunk at a time: 60,000 float32 MNIST images would be 376 MB as one float64 copy,
             # paid at every call (the tutorials call accuracy on the training set each epoch)
             n = x.shape[0]
@@ -279,7 +283,7 @@ class Net:
                 xb = as_batch(x[i:i + _CAST_ROWS], self.sizes[0], self.dtype)
                 right += round(self._accuracy_of(xb, labels[i:i + _CAST_ROWS], batch_size) * xb.shape[0])
             return right / n
-        xb = self._xt(x)[0]
+        xb = self._xt(x, kernel_dtypes=True)[0]
         return self._accuracy_of(xb, class_labels(t, xb.shape[0], self.sizes[-1]), batch_size)
 
     def _label_classes(self) -> int:
@@ -296,14 +300,14 @@ class Net:
 
     def gradient(self, x, t) -> Dict[str, np.ndarray]:
         """Backprop gradient of :meth:`loss`, as a new dict ``{'W1': dW1, 'b1': db1, ...}``."""
-        xb, tb = self._xt(x, t)
+        xb, tb = self._xt(x, t, kernel_dtypes=True)
         grad = np.empty_like(self.theta)
         self._mlp().loss_grad(self.theta, xb, tb, self.weight_decay, grad)
         return self._grads_dict(grad)
 
     def loss_and_gradient(self, x, t):
         """(loss, grads) from one forward+backward call."""
-        xb, tb = self._xt(x, t)
+        xb, tb = self._xt(x, t, kernel_dtypes=True)
         grad = np.empty_like(self.theta)
         loss = self._mlp().loss_grad(self.theta, xb, tb, self.weight_decay, grad)
         return loss, self._grads_dict(grad)

@@ -309,8 +309,9 @@ class Sequential(Net):
             self._flags["richardson"] = old
 
     # ------------------------------------------------------------------ the tutorials' API
-    def _xt(self, x, t=None):
-        xb = as_batch(x, self.sizes[0], self.dtype)
+    def _xt(self, x, t=None, kernel_dtypes: bool = False):
+        also = getattr(self._mlp(), "input_dtypes", ()) if kernel_dtypes else ()  # see Net._xt
+        xb = as_batch(x, self.sizes[0], self.dtype, also=also)
         if t is None:
             return xb, None
         if self.loss_name == "bce":  # binary targets in [0, 1], one column per output

@@ -343,7 +343,10 @@ def test_type_errors():
     with pytest.raises(TypeError):
         m64.loss_grad(theta64.astype(np.float32), x64, t64, 0.0, g)
     with pytest.raises(TypeError):
-        m64._impl.loss(theta64, x64.astype(np.float32), t64, 0.0)
+        m64._impl.loss(theta64, x64.astype(np.float16), t64, 0.0)
+    with pytest.raises(TypeError):  # only a float64 net reads float32 x (the tutorials' images)
+        m32._impl.loss(theta64.astype(np.float32), x64, t64.astype(np.float32), 0.0)
+    assert m64._impl.loss(theta64, x64.astype(np.float32), t64, 0.0) == m64._impl.loss(theta64, x64, t64, 0.0)
     with pytest.raises(TypeError):
         m32.predict(theta64, x64)
     with pytest.raises(TypeError):

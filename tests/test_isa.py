@@ -85,3 +85,66 @@ def test_sparse_fit_and_scans_at_every_level(isa, dtype):
     with pytest.raises(ValueError, match="NaN or Inf"):
         nets["cpp"].gradient(bad, t)
     assert core.all_finite(x) and not core.all_finite(bad)
+
+
+@pytest.mark.parametrize("isa", LEVELS, indirect=True)
+@pytest.mark.parametrize("sizes", [[40, 5], [40, 7, 5], [37, 70, 5], [40, 130, 9, 5]])
+@pytest.mark.parametrize("xdtype", [np.float64, np.float32])
+def test_sparse_rows_first_layer_at_every_level(isa, sizes, xdtype):
+    """predict/loss (and loss_grad on one thread) run the first layer on each row's nonzeros
+    (csrc/mlp/rows.hpp); a float64 net reads float32 x as it is. Odd widths exercise the masked tails."""
+    rng = np.random.default_rng(8)
+    x = rng.random((50, sizes[0]))
+    x[x < 0.8] = 0
+    x[3] = 0  # a blank row
+    x = x.astype(xdtype)
+    t = rng.integers(0, sizes[-1], 50)
+    out = {}
+    for backend in ("numpy", "cpp"):
+        net = pfg.Net(sizes, seed=4, backend=backend)
+        loss, g = net.loss_and_gradient(x, t)
+        out[backend] = (net.loss(x, t), loss, g, net.predict(x), net.accuracy(x, t))
+    a, b = out["cpp"], out["numpy"]
+    assert a[0] == pytest.approx(b[0], rel=1e-13)
+    assert a[1] == pytest.approx(b[1], rel=1e-13)
+    for k in b[2]:
+        assert _normwise(a[2][k], b[2][k]) <= 1e-12
+    assert _normwise(a[3], b[3]) <= 1e-13
+    assert a[4] == b[4]
+
+
+@pytest.mark.parametrize("xdtype", [np.float64, np.float32])
+def test_sparse_rows_keep_ieee_answers(xdtype):
+    """A weight of W1 that is Inf, met only by zero inputs, makes the dense product NaN (0 * Inf): the
+    sparse-row paths must not skip it into a finite answer."""
+    x = np.zeros((4, 40), xdtype)
+    x[:, 5] = 1
+    net = pfg.TwoLayerNet(40, 8, 3, seed=0, backend="cpp")
+    ref = pfg.TwoLayerNet(40, 8, 3, seed=0, backend="numpy")
+    for n in (net, ref):
+        n.params["W1"][7, 2] = np.inf  # row 7: an input that is zero everywhere
+    with np.errstate(all="ignore"):
+        want = ref.predict(x.astype(np.float64))
+    got = net.predict(x)
+    assert np.isnan(want).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    with np.errstate(all="ignore"):
+        want_loss = ref.loss(x.astype(np.float64), [0, 1, 2, 0])
+    assert np.isnan(want_loss) and np.isnan(net.loss(x, [0, 1, 2, 0]))
+
+
+def test_float32_input_is_not_copied_to_float64():
+    """A float64 net on cpp reads float32 batches in place: the kernels widen each value (no float64 copy
+    of the batch per call), with results equal to those of the widened batch."""
+    rng = np.random.default_rng(1)
+    x = rng.random((30, 50)).astype(np.float32)
+    x[x < 0.7] = 0
+    t = rng.integers(0, 4, 30)
+    net = pfg.TwoLayerNet(50, 20, 4, seed=3, backend="cpp")
+    assert np.float32 in net._mlp().input_dtypes
+    x64 = x.astype(np.float64)
+    assert net.loss(x, t) == pytest.approx(net.loss(x64, t), rel=1e-14)
+    np.testing.assert_allclose(net.predict(x), net.predict(x64), rtol=1e-13, atol=1e-15)
+    g32, g64 = net.gradient(x, t), net.gradient(x64, t)
+    for k in g64:
+        assert _normwise(g32[k], g64[k]) <= 1e-13

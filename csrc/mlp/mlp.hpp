@@ -21,6 +21,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/blas.hpp"
@@ -31,6 +32,7 @@
 #include "kernels/losses.hpp"
 #include "kernels/optim.hpp"
 #include "mlp/csc.hpp"
+#include "mlp/rows.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -77,10 +79,12 @@ public:
     Act activation() const { return act_; }
     Loss loss_kind() const { return loss_; }
 
-    // out (n x nL) = logits of x (n x n0).
-    void predict(const T* theta, const T* x, std::int64_t n, T* out) {
+    // out (n x nL) = logits of x (n x n0). X: T, or float for a double net (see rows.hpp).
+    template <class X>
+    void predict(const T* theta, const X* x, std::int64_t n, T* out) {
         if (n <= 0) return;
         const BlasCap blas_guard(blas_threads(n, 1));
+        const int nth_rows = rows_threads(theta, x, n);
         const std::int64_t chunk = chunk_rows(n);
         reserve(chunk);
         const std::int64_t n0 = sizes_.front(), c = sizes_.back();
@@ -88,23 +92,25 @@ public:
         for (std::int64_t r0 = 0; r0 < n; r0 += chunk) {
             const std::int64_t rows = std::min(chunk, n - r0);
             T* o = out + r0 * c;
-            forward(theta, x + r0 * n0, rows, o);  // the last gemm writes straight into out
+            forward_in(theta, x + r0 * n0, rows, o, nth_rows);  // the last layer writes straight into out
             for (std::int64_t r = 0; r < rows; ++r)
                 for (std::int64_t k = 0; k < c; ++k) o[r * c + k] += b[k];
         }
     }
 
     // Mean loss over the n rows plus the weight-decay term.
-    double loss(const T* theta, const T* x, const T* t, std::int64_t n, double wd) {
+    template <class X>
+    double loss(const T* theta, const X* x, const T* t, std::int64_t n, double wd) {
         need_rows(n);
         const BlasCap blas_guard(blas_threads(n, 1));
+        const int nth_rows = rows_threads(theta, x, n);
         const std::int64_t chunk = chunk_rows(n);
         reserve(chunk);
         const std::int64_t n0 = sizes_.front(), c = sizes_.back();
         double s = 0.0;
         for (std::int64_t r0 = 0; r0 < n; r0 += chunk) {
             const std::int64_t rows = std::min(chunk, n - r0);
-            forward(theta, x + r0 * n0, rows, zl_.data());
+            forward_in(theta, x + r0 * n0, rows, zl_.data(), nth_rows);
             s += output_layer(loss_, zl_.data(), theta + boff_[L_ - 1], t + r0 * c, rows, c, false, T(n),
                               static_cast<T*>(nullptr));
         }
@@ -114,18 +120,28 @@ public:
     // Loss as loss(), and grad (n_params) = its gradient by backprop.
     // sparse: -1 picks (the sparse first layer when x is mostly zeros, see kSparseDensity), 0 always
     // dense gemms, 1 the sparse first layer whenever it gives the same answer (theta's W1 finite).
-    double loss_grad(const T* theta, const T* x, const T* t, std::int64_t n, double wd, T* grad, int sparse = -1) {
+    // X: T, or float for a double net (widened exactly).
+    template <class X>
+    double loss_grad(const T* theta, const X* x, const T* t, std::int64_t n, double wd, T* grad, int sparse = -1) {
         need_rows(n);
         if (n > INT_MAX) throw std::invalid_argument("loss_grad: batch too large for BLAS (> 2^31-1 rows)");
         reserve(n);
         const BlasCap blas_guard(blas_threads(n, 3));  // forward, dW, dX
+        const std::int64_t n0 = sizes_.front();
         if (sparse != 0 && use_sparse_input(x, n, sparse == 1)) {
             double l;
-            if (loss_grad_sparse(theta, x, t, n, wd, grad, &l)) return l;
+            // (a dense product's work over 5: about the sparse kernels' work at MNIST's density)
+            const int nth = sparse_threads(double(n) * double(n0) * double(sizes_[1]) / 5, true);
+            if (nth == 1) {
+                if (loss_grad_rows(theta, x, t, n, wd, grad, &l)) return l;
+            } else if (loss_grad_sparse(theta, as_t(x, n * n0), t, n, wd, grad, &l, nth)) {
+                return l;
+            }
             // Not finite somewhere: the dense path gives the IEEE answer (0 * inf) the zeros skip.
         }
-        const double l = forward_loss_dz(theta, x, t, n, wd, grad);
-        backward(theta, x, n, wd, grad);
+        const T* xt = as_t(x, n * n0);
+        const double l = forward_loss_dz(theta, xt, t, n, wd, grad);
+        backward(theta, xt, n, wd, grad);
         return l;
     }
 
@@ -378,10 +394,62 @@ private:
         return true;
     }
 
+    // x itself when it is of type T, else a widened copy in xcast_ (grow-only: a new buffer per call
+    // would page-fault).
+    const T* as_t(const T* x, std::int64_t) { return x; }
+    template <class X>
+    const T* as_t(const X* x, std::int64_t count) {
+        if (xcast_.size() < static_cast<size_t>(count)) xcast_.resize(static_cast<size_t>(count));
+        std::copy(x, x + count, xcast_.data());
+        return xcast_.data();
+    }
+
+    // loss_grad_sparse on one thread (small batches): x's nonzeros compressed once into CSR rows
+    // (rows.hpp), the first layer's product from them row by row (W0's rows summed in registers, no
+    // read-modify-write of z), and dW0 from the same nonzeros regrouped by column. Returns false as
+    // loss_grad_sparse does.
+    template <class X>
+    bool loss_grad_rows(const T* theta, const X* x, const T* t, std::int64_t n, double wd, T* grad,
+                        double* loss_out) {
+        const std::int64_t n0 = sizes_.front(), n1 = sizes_[1];
+        const T* W0 = theta + woff_[0];
+        if (!sparse::all_finite(W0, n0 * n1)) return false;
+        const size_t room = static_cast<size_t>(n * n0 + sparse::kRowSlack);
+        if (csr_ptr_.size() < static_cast<size_t>(n + 1)) csr_ptr_.resize(static_cast<size_t>(n + 1));
+        if (csr_ind_.size() < room) csr_ind_.resize(room);
+        if (csr_val_.size() < room) csr_val_.resize(room);
+        sparse::rows_compress(x, n, n0, csr_ptr_.data(), csr_ind_.data(), csr_val_.data());
+        T* z0 = (L_ == 1) ? zl_.data() : acts_[0].data();
+        sparse::csr_forward(csr_ptr_.data(), csr_ind_.data(), csr_val_.data(), n, W0, n1, z0, n1, n1);
+        if (L_ > 1) {
+            bias_activation(act_, z0, theta + boff_[0], n, n1);
+            forward(theta, z0, n, zl_.data(), 1);
+        }
+        const double l = loss_dz(theta, t, n, wd, grad);
+        if (!loss_finite(l)) return false;
+        const T* dz = backward(theta, nullptr, n, wd, grad, 1);
+        if (!sparse::all_finite(dz, n * n1)) return false;
+        const std::int64_t ldp = sparse::padded_ld<T>(n1);
+        T* Dp = dp_.get(n * ldp);  // 64-byte-aligned rows for the update's loads
+        for (std::int64_t r = 0; r < n; ++r) std::memcpy(Dp + r * ldp, dz + r * n1, sizeof(T) * n1);
+        if (row_ids_.size() < static_cast<size_t>(n)) {
+            row_ids_.resize(static_cast<size_t>(n));
+            for (std::int64_t r = 0; r < n; ++r) row_ids_[r] = r;
+        }
+        if (bands_.empty()) bands_.resize(1);
+        const sparse::CsrBatch<T> X0{row_ids_.data(), n, csr_ptr_.data(), csr_ind_.data(), csr_val_.data()};
+        bands_[0].build_band(X0, n0, 0, n0);
+        sparse::UpdateSpec<T> u{&bands_[0], 0, n0, true, static_cast<T>(wd), W0, n1, Dp, ldp, grad + woff_[0], n1};
+        sparse::csc_update(u, 0, n1);
+        *loss_out = l;
+        return true;
+    }
+
     // Whether loss_grad should run the first layer on x's nonzeros: decided from a sample of up to 16
     // rows spread over the batch, whose column counts (col_nnz_) also set the threads' bands. Needs
     // n0 >= 32 to pay off.
-    bool use_sparse_input(const T* x, std::int64_t n, bool force) {
+    template <class X>
+    bool use_sparse_input(const X* x, std::int64_t n, bool force) {
         const std::int64_t n0 = sizes_.front();
         if (n * n0 > std::int64_t(INT_MAX)) return false;  // int32 CSC offsets
         if (!force && n0 < 32) return false;
@@ -391,6 +459,41 @@ private:
         std::int64_t nnz = 0;
         for (std::int64_t k = 0; k < n0; ++k) nnz += col_nnz_[k];
         return force || double(nnz) <= kSparseDensity * double(s * n0);
+    }
+
+    // predict/loss's first layer on x's nonzeros (rows.hpp) on this many threads, or 0 for the dense
+    // product: x mostly zeros (a sample of rows, as loss_grad decides) and W0 finite (a skipped
+    // 0 * inf must stay NaN).
+    template <class X>
+    int rows_threads(const T* theta, const X* x, std::int64_t n) {
+        const std::int64_t n0 = sizes_.front(), n1 = sizes_[1];
+        if (n0 < 32) return 0;
+        const std::int64_t s = std::min<std::int64_t>(n, 16);
+        std::int64_t nnz = 0;
+        for (std::int64_t i = 0; i < s; ++i) {
+            const X* xr = x + (i * n / s) * n0;
+            for (std::int64_t k = 0; k < n0; ++k) nnz += xr[k] != X(0);
+        }
+        if (double(nnz) > kSparseDensity * double(s * n0)) return 0;
+        if (!sparse::all_finite(theta + woff_[0], n0 * n1)) return 0;
+        return sparse_threads(double(n) * double(nnz) / double(s) * double(n1), true);
+    }
+
+    // forward() from x of type X: the first layer on x's nonzeros when nth_rows > 0, else the gemms
+    // (a float x of a double net through a cast copy).
+    template <class X>
+    void forward_in(const T* theta, const X* x, std::int64_t rows, T* zl, int nth_rows) {
+        const std::int64_t n0 = sizes_.front(), n1 = sizes_[1];
+        if (nth_rows > 0) {
+            T* z0 = (L_ == 1) ? zl : acts_[0].data();
+            sparse::rows_forward(x, rows, n0, theta + woff_[0], n1, z0, n1, n1, nth_rows);
+            if (L_ > 1) {
+                bias_activation(act_, z0, theta + boff_[0], rows, n1);
+                forward(theta, z0, rows, zl, 1);
+            }
+        } else {
+            forward(theta, as_t(x, rows * n0), rows, zl);
+        }
     }
 
     // Threads for a sparse first layer of `work` multiply-adds: one below kCsrParallelWork, else up to
@@ -452,11 +555,9 @@ private:
     // Returns false (grad undefined) if W0, the loss or dL/dz of layer 0 is not finite: skipping zeros
     // would hide a 0 * inf there.
     bool loss_grad_sparse(const T* theta, const T* x, const T* t, std::int64_t n, double wd, T* grad,
-                          double* loss_out) {
+                          double* loss_out, int nth) {
         const std::int64_t n0 = sizes_.front(), n1 = sizes_[1];
         const std::int64_t ldp = sparse::padded_ld<T>(n1);
-        // (a dense product's work over 5: about the sparse kernels' work at MNIST's density)
-        const int nth = sparse_threads(double(n) * double(n0) * double(n1) / 5, true);
         T* Zp = zp_.get(nth * n * ldp);  // thread t's part of z0 at Zp + t n ldp
         T* Dp = dp_.get(n * ldp);
         const T* W0 = theta + woff_[0];
@@ -734,6 +835,10 @@ private:
     std::vector<T> zl_;                    // logits, then dL/dz of the last layer
     std::vector<T> d0_, d1_;               // dA / dZ of hidden layers, ping-pong
     std::vector<T> xb_, tb_, g_;           // train_steps: gathered batch and gradient
+    std::vector<T> xcast_;                 // a float x of a double net, widened
+    std::vector<std::int64_t> csr_ptr_, row_ids_;  // loss_grad_rows: x's nonzeros as CSR rows
+    std::vector<std::int32_t> csr_ind_;
+    std::vector<T> csr_val_;
     sparse::AlignedBuf<T> zp_, dp_, w0p_;  // train_steps_csr: padded z0, dZ0 and (SGD) W0
     std::vector<sparse::Csc<T>> bands_;    // loss_grad on sparse x: x by column, a band per thread,
     std::vector<std::int64_t> band_;       // band t = columns [band_[t], band_[t+1]),

@@ -73,6 +73,8 @@ class Mlp:
         if cls is None:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self._impl = cls(self.sizes, activation, loss)
+        # a float64 net reads float32 x as it is (widened in the kernels; no float64 copy of the batch)
+        self.input_dtypes = (self.dtype, np.dtype(np.float32)) if self.dtype == np.float64 else (self.dtype,)
         self.n_params = self._impl.n_params
         # The hot methods go straight to the extension: no Python frame per call.
         self.loss = self._impl.loss

@@ -17,6 +17,8 @@ class MlpKernels(Protocol):
 
     sizes: list
     n_params: int
+    # dtypes predict/loss/loss_grad read x in (the net's first; optional, that alone when absent)
+    input_dtypes: tuple
 
     def predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray: ...
     def loss(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float) -> float: ...

@@ -1,0 +1,289 @@
+// The first layer's product z = x W over each row's nonzeros, for predict and loss on inputs that are
+// mostly zeros (MNIST: ~81%). Header-only, no pybind11.
+//
+// Row by row: the row's nonzeros are gathered once (column index, value), then the rows of W they
+// name are summed into z's row a tile of up to 8 vectors at a time, the tile held in registers. Unlike
+// the column-grouped kernels of csc.hpp (which loss_grad needs, to write each row of dW once), nothing
+// is regrouped, so rows split freely over threads. x may be float32 for a float64 W (each value is
+// widened exactly, as a cast of x would): the tutorials feed float32 images to float64 nets, and a
+// float64 copy of the batch would cost more than the product.
+// AVX-512 version picked at run time; a portable one (also compiled for AVX2+FMA).
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "core/simd.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace pfg {
+namespace sparse {
+
+// Slack the vector gathers may write past n0 entries.
+constexpr std::int64_t kRowSlack = 16;
+
+// ---- portable -------------------------------------------------------------------------------------
+template <class T, class X>
+inline void rows_forward_body(const X* __restrict x, std::int64_t n, std::int64_t n0, const T* __restrict W,
+                              std::int64_t ldw, T* __restrict z, std::int64_t ldz, std::int64_t n1,
+                              std::int32_t* __restrict idx, X* __restrict val) {
+    for (std::int64_t r = 0; r < n; ++r) {
+        const X* xr = x + r * n0;
+        std::int64_t m = 0;
+        for (std::int64_t k = 0; k < n0; ++k) {  // branch-free: ~19% of MNIST's entries are nonzero
+            idx[m] = static_cast<std::int32_t>(k);
+            val[m] = xr[k];
+            m += xr[k] != X(0);  // NaN counts as nonzero
+        }
+        T* zr = z + r * ldz;
+        for (std::int64_t j = 0; j < n1; ++j) zr[j] = T(0);
+        for (std::int64_t e = 0; e < m; ++e) {
+            const T a = static_cast<T>(val[e]);
+            const T* w = W + std::int64_t(idx[e]) * ldw;
+            for (std::int64_t j = 0; j < n1; ++j) zr[j] += a * w[j];
+        }
+    }
+}
+
+#ifdef PFG_X86
+template <class T, class X>
+PFG_TARGET_AVX2 void rows_forward_avx2(const X* x, std::int64_t n, std::int64_t n0, const T* W, std::int64_t ldw,
+                                       T* z, std::int64_t ldz, std::int64_t n1, std::int32_t* idx, X* val) {
+    rows_forward_body(x, n, n0, W, ldw, z, ldz, n1, idx, val);
+}
+
+// ---- AVX-512 ----------------------------------------------------------------------------------------
+// The nonzeros of one row into idx/val (compressed in registers and stored whole: a compressing store
+// to memory is slow on some CPUs); returns their count. idx/val need n0 + kRowSlack entries.
+PFG_TARGET_AVX512 inline std::int64_t row_nonzeros_avx512(const float* xr, std::int64_t n0, std::int32_t* idx,
+                                                          float* val) {
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    std::int64_t m = 0;
+    for (std::int64_t k = 0; k < n0; k += 16) {
+        const std::int64_t left = n0 - k;
+        const __mmask16 in = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1u);
+        const __m512 v = _mm512_maskz_loadu_ps(in, xr + k);
+        const __mmask16 nz = _mm512_mask_cmp_ps_mask(in, v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        _mm512_storeu_si512(idx + m, _mm512_maskz_compress_epi32(nz, iota));
+        _mm512_storeu_ps(val + m, _mm512_maskz_compress_ps(nz, v));
+        m += __builtin_popcount(nz);
+        iota = _mm512_add_epi32(iota, step);
+    }
+    return m;
+}
+
+PFG_TARGET_AVX512 inline std::int64_t row_nonzeros_avx512(const double* xr, std::int64_t n0, std::int32_t* idx,
+                                                          double* val) {
+    const __m256i step = _mm256_set1_epi32(8);
+    __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    std::int64_t m = 0;
+    for (std::int64_t k = 0; k < n0; k += 8) {
+        const std::int64_t left = n0 - k;
+        const __mmask8 in = left >= 8 ? __mmask8(0xFF) : __mmask8((1u << left) - 1u);
+        const __m512d v = _mm512_maskz_loadu_pd(in, xr + k);
+        const __mmask8 nz = _mm512_mask_cmp_pd_mask(in, v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + m), _mm256_maskz_compress_epi32(nz, iota));
+        _mm512_storeu_pd(val + m, _mm512_maskz_compress_pd(nz, v));
+        m += __builtin_popcount(nz);
+        iota = _mm256_add_epi32(iota, step);
+    }
+    return m;
+}
+
+// float x into double values (exact), for a double net's compressed rows: 8 at a time, widened first.
+PFG_TARGET_AVX512 inline std::int64_t row_nonzeros_avx512(const float* xr, std::int64_t n0, std::int32_t* idx,
+                                                          double* val) {
+    const __m256i step = _mm256_set1_epi32(8);
+    __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    std::int64_t m = 0;
+    for (std::int64_t k = 0; k < n0; k += 8) {
+        const std::int64_t left = n0 - k;
+        const __mmask8 in = left >= 8 ? __mmask8(0xFF) : __mmask8((1u << left) - 1u);
+        const __m512d v = _mm512_maskz_cvtps_pd(in, _mm256_maskz_loadu_ps(in, xr + k));
+        const __mmask8 nz = _mm512_mask_cmp_pd_mask(in, v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + m), _mm256_maskz_compress_epi32(nz, iota));
+        _mm512_storeu_pd(val + m, _mm512_maskz_compress_pd(nz, v));
+        m += __builtin_popcount(nz);
+        iota = _mm256_add_epi32(iota, step);
+    }
+    return m;
+}
+
+// z's row (NV vectors from the tile start) = sum over the gathered nonzeros of a * W's row.
+template <class T, class X, int NV>
+PFG_TARGET_AVX512 PFG_ALWAYS_INLINE void row_tile_avx512(const std::int32_t* idx, const X* val, std::int64_t m,
+                                                         const T* W, std::int64_t ldw, T* zr,
+                                                         typename V512<T>::M last) {
+    using V = V512<T>;
+    typename V::R acc[NV], acc2[NV];  // two sets: with few vectors a row, one would wait on FMA latency
+#pragma GCC unroll 8
+    for (int k = 0; k < NV; ++k) acc[k] = acc2[k] = V::zero();
+    std::int64_t e = 0;
+    for (; e + 1 < m; e += 2) {
+        const typename V::R a = V::set1(static_cast<T>(val[e])), a2 = V::set1(static_cast<T>(val[e + 1]));
+        const T* w = W + std::int64_t(idx[e]) * ldw;
+        const T* w2 = W + std::int64_t(idx[e + 1]) * ldw;
+#pragma GCC unroll 8
+        for (int k = 0; k < NV - 1; ++k) {
+            acc[k] = V::fma(a, V::load(w + k * V::W), acc[k]);
+            acc2[k] = V::fma(a2, V::load(w2 + k * V::W), acc2[k]);
+        }
+        acc[NV - 1] = V::fma(a, V::loadm(last, w + (NV - 1) * V::W), acc[NV - 1]);
+        acc2[NV - 1] = V::fma(a2, V::loadm(last, w2 + (NV - 1) * V::W), acc2[NV - 1]);
+    }
+    if (e < m) {
+        const typename V::R a = V::set1(static_cast<T>(val[e]));
+        const T* w = W + std::int64_t(idx[e]) * ldw;
+#pragma GCC unroll 8
+        for (int k = 0; k < NV - 1; ++k) acc[k] = V::fma(a, V::load(w + k * V::W), acc[k]);
+        acc[NV - 1] = V::fma(a, V::loadm(last, w + (NV - 1) * V::W), acc[NV - 1]);
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < NV - 1; ++k) V::store(zr + k * V::W, V::add(acc[k], acc2[k]));
+    V::storem(zr + (NV - 1) * V::W, last, V::add(acc[NV - 1], acc2[NV - 1]));
+}
+
+// z's row = the gathered nonzeros (idx, val: m of them) times W's rows, tile by tile.
+template <class T, class X>
+PFG_TARGET_AVX512 void row_product_avx512(const std::int32_t* idx, const X* val, std::int64_t m, const T* W,
+                                          std::int64_t ldw, T* zr, std::int64_t n1) {
+    using V = V512<T>;
+    constexpr std::int64_t kTile = 8 * V::W;
+    for (std::int64_t t0 = 0; t0 < n1; t0 += kTile) {
+        const std::int64_t width = std::min(n1 - t0, kTile);
+        const int nv = static_cast<int>((width + V::W - 1) / V::W);
+        const int tail = static_cast<int>(width - (nv - 1) * V::W);  // 1..W
+        const auto last = static_cast<typename V::M>((1u << tail) - 1u);
+        switch (nv) {
+            case 1: row_tile_avx512<T, X, 1>(idx, val, m, W + t0, ldw, zr + t0, last); break;
+            case 2: row_tile_avx512<T, X, 2>(idx, val, m, W + t0, ldw, zr + t0, last); break;
+            case 3: row_tile_avx512<T, X, 3>(idx, val, m, W + t0, ldw, zr + t0, last); break;
+            case 4: row_tile_avx512<T, X, 4>(idx, val, m, W + t0, ldw, zr + t0, last); break;
+            case 5: row_tile_avx512<T, X, 5>(idx, val, m, W + t0, ldw, zr + t0, last); break;
+            case 6: row_tile_avx512<T, X, 6>(idx, val, m, W + t0, ldw, zr + t0, last); break;
+            case 7: row_tile_avx512<T, X, 7>(idx, val, m, W + t0, ldw, zr + t0, last); break;
+            default: row_tile_avx512<T, X, 8>(idx, val, m, W + t0, ldw, zr + t0, last); break;
+        }
+    }
+}
+
+template <class T, class X>
+PFG_TARGET_AVX512 void rows_forward_avx512(const X* x, std::int64_t n, std::int64_t n0, const T* W,
+                                           std::int64_t ldw, T* z, std::int64_t ldz, std::int64_t n1,
+                                           std::int32_t* idx, X* val) {
+    for (std::int64_t r = 0; r < n; ++r) {
+        const std::int64_t m = row_nonzeros_avx512(x + r * n0, n0, idx, val);
+        row_product_avx512(idx, val, m, W, ldw, z + r * ldz, n1);
+    }
+}
+
+template <class T>
+PFG_TARGET_AVX512 void csr_forward_avx512(const std::int64_t* ptr, const std::int32_t* ind, const T* val,
+                                          std::int64_t n, const T* W, std::int64_t ldw, T* z, std::int64_t ldz,
+                                          std::int64_t n1) {
+    for (std::int64_t r = 0; r < n; ++r)
+        row_product_avx512(ind + ptr[r], val + ptr[r], ptr[r + 1] - ptr[r], W, ldw, z + r * ldz, n1);
+}
+
+template <class T, class X>
+PFG_TARGET_AVX512 void rows_compress_avx512(const X* x, std::int64_t n, std::int64_t n0, std::int64_t* ptr,
+                                            std::int32_t* ind, T* val) {
+    ptr[0] = 0;
+    for (std::int64_t r = 0; r < n; ++r) ptr[r + 1] = ptr[r] + row_nonzeros_avx512(x + r * n0, n0, ind + ptr[r], val + ptr[r]);
+}
+#endif  // PFG_X86
+
+// z (n x n1, row stride ldz) = x (n x n0) W (n0 x n1, row stride ldw) over x's nonzeros, on nth threads
+// (rows split between them). Equal to the dense product up to the order of the sums, when W is finite
+// (a skipped zero times inf would have been NaN: callers check W).
+template <class T, class X>
+void rows_forward(const X* x, std::int64_t n, std::int64_t n0, const T* W, std::int64_t ldw, T* z,
+                  std::int64_t ldz, std::int64_t n1, int nth) {
+    if (n <= 0 || n1 <= 0) return;
+    nth = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(nth, n)));
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth) if (nth > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int tid = 0, nt = 1;
+#endif
+        const std::int64_t r0 = n * tid / nt, r1 = n * (tid + 1) / nt;
+        std::vector<std::int32_t> idx(static_cast<size_t>(n0 + kRowSlack));
+        std::vector<X> val(static_cast<size_t>(n0 + kRowSlack));
+        const X* xs = x + r0 * n0;
+        T* zs = z + r0 * ldz;
+#ifdef PFG_X86
+        const int level = simd::level();
+        if (level == 2)
+            rows_forward_avx512(xs, r1 - r0, n0, W, ldw, zs, ldz, n1, idx.data(), val.data());
+        else if (level == 1)
+            rows_forward_avx2(xs, r1 - r0, n0, W, ldw, zs, ldz, n1, idx.data(), val.data());
+        else
+#endif
+            rows_forward_body(xs, r1 - r0, n0, W, ldw, zs, ldz, n1, idx.data(), val.data());
+    }
+}
+
+// The nonzeros of x (n x n0) as CSR: ptr (n + 1), ind and val (room for ptr[n] + kRowSlack entries; at
+// most n n0 + kRowSlack). Values widened to T exactly.
+template <class T, class X>
+void rows_compress(const X* x, std::int64_t n, std::int64_t n0, std::int64_t* ptr, std::int32_t* ind, T* val) {
+#ifdef PFG_X86
+    if (simd::level() == 2) return rows_compress_avx512(x, n, n0, ptr, ind, val);
+#endif
+    ptr[0] = 0;
+    std::int64_t m = 0;
+    for (std::int64_t r = 0; r < n; ++r) {
+        const X* xr = x + r * n0;
+        for (std::int64_t k = 0; k < n0; ++k) {  // branch-free, as rows_forward_body
+            ind[m] = static_cast<std::int32_t>(k);
+            val[m] = static_cast<T>(xr[k]);
+            m += xr[k] != X(0);
+        }
+        ptr[r + 1] = m;
+    }
+}
+
+template <class T>
+inline void csr_forward_body(const std::int64_t* ptr, const std::int32_t* ind, const T* val, std::int64_t n,
+                             const T* __restrict W, std::int64_t ldw, T* __restrict z, std::int64_t ldz,
+                             std::int64_t n1) {
+    for (std::int64_t r = 0; r < n; ++r) {
+        T* zr = z + r * ldz;
+        for (std::int64_t j = 0; j < n1; ++j) zr[j] = T(0);
+        for (std::int64_t e = ptr[r]; e < ptr[r + 1]; ++e) {
+            const T a = val[e];
+            const T* w = W + std::int64_t(ind[e]) * ldw;
+            for (std::int64_t j = 0; j < n1; ++j) zr[j] += a * w[j];
+        }
+    }
+}
+#ifdef PFG_X86
+template <class T>
+PFG_TARGET_AVX2 void csr_forward_avx2(const std::int64_t* ptr, const std::int32_t* ind, const T* val, std::int64_t n,
+                                      const T* W, std::int64_t ldw, T* z, std::int64_t ldz, std::int64_t n1) {
+    csr_forward_body(ptr, ind, val, n, W, ldw, z, ldz, n1);
+}
+#endif
+
+// z (n x n1) = the CSR rows times W (one thread; as rows_forward).
+template <class T>
+void csr_forward(const std::int64_t* ptr, const std::int32_t* ind, const T* val, std::int64_t n, const T* W,
+                 std::int64_t ldw, T* z, std::int64_t ldz, std::int64_t n1) {
+#ifdef PFG_X86
+    const int level = simd::level();
+    if (level == 2) return csr_forward_avx512(ptr, ind, val, n, W, ldw, z, ldz, n1);
+    if (level == 1) return csr_forward_avx2(ptr, ind, val, n, W, ldw, z, ldz, n1);
+#endif
+    csr_forward_body(ptr, ind, val, n, W, ldw, z, ldz, n1);
+}
+
+}  // namespace sparse
+}  // namespace pfg

@@ -435,7 +435,8 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
         .def("train_steps_csr",
              [](P& p, A theta, V<std::int64_t> indptr, V<std::int32_t> indices, A data, std::int64_t n_cols, A Tt,
                 V<std::int64_t> idx, double weight_decay, const std::string& opt, V<double> hyper, A state1,
-                A state2, std::int64_t step0, V<double> losses, std::optional<V<double>> lrs) -> std::int64_t {
+                A state2, std::int64_t step0, V<double> losses, std::optional<V<double>> lrs,
+                bool rows_checked) -> std::int64_t {
                  if (indptr.ndim != 1 || indptr.shape(0) < 1) bad_shape("indptr", "(N + 1,)", indptr);
                  const std::int64_t nx = indptr.shape(0) - 1;
                  if (indices.ndim != 1) bad_shape("indices", "(nnz,)", indices);
@@ -453,14 +454,17 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
                  // before the first step.
                  return p.net.train_steps_csr(a.theta, indptr.ptr, indices.ptr, data.ptr, nx, nnz, Tt.ptr, idx.ptr,
                                               a.n_steps, a.B, weight_decay, a.opt, a.hyper.data(), a.s1, a.s2,
-                                              step0, a.losses, lr);
+                                              step0, a.losses, lr, rows_checked);
              },
              py::arg("theta"), py::arg("indptr"), py::arg("indices"), py::arg("data"), py::arg("n_cols"),
              py::arg("T"), py::arg("idx"), py::arg("weight_decay"), py::arg("opt"), py::arg("hyper"),
              py::arg("state1"), py::arg("state2"), py::arg("step0"), py::arg("losses"), py::arg("lrs") = py::none(),
+             py::arg("rows_checked") = false,
              "train_steps with X in CSR form: indptr int64 (N + 1,), indices int32 (nnz,), data (nnz,) of the "
              "net's dtype, n_cols = the net's inputs. The first layer uses only the nonzeros; same results "
-             "as train_steps on the dense X up to the order of the sums.");
+             "as train_steps on the dense X up to the order of the sums. rows_checked: every row's indices "
+             "are known to be strictly increasing inside [0, n_cols) (a read-only CSR the caller built), so "
+             "they are not scanned again (indptr and idx always are).");
     if constexpr (std::is_same_v<T, double>) {  // float32 x (the tutorials' images) into a float64 net
         cls.def("predict", &mlp_predict<T, float>, py::arg("theta"), py::arg("x"), py::arg("out"), kPredictDoc)
             .def("loss", &mlp_loss<T, float>, py::arg("theta"), py::arg("x"), py::arg("t"),

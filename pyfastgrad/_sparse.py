@@ -24,7 +24,7 @@ class CsrRows:
     ``indptr`` int64 (n_rows + 1,), ``indices`` int32 (nnz,), ``data`` (nnz,) of the array's dtype.
     """
 
-    __slots__ = ("indptr", "indices", "data", "n_rows", "n_cols")
+    __slots__ = ("indptr", "indices", "data", "n_rows", "n_cols", "checked")
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, n_cols: int) -> None:
         self.indptr = np.ascontiguousarray(indptr, dtype=np.int64)
@@ -36,6 +36,9 @@ class CsrRows:
             raise ValueError("indices and data must be 1-D of the same length")
         self.n_rows = self.indptr.size - 1
         self.n_cols = int(n_cols)
+        # True only for arrays from_dense built and froze: the kernels then skip re-checking each row's
+        # column indices at every call (a cache miss per row; they always check indptr and the row numbers)
+        self.checked = False
 
     @classmethod
     def from_dense(cls, X, backend=None) -> "CsrRows":
@@ -46,7 +49,11 @@ class CsrRows:
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D, got shape {X.shape}")
         indptr, indices, data = kernels(backend).dense_to_csr(X)
-        return cls(indptr, indices, data, X.shape[1])
+        csr = cls(indptr, indices, data, X.shape[1])
+        for a in (csr.indptr, csr.indices, csr.data):
+            a.flags.writeable = False  # well formed by construction, and kept so
+        csr.checked = True
+        return csr
 
     @property
     def shape(self):
@@ -92,7 +99,11 @@ class CsrRows:
         dtype = np.dtype(dtype)
         if dtype == self.data.dtype:
             return self
-        return CsrRows(self.indptr, self.indices, self.data.astype(dtype), self.n_cols)
+        out = CsrRows(self.indptr, self.indices, self.data.astype(dtype), self.n_cols)
+        if self.checked:  # the same frozen indices
+            out.data.flags.writeable = False
+            out.checked = True
+        return out
 
     def dense_batches(self, idx: np.ndarray, T: np.ndarray):
         """(X_sub, T_sub, idx_sub): the distinct rows ``idx`` names, densified, their targets, and

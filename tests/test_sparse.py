@@ -524,3 +524,27 @@ def test_csr_steps_stop_at_non_finite_w1_like_dense(backend, dtype):
             losses = m.train_steps(theta, data, T, idx, 0.0, opt, np.array(HYPER[opt]), s1, s2, 0)
             assert np.isnan(losses).all(), (type(data).__name__, opt)
             assert np.array_equal(theta, keep)
+
+
+def test_from_dense_is_frozen_and_trusted_others_are_checked():
+    """The kernels skip re-scanning the column indices only for a CSR that from_dense built (its arrays
+    are read-only); any CsrRows made from arrays is checked at every call."""
+    rng = np.random.default_rng(9)
+    X = sparse_data(rng, 12, 10, 0.4, np.float64)
+    c = CsrRows.from_dense(X)
+    assert c.checked
+    for a in (c.indptr, c.indices, c.data):
+        assert not a.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        c.indices[0] = 99
+    other = CsrRows(c.indptr, c.indices.copy(), c.data, c.n_cols)
+    assert not other.checked
+    if HAS_CPP:
+        from pyfastgrad._backends import cpp as C
+        m = C.Mlp([10, 4, 2], "relu", "softmax", np.float64)
+        T = np.eye(2)[rng.integers(0, 2, 12)]
+        other.indices[other.indptr[1]] = 10  # a column index == n_cols
+        theta = theta_for([10, 4, 2], np.float64)
+        with pytest.raises(ValueError, match="strictly increasing"):
+            m.train_steps(theta, other, T, np.arange(12).reshape(3, 4), 0.0, "sgd", np.array([0.1, 0, 0]),
+                          theta, theta, 0)

@@ -112,7 +112,7 @@ class Mlp:
         losses = np.empty(idx.shape[0] if idx.ndim else 0, dtype=np.float64)
         if isinstance(X, CsrRows):  # the first layer on the nonzeros only
             self._impl.train_steps_csr(theta, X.indptr, X.indices, X.data, X.n_cols, T, idx, weight_decay, opt,
-                                       hyper, state1, state2, step0, losses, lrs)
+                                       hyper, state1, state2, step0, losses, lrs, X.checked)
         else:
             self._impl.train_steps(theta, X, T, idx, weight_decay, opt, hyper, state1, state2, step0, losses, lrs)
         return losses

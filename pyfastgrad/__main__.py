@@ -167,6 +167,8 @@ def _divergence_check(labels: np.ndarray, lr: float) -> Callable:
     majority = float(np.bincount(np.asarray(labels, dtype=np.int64)).max()) / max(len(labels), 1)
 
     def check(epoch: int, hist) -> Optional[str]:
+        if not hist.train_acc:
+            return None
         acc = hist.train_acc[-1]
         if acc <= majority + 0.02 and hist.loss and max(hist.loss) > 1.5 * hist.loss[0]:
             return (f"diverged: training accuracy {acc:.4f} is at chance (the most common label is "
@@ -230,7 +232,8 @@ def _train(args: argparse.Namespace) -> int:
                        callback=_divergence_check(t_train, opt.lr))
     total = time.perf_counter() - t0
     if hist.test_acc:
-        print(f"final: test accuracy {hist.test_acc[-1]:.4f}, train accuracy {hist.train_acc[-1]:.4f}; "
+        print(f"final: test accuracy {hist.test_acc[-1]:.4f}, train accuracy {hist.train_acc[-1]:.4f} "
+              f"({hist.train_eval:,} training images); "
               f"{total:.1f} s total, {np.mean(hist.epoch_time):.3f} s per epoch in the training loop")
     if hist.stopped:
         _say(f"error: training stopped: {hist.stopped}")

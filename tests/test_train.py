@@ -140,3 +140,33 @@ def test_history_and_trainer(tmp_path):
     pytest.importorskip("matplotlib")
     h.plot(tmp_path / "h.png")
     assert (tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_train_eval_subset_full_and_off():
+    """fit's training accuracy is of a fixed random subset of train_eval samples (drawn once from the
+    seed), of all samples for None or train_eval >= N, and not measured for 0; the test set is whole."""
+    rng = np.random.default_rng(0)
+    x = rng.random((600, 12))
+    t = (x[:, :4].sum(axis=1) > x[:, 4:8].sum(axis=1)).astype(int)
+    xt, tt = x[:100], t[:100]
+    out = {}
+    for te in (200, None, 600, 5000, 0):
+        net = pfg.TwoLayerNet(12, 8, 2, seed=1)
+        accs = []
+        h = pfg.fit(net, x, t, xt, tt, epochs=2, batch_size=20, seed=3, progress=False, train_eval=te,
+                    callback=lambda ep, hist: accs.append((net.accuracy(x, t), net.accuracy(xt, tt))) and None)
+        out[te] = (h, accs)
+    h, accs = out[200]
+    keep = np.sort(np.random.default_rng(3).choice(600, 200, replace=False))
+    assert h.train_eval == 200 and len(h.train_acc) == 2
+    net = pfg.TwoLayerNet(12, 8, 2, seed=1)
+    pfg.fit(net, x, t, epochs=2, batch_size=20, seed=3, progress=False, train_eval=200)
+    assert h.train_acc[-1] == net.accuracy(x[keep], t[keep])
+    for te in (None, 600, 5000):
+        h, accs = out[te]
+        assert h.train_eval == 600 and h.train_acc == [a for a, _ in accs]
+        assert h.test_acc == [b for _, b in accs]
+    h, accs = out[0]
+    assert h.train_eval == 0 and h.train_acc == [] and h.test_acc == [b for _, b in accs]
+    with pytest.raises(ValueError, match="train_eval"):
+        pfg.fit(pfg.TwoLayerNet(12, 8, 2), x, t, epochs=1, progress=False, train_eval=-1)

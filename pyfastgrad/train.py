@@ -197,8 +197,9 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
         multiply-adds.
     train_eval : training samples the per-epoch training accuracy (or MSE/R²) is measured on: a
         fixed random subset of this many (drawn once from ``seed``), or all of them for None or a
-        number >= N; 0 skips them (``train_acc`` stays empty). The default 10,000 estimates MNIST's training accuracy to about ±0.2% and keeps
-        the per-epoch evaluation a small part of the epoch (all 60,000 would cost ~40% of it); the
+        number >= N; 0 skips them (``train_acc`` stays empty). The default 10,000 estimates MNIST's
+        training accuracy to about ±0.2% and keeps the per-epoch evaluation a small part of the
+        epoch (all 60,000 would cost ~40% of it); the
         tutorials' ``Trainer`` has the same option (``evaluate_sample_num_per_epoch``). The test set
         is always evaluated whole.
 

@@ -153,8 +153,12 @@ def test_train_eval_subset_full_and_off():
     for te in (200, None, 600, 5000, 0):
         net = pfg.TwoLayerNet(12, 8, 2, seed=1)
         accs = []
+
+        def record(ep, hist, net=net, accs=accs):
+            accs.append((net.accuracy(x, t), net.accuracy(xt, tt)))
+
         h = pfg.fit(net, x, t, xt, tt, epochs=2, batch_size=20, seed=3, progress=False, train_eval=te,
-                    callback=lambda ep, hist: accs.append((net.accuracy(x, t), net.accuracy(xt, tt))) and None)
+                    callback=record)
         out[te] = (h, accs)
     h, accs = out[200]
     keep = np.sort(np.random.default_rng(3).choice(600, 200, replace=False))

@@ -19,14 +19,19 @@ import numpy as np
 
 from pyfastgrad import spec
 
-# Learning rates that train 784-100-10 well in 10 epochs of batch 100 (sgd 0.1 is the tutorials').
-_TUNED_LR = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.05, "rmsprop": 0.001,
+# Learning rates that train 784-100-10 well in a few epochs of batch 100 (sgd 0.1 is the tutorials').
+_TUNED_LR = {"sgd": 0.1, "momentum": 0.1, "nesterov": 0.05, "adagrad": 0.05, "rmsprop": 0.001,
              "adam": 0.001, "adamw": 0.001}
 DEFAULT_LR = {o.name: _TUNED_LR.get(o.name, o.lr) for o in spec.OPTIMIZERS}  # others: the class's default
-# The default recipe: 784-100-10 ReLU, He init, Momentum(lr 0.05, 0.9), batch 100, 10 epochs, float32
-# -> 97.84 / 97.86 / 97.71 % MNIST test accuracy for seeds 0 / 1 / 2 (see README).
+# The default recipe: 784-100-10 ReLU, He init, Momentum(lr 0.1, 0.9) on a cosine schedule, batch 100,
+# 4 epochs, float32 -> 97.69 / 97.60 / 97.67 % MNIST test accuracy for seeds 0 / 1 / 2 (seeds 3-9:
+# 97.62-97.87 %), >= 97.5 % after epoch 3 for 9 of the 10 (see README). The old constant-rate recipe
+# (lr 0.05, 10 epochs) reached 97.7-97.9 % in 2.5x the time.
 DEFAULT_OPTIMIZER = "momentum"
 DEFAULT_HIDDEN = [100]
+DEFAULT_EPOCHS = 4
+DEFAULT_BATCH = 100
+DEFAULT_SCHEDULE = "cosine"
 OPTIMIZERS = list(DEFAULT_LR)
 
 EXIT_FAIL, EXIT_USAGE, EXIT_DIVERGED = 1, 2, 3
@@ -228,7 +233,8 @@ def _train(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", RuntimeWarning)
         hist = pfg.fit(net, x_train, t_train, x_test, t_test, optimizer=opt, epochs=args.epochs,
                        batch_size=args.batch_size, sampling=args.sampling, seed=args.seed,
-                       progress=not args.no_progress, verbose=True, schedule=args.schedule,
+                       progress=not args.no_progress, verbose=True,
+                       schedule=args.schedule or (None if args.resume else DEFAULT_SCHEDULE),
                        callback=_divergence_check(t_train, opt.lr))
     total = time.perf_counter() - t0
     if hist.test_acc:
@@ -363,9 +369,10 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                                 "pyfastgrad (default: download when missing; also $PYFASTGRAD_OFFLINE=1)")
 
     lr_defaults = ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
-    t = sub.add_parser("train", help="train a net on MNIST with mini-batch SGD (default: 97.5%% in 10 epochs)",
+    t = sub.add_parser("train", help="train a net on MNIST with mini-batch SGD (default: 97.5%% in 3-4 epochs)",
                        description="Train an MLP on MNIST. The defaults (784-100-10 ReLU, He init, Momentum "
-                                   "lr 0.05, batch 100, 10 epochs, float32) reach about 97.8% test accuracy.")
+                                   "lr 0.1 on a cosine schedule, batch 100, 4 epochs, float32) reach about "
+                                   "97.7% test accuracy.")
     t.add_argument("--hidden", nargs="+", type=_hidden_size, metavar="N",
                    help=f"hidden layer sizes, e.g. --hidden 100 50 (default: {' '.join(map(str, DEFAULT_HIDDEN))})")
     t.add_argument("--activation", choices=list(spec.MLP_ACTIVATIONS), help="(default: relu)")
@@ -374,8 +381,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         "for sigmoid/tanh (default: auto)")
     t.add_argument("--weight-decay", type=_non_negative_float, metavar="L",
                    help="L2 weight decay lambda (default: 0)")
-    t.add_argument("--epochs", type=_positive_int, default=10, help="(default: 10)")
-    t.add_argument("--batch-size", type=_positive_int, default=100, help="(default: 100)")
+    t.add_argument("--epochs", type=_positive_int, default=DEFAULT_EPOCHS, help=f"(default: {DEFAULT_EPOCHS})")
+    t.add_argument("--batch-size", type=_positive_int, default=DEFAULT_BATCH, help=f"(default: {DEFAULT_BATCH})")
     t.add_argument("--optimizer", choices=OPTIMIZERS, help=f"(default: {DEFAULT_OPTIMIZER})")
     t.add_argument("--lr", type=_positive_float, help=f"learning rate (default per optimizer: {lr_defaults})")
     t.add_argument("--style", default="tutorial", choices=["tutorial", "torch"],
@@ -383,7 +390,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         "(default: tutorial)")
     t.add_argument("--schedule", default=None, type=_schedule_text,
                    help="learning-rate schedule over the updates: 'step:SIZE[:GAMMA]', 'cosine[:MIN]', "
-                        "'warmup:STEPS[+cosine[:MIN]]' (default: constant)")
+                        "'warmup:STEPS[+cosine[:MIN]]', 'none' (constant) (default: cosine, from the "
+                        "optimizer's lr to 0 at the last update; --resume keeps the saved optimizer's)")
     t.add_argument("--clip", type=_positive_float, default=None, metavar="NORM",
                    help="clip each gradient to this global norm (default: no clipping)")
     t.add_argument("--sampling", default="epoch", choices=["epoch", "random"],

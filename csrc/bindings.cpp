@@ -14,6 +14,7 @@
 #include "core/common.hpp"
 #include "kernels/scan.hpp"
 #include "mlp/csc.hpp"
+#include "mlp/rows.hpp"
 
 namespace py = pybind11;
 
@@ -178,6 +179,7 @@ inline void callback_numgrad(const py::object& f, py::array x, double h, bool fo
 
 #include "kernels/losses.hpp"
 #include "mlp/mlp.hpp"
+#include "mlp/rows.hpp"
 #include "kernels/optim.hpp"
 
 namespace nets_bind {
@@ -528,6 +530,22 @@ void bind_elementwise(py::module_& m) {
               return pfg::sparse::all_finite(a.ptr, a.size);
           },
           py::arg("a"), "True when the (C-contiguous, any shape) array has no inf or NaN.");
+    m.def("first_layer_product",
+          [](A x, A W, A out) {
+              if (x.ndim != 2) bad_shape("x", "(N, D)", x);
+              if (W.ndim != 2 || W.shape(0) != x.shape(1)) bad_shape("W", "(D, H) with D = x's columns", W);
+              const std::int64_t n = x.shape(0), d = x.shape(1), h = W.shape(1);
+              if (n > INT_MAX || d > INT_MAX || h > INT_MAX)
+                  throw std::invalid_argument("first_layer_product: too large for BLAS");
+              need_mat(out, "out", n, h);
+              T* o = writable(out, "out");
+              std::optional<py::gil_scoped_release> nogil;
+              if (n * d * h >= kReleaseGilWork) nogil.emplace();
+              return pfg::sparse::first_layer_product(x.ptr, n, d, W.ptr, h, o);
+          },
+          py::arg("x"), py::arg("W"), py::arg("out"),
+          "out = x @ W (C-contiguous), over x's nonzeros when x is mostly zeros and W finite (returns True), "
+          "else by gemm.");
     m.def("dense_to_csr",
           [](A x) {
               if (x.ndim != 2) bad_shape("x", "(N, D)", x);

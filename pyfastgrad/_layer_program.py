@@ -125,12 +125,14 @@ class Program:
                 update_stats: bool = False) -> np.ndarray:
         """Scores (N, n_out). ``cache``: a list that receives what backward needs."""
         k, a, mi = self.kern, x, 0
+        # the first layer's product over x's nonzeros where the backend has it (MNIST: ~19% nonzero)
+        first = getattr(k, "first_layer_product", None) if a.flags.c_contiguous else None
         for op in self.ops:
             if op.kind == "affine":
                 W, b = _param(theta, op.ws, op.wshape), theta[op.bs]
                 if cache is not None:
                     cache.append(a)
-                a = np.dot(a, W) + b
+                a = (first(a, W) if first is not None and a is x else np.dot(a, W)) + b
             elif op.kind == "act":
                 z = a
                 a = k.act_forward(op.code, op.alpha, z) if k is not None else op.layer.forward(z)

@@ -148,3 +148,28 @@ def test_float32_input_is_not_copied_to_float64():
     g32, g64 = net.gradient(x, t), net.gradient(x64, t)
     for k in g64:
         assert _normwise(g32[k], g64[k]) <= 1e-13
+
+
+@pytest.mark.parametrize("isa", LEVELS, indirect=True)
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-14), (np.float32, 1e-6)])
+@pytest.mark.parametrize("n1", [1, 17, 100, 300])
+def test_first_layer_product_at_every_level(isa, dtype, tol, n1):
+    """A layer stack's first affine product (Sequential / MultiLayerNetExtend on cpp): over the rows'
+    nonzeros when x is mostly zeros, by gemm otherwise; always x @ W, and NaN where 0 * Inf would be."""
+    rng = np.random.default_rng(n1)
+    W = rng.standard_normal((70, n1)).astype(dtype)
+    for density in (0.15, 0.9):
+        x = rng.random((40, 70))
+        x[x > density] = 0
+        x = x.astype(dtype)
+        out = np.empty((40, n1), dtype)
+        used = core.first_layer_product(x, W, out)
+        assert used == (density < 0.4)
+        assert _normwise(out, x.astype(np.float64) @ W.astype(np.float64)) <= tol
+    x = rng.random((40, 70))
+    x[x > 0.15] = 0
+    x[:, 5] = 0
+    x = x.astype(dtype)
+    W[5, 0] = np.inf  # met only by zeros
+    assert not core.first_layer_product(x, W, out)  # not finite: the gemm's IEEE answer
+    assert np.isnan(out[:, 0]).all()

@@ -13,7 +13,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/blas.hpp"
+#include "core/parallel.hpp"
 #include "core/simd.hpp"
+#include "kernels/scan.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -283,6 +286,34 @@ void csr_forward(const std::int64_t* ptr, const std::int32_t* ind, const T* val,
     if (level == 1) return csr_forward_avx2(ptr, ind, val, n, W, ldw, z, ldz, n1);
 #endif
     csr_forward_body(ptr, ind, val, n, W, ldw, z, ldz, n1);
+}
+
+// z (n x n1) = x (n x n0) W (n0 x n1) for a layer stack's first affine layer: over x's nonzeros when
+// x is mostly zeros (at most `density` nonzero in a sample of up to 16 rows) and W is finite, on
+// threads when the work is large (call_work().sparse), else OpenBLAS's gemm. Returns whether the
+// nonzeros were used.
+template <class T>
+bool first_layer_product(const T* x, std::int64_t n, std::int64_t n0, const T* W, std::int64_t n1, T* z,
+                         double density = 0.4) {
+    if (n <= 0 || n1 <= 0) return false;
+    std::int64_t nnz = 0;
+    const std::int64_t s = std::min<std::int64_t>(n, 16);
+    if (n0 >= 32) {
+        for (std::int64_t i = 0; i < s; ++i) {
+            const T* xr = x + (i * n / s) * n0;
+            for (std::int64_t k = 0; k < n0; ++k) nnz += xr[k] != T(0);
+        }
+    }
+    if (n0 >= 32 && double(nnz) <= density * double(s * n0) && all_finite(W, n0 * n1)) {
+        const double work = double(n) * double(nnz) / double(s) * double(n1);
+        rows_forward(x, n, n0, W, n1, z, n1, n1, work >= call_work().sparse ? team_threads() : 1);
+        return true;
+    }
+    const BlasCap blas_guard(double(n) * double(n0) * double(n1) < call_work().blas ? 1
+                                                                                    : FreeCores::get().of(blas_num_threads()));
+    gemm(false, false, static_cast<int>(n), static_cast<int>(n1), static_cast<int>(n0), T(1), x, static_cast<int>(n0),
+         W, static_cast<int>(n1), T(0), z, static_cast<int>(n1));
+    return false;
 }
 
 }  // namespace sparse

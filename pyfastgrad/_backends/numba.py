@@ -383,6 +383,8 @@ def _data_loss(lossc, z, t, D, want):
 
 @_jit
 def _wd_loss(theta, sizes, wd):
+    if wd == 0.0:  # as cpp's decay_term: no pass over every weight per step (a non-finite W makes the loss NaN anyway)
+        return 0.0
     woff, boff = _offsets(sizes)
     out = 0.0
     for l in range(sizes.shape[0] - 1):

@@ -6,6 +6,10 @@ The net is handed to the jitted code as the flat ``theta``, an int64 ``sizes``
 array and integer codes for activation / loss / optimizer. All functions are
 compiled lazily (first call per dtype) and cached on disk.
 
+Mostly-zero inputs (``CsrRows``, or a dense batch at most ``_SPARSE_DENSITY`` nonzero, e.g. MNIST): the
+first layer works on the nonzeros only (see "the first layer on the nonzeros" below); same results
+up to the order of the sums.
+
 Precision notes:
 * The math runs in the net's dtype (float32 stays float32: constants are cast).
   The softmax loss is the reference's log-softmax form (no 1e-7 guard).
@@ -48,6 +52,9 @@ _SPARSE_DENSITY = 0.4
 # zero-division branches that otherwise block SIMD vectorisation of the loops.
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _pjit = numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+# The sparse first layer's row updates: a * b + c as one FMA (one rounding instead of two; no reordering).
+# Fewer instructions per nonzero: 784-100-10 MNIST epoch, forward ~10% faster here.
+_jit_fma = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
 
 # Fork safety. numba's threading layer here is GNU OpenMP, whose thread pool does not survive fork():
@@ -217,7 +224,7 @@ def _forward_from(theta, sizes, act, x, Z, A, N, have0):
 # first layer's two products (x W_0 and x^T dz_0, nearly all of a 784-100-10 step) shrink 5x. Each
 # nonzero x[r, i] works on a whole row of W_0 / dW_0 (contiguous, SIMD) and the row of z_0 / dz_0.
 # Only used while W_0 is finite (skipping 0 * inf would hide the NaN the dense product gives).
-@_jit
+@_jit_fma
 def _csr_x_w0(theta, n1, indptr, indices, data, rows, z):
     """z (N, n1) = X[rows] W_0 (W_0 at theta[0:n0 * n1])."""
     zero = z.dtype.type(0.0)
@@ -244,7 +251,7 @@ def _csr_x_w0(theta, n1, indptr, indices, data, rows, z):
             q += 1
 
 
-@_jit
+@_jit_fma
 def _csr_xt_dz(indptr, indices, data, rows, dz, gW):
     """gW (n0, n1) = X[rows]^T dz (rows of gW no nonzero touches stay 0)."""
     zero = gW.dtype.type(0.0)
@@ -261,7 +268,7 @@ def _csr_xt_dz(indptr, indices, data, rows, dz, gW):
                 g[k] += v * d[k]
 
 
-@_jit
+@_jit_fma
 def _csr_sgd_w0(indptr, indices, data, rows, dz, W, lr):
     """W (n0, n1) -= lr * X[rows]^T dz, one nonzero at a time (plain SGD without weight decay: rows of W
     no nonzero touches keep their value, as W - lr * 0; no gradient buffer, no pass over all of W)."""
@@ -1202,8 +1209,8 @@ class Mlp:
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
                     state2: np.ndarray, step0: int, lrs: Optional[np.ndarray] = None) -> np.ndarray:
-        """See ``_backends/numpy.py`` ``Mlp.train_steps`` (``X`` dense or a ``CsrRows``); the whole loop runs in
-        one jitted call."""
+        """See ``_backends/numpy.py`` ``Mlp.train_steps`` (``X`` dense or a ``CsrRows``, whose nonzeros the first
+        layer uses directly); the whole loop runs in one jitted call."""
         code = spec.optimizer(opt).code
         s1, s2 = _states(code, theta, state1, state2)
         idx = np.ascontiguousarray(idx, dtype=np.int64)

@@ -421,17 +421,10 @@ def _workspace(theta, sizes, N):
 
 
 @_jit
-def _loss_grad_core(theta, sizes, act, lossc, x, t, wd, grad, Z, A, D1, D2, want):
-    """Loss (float64) of the batch; with ``want`` the full gradient into grad."""
-    e64 = np.empty(0, np.int64)
-    return _loss_grad_any(theta, sizes, act, lossc, x, e64, np.empty(0, np.int32), np.empty(0, x.dtype), e64,
-                          False, t, wd, grad, Z, A, D1, D2, want, True, False, 0.0)
-
-
-@_jit
 def _loss_grad_any(theta, sizes, act, lossc, x, indptr, indices, data, rows, sparse0, t, wd, grad, Z, A, D1, D2,
                    want, x_ready, fuse, lr):
-    """_loss_grad_core on the dense batch x, or with ``sparse0`` on the rows ``rows`` of a CSR X: the first
+    """Loss (float64) of the batch; with ``want`` the full gradient into grad. From the dense batch x, or with
+    ``sparse0`` from the rows ``rows`` of a CSR X (indptr, indices, data), the first
     layer's products on the nonzeros only (the caller checked W_0 finite). With ``sparse0`` x is the dense
     batch (``x_ready``) or scratch of its shape. ``fuse`` (with ``sparse0``, plain SGD, no weight decay, no
     clipping): a finite loss's step updates W_0 here (W_0 -= lr dW_0) and leaves grad's W_0 part unset."""
@@ -463,16 +456,15 @@ def _loss_grad_any(theta, sizes, act, lossc, x, indptr, indices, data, rows, spa
             inp = A[zoff[l - 1]:zoff[l - 1] + N * nin].reshape((N, nin))
         W = theta[woff[l]:woff[l] + nin * nout].reshape((nin, nout))
         gW = grad[woff[l]:woff[l] + nin * nout].reshape((nin, nout))
-        if l == 0 and sparse0 and fuse and _all_finite(dz.ravel()):
+        on_nz = l == 0 and sparse0 and _all_finite(dz.ravel())  # else, as the dense product: 0 * inf = NaN
+        if on_nz and fuse:
             _csr_sgd_w0(indptr, indices, data, rows, dz, W, theta.dtype.type(lr))
         else:
-            if l == 0 and sparse0 and _all_finite(dz.ravel()):
+            if on_nz:
                 _csr_xt_dz(indptr, indices, data, rows, dz, gW)
-            elif l == 0 and sparse0:  # inf/NaN in dz: the dense product's 0 * inf = NaN, as the other backends
-                if not x_ready:
-                    _csr_rows_dense(indptr, indices, data, rows, x)
-                np.dot(x.T, dz, gW)
             else:
+                if l == 0 and sparse0 and not x_ready:
+                    _csr_rows_dense(indptr, indices, data, rows, x)  # (inp is x)
                 np.dot(inp.T, dz, gW)
             for i in range(nin):
                 for k in range(nout):
@@ -516,19 +508,22 @@ def _loss_grad(theta, sizes, act, lossc, x, t, wd, grad, want):
     # one entry point for loss and loss_grad: one compilation per dtype
     N = x.shape[0]
     Z, A, D1, D2 = _workspace(theta, sizes, N)
+    indptr = np.empty(N + 1, np.int64)
+    sparse0 = False
     if want and sizes.shape[0] > 1 and _all_finite(theta[:sizes[0] * sizes[1]]):
         # a batch-sized x: room for every entry, no counting pass; a large one is counted first
         small = x.size <= 1 << 20
         nnz = -1 if small else _count_nonzero(x)
         if nnz <= _SPARSE_DENSITY * x.size:
-            indptr = np.empty(N + 1, np.int64)
             indices = np.empty(x.size if small else nnz, np.int32)
             data = np.empty(x.size if small else nnz, x.dtype)
-            nnz = _dense_to_batch_csr(x, indptr, indices, data)
-        if nnz <= _SPARSE_DENSITY * x.size:
-            return _loss_grad_any(theta, sizes, act, lossc, x, indptr, indices, data, np.arange(N), True, t, wd,
-                                  grad, Z, A, D1, D2, True, True, False, 0.0)
-    return _loss_grad_core(theta, sizes, act, lossc, x, t, wd, grad, Z, A, D1, D2, want)
+            sparse0 = _dense_to_batch_csr(x, indptr, indices, data) <= _SPARSE_DENSITY * x.size
+    if not sparse0:
+        indices = np.empty(0, np.int32)
+        data = np.empty(0, x.dtype)
+    # one call site: each inlined copy of the kernel costs compile time
+    return _loss_grad_any(theta, sizes, act, lossc, x, indptr, indices, data, np.arange(N), sparse0, t, wd,
+                          grad, Z, A, D1, D2, want, True, False, 0.0)
 
 
 # ------------------------------------------------------------------ optimizers
@@ -665,11 +660,10 @@ def _fuses_sgd(opt, wd, hyper):
 @_jit
 def _update(opt, theta, grad, s1, s2, h, step, fused, nw0):
     """Clip and update; after a fused step (W_0 done) the rest of theta only."""
-    if fused:
-        _opt_update(opt, theta[nw0:], grad[nw0:], s1, s2, h, step)
-    else:
+    p0 = nw0 if fused else 0
+    if not fused:
         _clip(grad, h[6])
-        _opt_update(opt, theta, grad, s1, s2, h, step)
+    _opt_update(opt, theta[p0:], grad[p0:], s1, s2, h, step)  # one call site: one inlined copy to compile
 
 
 @_jit

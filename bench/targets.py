@@ -18,6 +18,10 @@ TARGETS: Dict[str, str] = {
     "epoch": "best cpp kernel <= 0.5 s/epoch and >= 2x torch",
 }
 
+# issue 17: the numba fallback (what users without a compiler get) within this factor of cpp on the epoch
+# kernel (fit's input) and the train step (one call, and the fused dense loop); bench/bench_numba.py checks it
+NUMBA_RATIO_MAX = 2.0
+
 GEMM_SHAPES_CASE = "5 gemms of 784-100-10 backprop, N=100"
 GEMM_LARGE_CASE = "1024x1024 @ 1024x1024"
 

@@ -1,8 +1,8 @@
 """Row-compressed (CSR) inputs for training on mostly-zero data (MNIST is ~81% zeros).
 
 ``CsrRows.from_dense(X)`` is built once per ``fit``; the kernels' ``Mlp.train_steps``
-accept it in place of the dense ``X`` (the cpp backend then does the first layer on the
-nonzeros only, the others densify the rows they need).
+accept it in place of the dense ``X`` (the cpp and numba backends then do the first layer on
+the nonzeros only, numpy densifies the rows it needs).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ._backends import kernels
 
 __all__ = ["CsrRows", "SPARSE_DENSITY_MAX"]
 
-# fit() trains from a CsrRows when the data has fewer nonzeros than this share (cpp backend):
+# fit() trains from a CsrRows when the data has fewer nonzeros than this share (cpp and numba backends):
 # below ~0.5 the sparse first layer beats dense gemm (it does ~density of the multiply-adds, at a
 # lower rate per multiply-add than a blocked gemm).
 SPARSE_DENSITY_MAX = 0.5

@@ -2,8 +2,8 @@
 
 ``fit`` draws the batch indices in Python (numpy ``default_rng(seed)``, so every
 backend sees the same batches), converts the data once, and hands whole chunks
-of steps to ``Mlp.train_steps``: no return to Python per step. With the cpp
-backend and mostly-zero inputs (density below ``_sparse.SPARSE_DENSITY_MAX``,
+of steps to ``Mlp.train_steps``: no return to Python per step. With the cpp or
+numba backend and mostly-zero inputs (density below ``_sparse.SPARSE_DENSITY_MAX``,
 e.g. MNIST) the data is converted once to rows of nonzeros (``CsrRows``) and the
 kernel's first layer works on those only.
 """
@@ -105,9 +105,9 @@ def _batches(rng: np.random.Generator, n: int, batch_size: int, steps: int, samp
 
 
 def _training_input(X: np.ndarray, backend: str):
-    """What the training kernel gets: X itself, or (cpp backend, mostly zeros) its nonzeros by row,
-    which the kernel's first layer uses instead of dense products (same results up to rounding)."""
-    if backend != "cpp" or X.size == 0:
+    """What the training kernel gets: X itself, or (cpp and numba backends, mostly zeros) its nonzeros by
+    row, which the kernel's first layer uses instead of dense products (same results up to rounding)."""
+    if backend not in ("cpp", "numba") or X.size == 0:
         return X
     sample = X[:: max(1, X.shape[0] // 2000)]  # a few thousand rows tell the density well enough
     if np.count_nonzero(sample) >= SPARSE_DENSITY_MAX * sample.size:

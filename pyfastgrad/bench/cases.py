@@ -451,7 +451,7 @@ class Cases(Runner):
                      mlp.train_steps(net.theta, X, T, part[:2], 0.0, "sgd", hyper, s1, s2, 0),
                      scale=steps / n_steps, flops=flops, is_ref=(b == "numpy"),
                      extra_fn=lambda out=out: {"last_loss": float(out[-1][-1])})
-            if b == "cpp":
+            if b in ("cpp", "numba"):  # the input fit hands these backends on MNIST
                 csr = csr_rows(X)
                 net_c = pfg.TwoLayerNet(784, 100, 10, seed=0, dtype=dtype, backend=b)
                 mlp_c = kernel_mlp(net_c)
@@ -466,11 +466,11 @@ class Cases(Runner):
                          setup=lambda net=net_c: net.theta.__setitem__(slice(None), theta0),
                          warmup=lambda mlp=mlp_c, net=net_c, part=part, csr=csr, s1=s1_c, s2=s2_c:
                          mlp.train_steps(net.theta, csr, T, part[:2], 0.0, "sgd", hyper, s1, s2, 0),
-                         scale=steps / n_steps, flops=flops, group="cpp-csr",
+                         scale=steps / n_steps, flops=flops, group=f"{b}-csr",
                          pause=max(self.cfg.pause, BLAS_SPIN_S), input_density=csr.density,
                          extra_fn=lambda out=out_c: {"last_loss": float(out[-1][-1])})
                 self.note(B, "'CSR input': the images as rows of nonzeros (CsrRows, built once, untimed), as "
-                             "pfg.fit does with the cpp backend; GFLOP/s count the dense-equivalent flops")
+                             "pfg.fit does with the cpp and numba backends; GFLOP/s count the dense-equivalent flops")
         for b in ([] if q else self.fast):  # fit always runs the whole epoch: full mode only
             net = pfg.TwoLayerNet(784, 100, 10, seed=0, dtype=dtype, backend=b)
             kernel_s: List[float] = []

@@ -434,6 +434,32 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
              "max_norm] (or (3,) [lr, a, b]); lrs: None or float64 (n_steps,) learning rates per step. Writes "
              "each step's loss into losses (NaN where not done); stops at the first non-finite loss without "
              "applying that step. Returns the steps done.")
+        .def("predict_csr",
+             [](P& p, A theta, V<std::int64_t> indptr, V<std::int32_t> indices, A data, std::int64_t n_cols,
+                V<std::int64_t> rows, A out, bool rows_checked) {
+                 need_vec(theta, "theta", p.net.n_params());
+                 if (indptr.ndim != 1 || indptr.shape(0) < 1) bad_shape("indptr", "(N + 1,)", indptr);
+                 const std::int64_t nx = indptr.shape(0) - 1;
+                 if (indices.ndim != 1) bad_shape("indices", "(nnz,)", indices);
+                 const std::int64_t nnz = indices.shape(0);
+                 need_vec(data, "data", nnz);
+                 if (n_cols != p.net.n_in())
+                     throw std::invalid_argument("X has " + std::to_string(n_cols) + " columns, the net expects " +
+                                                 std::to_string(p.net.n_in()));
+                 if (rows.ndim != 1) bad_shape("rows", "(n,)", rows);
+                 const std::int64_t n = rows.shape(0);
+                 need_mat(out, "out", n, p.net.n_out());
+                 T* op = writable(out, "out");
+                 py::gil_scoped_release nogil;
+                 std::lock_guard<std::mutex> lock(p.mu);
+                 // predict_csr checks indptr, rows and (unless rows_checked) their column indices first
+                 p.net.predict_csr(theta.ptr, indptr.ptr, indices.ptr, data.ptr, nx, nnz, rows.ptr, n, op,
+                                   rows_checked);
+             },
+             py::arg("theta"), py::arg("indptr"), py::arg("indices"), py::arg("data"), py::arg("n_cols"),
+             py::arg("rows"), py::arg("out"), py::arg("rows_checked") = false,
+             "out (n, n_out) = logits of the CSR rows `rows` (int64) of X (as train_steps_csr's), the first "
+             "layer on their nonzeros: an evaluation subset of a CSR training set without a dense copy.")
         .def("train_steps_csr",
              [](P& p, A theta, V<std::int64_t> indptr, V<std::int32_t> indices, A data, std::int64_t n_cols, A Tt,
                 V<std::int64_t> idx, double weight_decay, const std::string& opt, V<double> hyper, A state1,

@@ -121,6 +121,20 @@ def _training_input(X: np.ndarray, backend: str):
 MAX_CHUNK_WORK = 2e9
 
 
+def _csr_accuracy(mlp, net: Net, X: CsrRows, keep: np.ndarray, labels: np.ndarray):
+    """Accuracy of the rows ``keep`` of the CSR training set, as ``net._accuracy_of`` of their dense copy."""
+    rows = np.ascontiguousarray(keep, dtype=np.int64)
+
+    def accuracy() -> float:
+        right = 0
+        for i in range(0, rows.size, 10000):  # bounded memory
+            scores = mlp.predict_rows(net.theta, X, rows[i:i + 10000])
+            right += int(np.count_nonzero(scores.argmax(axis=1) == labels[i:i + 10000]))
+        return right / rows.size
+
+    return accuracy
+
+
 def _all_finite(a: np.ndarray, backend=None) -> bool:
     return all_finite(a, backend)  # the backend's scan (cpp: no temporary array)
 
@@ -252,10 +266,9 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
     lt_train = T if regression else class_labels(t_train, n, net._label_classes(), "t_train")
     if train_eval is not None:
         train_eval = _int_arg(train_eval, "train_eval", low=0)
-    X_eval, lt_eval = X, lt_train
+    keep = None
     if train_eval is not None and train_eval < n:  # a fixed subset, the same on every backend
         keep = np.sort(np.random.default_rng(seed).choice(n, train_eval, replace=False))
-        X_eval, lt_eval = X[keep], lt_train[keep]
     chunk = max(1, min(chunk, int(MAX_CHUNK_WORK // (batch_size * net.theta.size))))
     if schedule is not None:
         optimizer.schedule = make_schedule(schedule, optimizer.iter + epochs * steps)
@@ -265,11 +278,22 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
     rng = np.random.default_rng(seed)
     mlp = net._mlp()
     X_train = _training_input(X, net.backend or get_backend())
+    X_eval, lt_eval = X, lt_train
+    eval_train = None  # the training metric's own way, else net._accuracy_of(X_eval, lt_eval)
+    if keep is not None:
+        lt_eval = lt_train[keep]
+        if (isinstance(X_train, CsrRows) and hasattr(mlp, "predict_rows") and not regression
+                and type(net)._accuracy_of is Net._accuracy_of):
+            X_eval = X_train  # the subset's nonzeros straight from the CSR: no dense copy of the rows
+            eval_train = _csr_accuracy(mlp, net, X_train, keep, lt_eval)
+        else:
+            X_eval = X[keep]
     st = optimizer.state(net_layout(net), net.dtype, net.theta.size)
     empty = st[:0, :0].reshape(0)
     s1 = st[0] if optimizer.n_states >= 1 else empty
     s2 = st[1] if optimizer.n_states >= 2 else empty
-    hist = History(task="regression" if regression else "classification", train_eval=X_eval.shape[0])
+    hist = History(task="regression" if regression else "classification",
+                   train_eval=n if keep is None else keep.size)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -330,7 +354,7 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
                     break
                 hist.epoch.append(ep)
                 # (X, Xt checked once, above)
-                parts = ((("train", X_eval, lt_eval),) if X_eval.shape[0] else ()) + \
+                parts = ((("train", X_eval, lt_eval),) if hist.train_eval else ()) + \
                     ((("test", Xt, lt),) if has_test else ())
                 scores = []
                 if regression:
@@ -342,7 +366,7 @@ def fit(net: Net, x_train, t_train, x_test=None, t_test=None, optimizer: Union[s
                     short = f" test mse {hist.test_mse[-1]:.4g}" if has_test else ""
                 else:
                     for part_name, xs, ts in parts:
-                        acc = net._accuracy_of(xs, ts)
+                        acc = eval_train() if part_name == "train" and eval_train else net._accuracy_of(xs, ts)
                         getattr(hist, f"{part_name}_acc").append(acc)
                         scores.append(f"{part_name} acc {acc:.4f}")
                     short = f" test {hist.test_acc[-1]:.4f}" if has_test else ""

@@ -548,3 +548,23 @@ def test_from_dense_is_frozen_and_trusted_others_are_checked():
         with pytest.raises(ValueError, match="strictly increasing"):
             m.train_steps(theta, other, T, np.arange(12).reshape(3, 4), 0.0, "sgd", np.array([0.1, 0, 0]),
                           theta, theta, 0)
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+def test_fit_train_eval_subset_from_the_csr():
+    """On cpp with a CSR training set, fit's training accuracy on its subset reads the subset's nonzeros
+    straight from the CSR (predict_rows): the same accuracy as the dense rows give."""
+    rng = np.random.default_rng(11)
+    X = sparse_data(rng, 900, 60, 0.15, np.float32)
+    t = (X[:, :30].sum(axis=1) > X[:, 30:].sum(axis=1)).astype(int)
+    net = pfg.TwoLayerNet(60, 20, 2, seed=2, dtype=np.float32, backend="cpp")
+    h = pfg.fit(net, X, t, epochs=2, batch_size=30, seed=4, progress=False, train_eval=300)
+    keep = np.sort(np.random.default_rng(4).choice(900, 300, replace=False))
+    assert h.train_eval == 300 and h.train_acc[-1] == net.accuracy(X[keep], t[keep])
+    from pyfastgrad._backends import cpp as C
+    m = C.Mlp([60, 20, 2], "relu", "softmax", np.float32)
+    c = CsrRows.from_dense(X)
+    np.testing.assert_allclose(m.predict_rows(net.theta, c, keep), m.predict(net.theta, X[keep]), rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="out of range"):
+        m.predict_rows(net.theta, c, np.array([0, 900]))

@@ -98,6 +98,52 @@ public:
         }
     }
 
+    // out (n x nL) = logits of the CSR rows rows[0..n) of X (indptr/ind/val over nx rows, nnz entries):
+    // the first layer on their nonzeros, so an evaluation subset of a CSR training set needs no dense
+    // copy. rows_checked as in train_steps_csr. A non-finite W0 takes the dense product (its 0 * inf).
+    void predict_csr(const T* theta, const std::int64_t* indptr, const std::int32_t* ind, const T* val,
+                     std::int64_t nx, std::int64_t nnz, const std::int64_t* rows, std::int64_t n, T* out,
+                     bool rows_checked) {
+        if (n <= 0) return;
+        const std::int64_t max_nnz = check_csr(indptr, ind, nx, nnz, rows, 1, n, rows_checked);
+        const BlasCap blas_guard(blas_threads(n, 1));
+        const std::int64_t chunk = chunk_rows(n);
+        reserve(chunk);
+        const std::int64_t n0 = sizes_.front(), n1 = sizes_[1], c = sizes_.back();
+        const T* W0 = theta + woff_[0];
+        const bool dense = !sparse::all_finite(W0, n0 * n1);
+        const int nth = sparse_threads(double(max_nnz) * double(n1), true);
+        const T* b = theta + boff_[L_ - 1];
+        for (std::int64_t r0 = 0; r0 < n; r0 += chunk) {
+            const std::int64_t m = std::min(chunk, n - r0);
+            T* o = out + r0 * c;
+            const sparse::CsrBatch<T> X{rows + r0, m, indptr, ind, val};
+            if (dense) {  // rare: densify the chunk
+                if (xcast_.size() < static_cast<size_t>(m * n0)) xcast_.resize(static_cast<size_t>(m * n0));
+                std::fill(xcast_.begin(), xcast_.begin() + m * n0, T(0));
+                for (std::int64_t r = 0; r < m; ++r)
+                    for (std::int64_t p = indptr[X.rows[r]]; p < indptr[X.rows[r] + 1]; ++p)
+                        xcast_[static_cast<size_t>(r * n0 + ind[p])] = val[p];
+                forward(theta, xcast_.data(), m, o);
+            } else {
+                T* z0 = (L_ == 1) ? o : acts_[0].data();
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth) if (nth > 1)
+#endif
+                {
+                    const int tid = team_thread(), nt = team_size();
+                    sparse::csr_batch_forward(X, m * tid / nt, m * (tid + 1) / nt, W0, n1, z0, n1, n1);
+                }
+                if (L_ > 1) {
+                    bias_activation(act_, z0, theta + boff_[0], m, n1);
+                    forward(theta, z0, m, o, 1);
+                }
+            }
+            for (std::int64_t r = 0; r < m; ++r)
+                for (std::int64_t k = 0; k < c; ++k) o[r * c + k] += b[k];
+        }
+    }
+
     // Mean loss over the n rows plus the weight-decay term.
     template <class X>
     double loss(const T* theta, const X* x, const T* t, std::int64_t n, double wd) {

@@ -288,6 +288,26 @@ void csr_forward(const std::int64_t* ptr, const std::int32_t* ind, const T* val,
     csr_forward_body(ptr, ind, val, n, W, ldw, z, ldz, n1);
 }
 
+// Rows [r0, r1) of z (B x n1) = the batch's CSR rows (X.rows[r]) times W, each row summed in registers.
+template <class T>
+void csr_batch_forward(const CsrBatch<T>& X, std::int64_t r0, std::int64_t r1, const T* W, std::int64_t ldw, T* z,
+                       std::int64_t ldz, std::int64_t n1) {
+#ifdef PFG_X86
+    if (simd::level() == 2) {
+        for (std::int64_t r = r0; r < r1; ++r) {
+            const std::int64_t p0 = X.indptr[X.rows[r]], p1 = X.indptr[X.rows[r] + 1];
+            row_product_avx512(X.ind + p0, X.val + p0, p1 - p0, W, ldw, z + r * ldz, n1);
+        }
+        return;
+    }
+#endif
+    for (std::int64_t r = r0; r < r1; ++r) {
+        const std::int64_t p0 = X.indptr[X.rows[r]];
+        const std::int64_t one[2] = {0, X.indptr[X.rows[r] + 1] - p0};
+        csr_forward(one, X.ind + p0, X.val + p0, 1, W, ldw, z + r * ldz, ldz, n1);
+    }
+}
+
 // z (n x n1) = x (n x n0) W (n0 x n1) for a layer stack's first affine layer: over x's nonzeros when
 // x is mostly zeros (at most `density` nonzero in a sample of up to 16 rows) and W is finite, on
 // threads when the work is large (call_work().sparse), else OpenBLAS's gemm. Returns whether the

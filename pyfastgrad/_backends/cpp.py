@@ -102,6 +102,13 @@ class Mlp:
         """See ``_backends/numpy.py`` ``Mlp.kink_counts`` (csrc/numgrad/numgrad.hpp ``mlp_kink_counts``)."""
         _core.mlp_kink_counts(self.sizes, self.activation, self.loss_name, theta, x, t, h, plus, minus)
 
+    def predict_rows(self, theta: np.ndarray, X: CsrRows, rows: np.ndarray) -> np.ndarray:
+        """Logits of the rows ``rows`` (int64) of the CSR ``X``: the first layer on their nonzeros (no dense
+        copy of the rows; fit's evaluation subset of a CSR training set)."""
+        out = np.empty((rows.shape[0], self.sizes[-1]), dtype=self.dtype)
+        self._impl.predict_csr(theta, X.indptr, X.indices, X.data, X.n_cols, rows, out, X.checked)
+        return out
+
     def train_steps(self, theta: np.ndarray, X: np.ndarray, T: np.ndarray, idx: np.ndarray,
                     weight_decay: float, opt: str, hyper: np.ndarray, state1: np.ndarray,
                     state2: np.ndarray, step0: int, lrs: Optional[np.ndarray] = None) -> np.ndarray:

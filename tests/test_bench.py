@@ -155,3 +155,62 @@ def test_images_never_random(monkeypatch, tmp_path):
     monkeypatch.setattr(data, "_checkout_mnist", lambda: None)
     with pytest.raises(bench.BenchDataError, match="PYFASTGRAD_DATA.*reinstall pyfastgrad"):
         data.load_images()
+
+
+@pytest.fixture(scope="module")
+def quick_scaling(tmp_path_factory):
+    """One quick scaling run (a few points), shared by the scaling tests."""
+    out = tmp_path_factory.mktemp("scaling")
+    rc = bench.main(["--quick", "--only", "scaling", "--out", str(out)])
+    return rc, json.loads((out / "results.json").read_text()), out
+
+
+def test_quick_scaling_rows_for_both_dtypes(quick_scaling):
+    """Train-step rows against hidden and batch size in float32 and float64; each percentage is of the
+    same run's 1024^3 gemm rate of the row's own dtype, each ratio of the same run's numpy row."""
+    from pyfastgrad._backends import backends
+    from pyfastgrad.bench.report import scaling_table
+    rc, data, out = quick_scaling
+    assert rc == 0, data["errors"]
+    assert data["meta"]["selected"] == ["scaling"]
+    pts = [p for p in data["scaling"] if p["kind"] == "train_step"]
+    want = {"numpy fused"} | ({"cpp fused", "cpp net.train_step"} if backends().get("cpp") == "available" else set())
+    for axis in ("hidden", "batch"):
+        for dtype in ("float32", "float64"):
+            sub = [p for p in pts if p["axis"] == axis and p["dtype"] == dtype]
+            assert len({p["value"] for p in sub}) >= 2
+            assert want <= {p["line"] for p in sub}
+    assert {p["dtype"] for p in pts if p["axis"] == "depth"} == {"float32"}
+    numpy_s = {(p["case"], p["dtype"]): p["seconds"] for p in pts if p["line"] == "numpy fused"}
+    for p in pts:
+        big = data["gemm_gflops"][p["dtype"]]["large"]
+        assert p["seconds"] > 0 and p["gflops"] > 0
+        assert p["pct_gemm"] == pytest.approx(p["gflops"] / big)
+        assert p["gemm_basis"] == ("sgemm" if p["dtype"] == "float32" else "dgemm") + " 1024^3"
+        assert p["x_numpy"] == pytest.approx(numpy_s[(p["case"], p["dtype"])] / p["seconds"])
+        assert p["min_s"] <= p["seconds"] <= p["max_s"]
+    assert len({p["value"] for p in data["scaling"] if p["kind"] == "numgrad"}) >= 2
+    table = scaling_table(data["scaling"], data["gemm_gflops"])
+    for text in ("sgemm 1024^3", "dgemm 1024^3", "% gemm", "x numpy", "x torch", "numerical gradient"):
+        assert text in table
+    assert (out / "results.md").read_text().startswith("Benchmarks (quick run")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (out / "scaling.png").stat().st_size > 0
+
+
+def test_quick_scaling_torch_rows(quick_scaling):
+    """With torch installed: a torch eager row at every hidden/batch point of both dtypes, run on
+    pyfastgrad's thread count, and every row's ratio to it."""
+    pytest.importorskip("torch")
+    rc, data, _ = quick_scaling
+    assert rc == 0, data["errors"]
+    pts = [p for p in data["scaling"] if p["kind"] == "train_step" and p["axis"] in ("hidden", "batch")]
+    torch_s = {(p["case"], p["dtype"]): p["seconds"] for p in pts if p["line"] == "torch eager"}
+    assert {(p["case"], p["dtype"]) for p in pts} == set(torch_s)
+    assert {dt for _, dt in torch_s} == {"float32", "float64"}
+    for p in pts:
+        assert p["x_torch"] == pytest.approx(torch_s[(p["case"], p["dtype"])] / p["seconds"])
+    assert any("torch set to" in n for n in data["notes"]["scaling"])

@@ -7,6 +7,8 @@ the repository's ``bench/targets.py`` checks them on the rows (see :class:`.runn
 """
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from functools import partial
 from typing import Dict, List, Optional, Tuple
 
@@ -15,10 +17,11 @@ import numpy as np
 import pyfastgrad as pfg
 from pyfastgrad import reference as ref
 
-from ._door import csr_rows, kernel_mlp, kernel_module
+from ._door import cpp_blas_info, csr_rows, kernel_mlp, kernel_module
 from .data import one_hot
 from .harness import BLAS_SPIN_S
 from .peers import jax_mlp, torch_mlp
+from .report import scaling_table
 from .rows import Row, mlp_flops
 from .runner import Runner
 
@@ -35,11 +38,34 @@ DESCRIPTIONS: Dict[str, str] = {
     "optimizer": "one optimizer update of 79,510 parameters (the 784-100-10 net)",
     "train_step": "train step: forward + backward + SGD update, float32",
     "epoch": "one epoch: 600 steps of 100 images, 784-100-10, float32, SGD lr 0.1",
-    "scaling": "train-step and numerical-gradient cost against net and batch size",
+    "scaling": "train-step cost against hidden size and batch size (float32 and float64, vs numpy and torch, "
+               "as a fraction of the gemm rate), against depth; numerical-gradient cost against hidden size",
 }
 
 _H = 1e-4  # the tutorials' step for central differences (scipy's and numdifftools' rows)
 GEMM_SHAPES_CASE = "5 gemms of 784-100-10 backprop, N=100"
+SCALING_HIDDEN = (100, 256, 512, 1024, 2048, 4096)  # 784-H-10, batch 100
+SCALING_BATCH = (1, 10, 100, 1000)  # 784-100-10
+_NG_SUB = 100  # numerical gradient: W1 elements the reference is timed on (its cost per element is constant)
+
+
+def _pfg_threads() -> int:
+    """pyfastgrad's thread count: the cpp backend's OpenMP threads, else the usable CPUs."""
+    try:
+        return int(cpp_blas_info()["openmp_threads"])
+    except Exception:  # no cpp backend: numba and numpy use every usable CPU
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _line_name(r: Row) -> str:
+    """The plot's line (and the table's row name) of a scaling row."""
+    if r.backend == "torch":
+        return "torch eager"
+    if r.variant.startswith("net."):
+        return f"{r.backend} {r.variant.split(' (')[0]}"
+    if r.variant.startswith("reference"):
+        return f"{r.backend} reference"
+    return f"{r.backend} fused" if "fused" in r.variant else r.backend
 
 
 class Cases(Runner):
@@ -562,49 +588,125 @@ class Cases(Runner):
 
     # -- 7. scaling --------------------------------------------------------------------------
     def bench_scaling(self) -> None:
+        """Train-step cost of 784-H-10 against H and of 784-100-10 against the batch, float32 and float64;
+        depth (float32) and the numerical gradient against H."""
         B = "scaling"
         q = self.cfg.quick
-        X, labels = self.images()
-        dtype = np.float32
-        T = one_hot(labels, 10, dtype)
-        rng = np.random.default_rng(2)
-        budget = 0.1 if q else 0.5
-        hidden = (50, 200) if q else (50, 100, 200, 500, 1000)
-        batches = (1, 100) if q else (1, 10, 100, 1000)
+        X32, labels = self.images()
+        threads = _pfg_threads()
+        saved_cfg, torch_threads = self.cfg, None
+        if not q:  # ~100 rows in 24 groups: each group's rounds idle 0.15 s per library switch (see run_jobs),
+            # so two rounds and a smaller budget keep the section near two minutes on an idle machine
+            self.cfg = replace(self.cfg, budget=0.3, rounds=2)
+        if self.torch is not None:
+            torch_threads = self.torch.get_num_threads()
+            self.torch.set_num_threads(threads)  # the same count as pyfastgrad's OpenMP/BLAS threads
+        try:
+            skipped = self._scaling_train_steps(B, X32, labels, q)
+            self._scaling_numgrad(B, X32, labels, q)
+        finally:
+            self.cfg = saved_cfg
+            if torch_threads is not None:
+                self.torch.set_num_threads(torch_threads)
+        self.finish(B)
+        self._scaling_points(B)
+        rates = ", ".join(f"{'s' if d == 'float32' else 'd'}gemm {r['large']:.1f} GFLOP/s"
+                          for d, r in self.gemm.items() if r.get("large"))
+        self.note(B, f"% gemm: of this run's 1024^3 gemm rate of the row's dtype (best repeat: {rates}); "
+                     "GFLOP/s count the gemm flops of the dense computation")
+        self.note(B, f"threads: pyfastgrad {threads} (OpenMP and BLAS), torch set to {threads} for these rows "
+                     "(torch.set_num_threads, restored after)")
+        self.note(B, "rows: the fused loop (Mlp.train_steps, random batch gathered per step inside the kernel) on "
+                     "every backend; cpp also one net.train_step call per step; torch eager: zero_grad, addmm/relu "
+                     "forward, cross_entropy, backward, SGD step per call; per-call rows reuse one batch")
+        self.note(B, "cpp's net.train_step takes the dense x as given; its loss_grad runs the first layer on the "
+                     "nonzeros of MNIST rows (<= 40% nonzero), so its GFLOP/s are dense-equivalent")
+        self.note(B, "x numpy: the numpy reference's fused loop over the row; x torch: torch eager over the row")
+        if skipped:
+            self.note(B, "numpy reference skipped (a call would exceed ~20 GFLOP): " + "; ".join(skipped))
+        else:
+            self.note(B, "numpy reference measured at every point")
+        self.note(B, f"numerical gradient: the reference is timed on {_NG_SUB} elements of W1 and scaled")
+
+    def _scaling_grid(self, q: bool) -> List[Tuple[Tuple[int, ...], int, List[Tuple[str, int]], Tuple]]:
+        """(sizes, batch, [(axis, value)...], dtypes) per point; a point on several axes is timed once."""
+        hidden = (100, 512) if q else SCALING_HIDDEN
+        batches = (1, 100) if q else SCALING_BATCH
         depths = (1, 2) if q else (1, 2, 3, 4)
-        grid = ([("hidden", h, [784, h, 10], 100) for h in hidden]
-                + [("batch", bs, [784, 100, 10], bs) for bs in batches]
-                + [("depth", d, [784] + [100] * d + [10], 100) for d in depths])
-        for axis, value, sizes, bs in grid:
+        both = (np.float32, np.float64)
+        grid: Dict[Tuple[Tuple[int, ...], int], List] = {}
+        for h in hidden:
+            grid.setdefault(((784, h, 10), 100), [[], both])[0].append(("hidden", h))
+        for bs in batches:
+            grid.setdefault(((784, 100, 10), bs), [[], both])[0].append(("batch", bs))
+        for d in depths:  # float32 only: the fused loop's cost per layer
+            grid.setdefault((tuple([784] + [100] * d + [10]), 100), [[], (np.float32,)])[0].append(("depth", d))
+        return [(sizes, bs, axes, dtypes) for (sizes, bs), (axes, dtypes) in grid.items()]
+
+    def _scaling_train_steps(self, B: str, X32: np.ndarray, labels: np.ndarray, q: bool) -> List[str]:
+        rng = np.random.default_rng(2)
+        X64: Optional[np.ndarray] = None
+        skipped: List[str] = []
+        hyper = np.array([0.01, 0.0, 0.0])
+        for sizes, bs, axes, dtypes in self._scaling_grid(q):
             flops = mlp_flops(sizes, bs)
-            # roughly 20 ms of cpp work per call: fewer steps for bigger problems
-            steps = int(min(2000, max(5, 4e8 / flops)))
-            idx = rng.integers(0, X.shape[0], size=(steps, bs)).astype(np.int64)
-            case = f"{axis}={value}: {'-'.join(map(str, sizes))}, batch {bs}"
-            for b in self.order:
-                if b == "numpy" and flops * steps > 2e10:
-                    continue  # the reference would take too long here
-                net = pfg.Net(sizes, weight_init="he", seed=0, dtype=dtype, backend=b)
-                mlp = kernel_mlp(net)
-                s1, s2 = np.zeros_like(net.theta), np.zeros_like(net.theta)
-                hyper = np.array([0.01, 0.0, 0.0])
-                k = max(2, steps // 10) if b == "numpy" else steps
-                part = np.ascontiguousarray(idx[:k])
-                self.job(B, case, b, "train step (fused)", dtype,
-                         lambda mlp=mlp, net=net, s1=s1, s2=s2, part=part, hyper=hyper:
-                         mlp.train_steps(net.theta, X, T, part, 0.0, "sgd", hyper, s1, s2, 0),
-                         per=k, budget=budget,
-                         warmup=lambda mlp=mlp, net=net, s1=s1, s2=s2, part=part, hyper=hyper:
-                         mlp.train_steps(net.theta, X, T, part[:1], 0.0, "sgd", hyper, s1, s2, 0),
-                         flops=flops, gemm_basis="large", is_ref=(b == "numpy"), axis=axis, value=value)
-            for r in self.flush():
-                self.scaling.append({"kind": "train_step", "axis": axis, "value": value, "backend": r.backend,
-                                     "seconds": r.median_s, "gflops": r.gflops, "pct_sgemm": r.pct_gemm})
-        # numerical gradient vs hidden size (float64, 100 images)
+            # a few ms of cpp work per call: fewer steps for bigger problems
+            steps = int(min(200 if q else 2000, max(5, 4e8 / flops)))
+            idx = rng.integers(0, X32.shape[0], size=(steps, bs)).astype(np.int64)
+            net_name = "-".join(map(str, sizes))
+            case = f"{net_name}, batch {bs}"
+            peers = len(sizes) == 3  # per-call and torch rows on the hidden and batch axes
+            for dtype in dtypes:
+                if dtype == np.float64 and X64 is None:
+                    X64 = X32.astype(np.float64)
+                X = X32 if dtype == np.float32 else X64
+                T = one_hot(labels, 10, dtype)
+                xb, tb, yb = X[idx[0]], T[idx[0]], labels[idx[0]]
+                theta0 = pfg.Net(list(sizes), weight_init="he", seed=0, dtype=dtype, backend="numpy").theta.copy()
+                tag = dict(axes=axes, sizes=list(sizes), batch=bs, steps_per_call=steps)
+                for b in self.order:
+                    k = max(1, steps // 10) if b == "numpy" else steps
+                    if b == "numpy" and flops * k > 2e10:
+                        skipped.append(f"{case} {np.dtype(dtype).name}")
+                        continue
+                    net = pfg.Net(list(sizes), weight_init="he", seed=0, dtype=dtype, backend=b)
+                    mlp = kernel_mlp(net)
+                    s1 = np.zeros_like(net.theta)
+                    part = np.ascontiguousarray(idx[:k])
+                    self.job(B, case, b, "train step (fused)", dtype,
+                             lambda mlp=mlp, net=net, s1=s1, part=part, X=X, T=T:
+                             mlp.train_steps(net.theta, X, T, part, 0.0, "sgd", hyper, s1, s1, 0),
+                             per=k, warmup=lambda mlp=mlp, net=net, s1=s1, part=part, X=X, T=T:
+                             mlp.train_steps(net.theta, X, T, part[:1], 0.0, "sgd", hyper, s1, s1, 0),
+                             flops=flops, gemm_basis="large", is_ref=(b == "numpy"), **tag)
+                    if b == "cpp" and peers:
+                        net_c = pfg.Net(list(sizes), weight_init="he", seed=0, dtype=dtype, backend=b)
+                        opt = pfg.SGD(lr=0.01)
+                        self.job(B, case, b, "net.train_step (one call)", dtype,
+                                 lambda net=net_c, opt=opt, xb=xb, tb=tb: net.train_step(xb, tb, opt),
+                                 flops=flops, gemm_basis="large", **tag)
+                if self.torch is not None and peers:
+                    torch = self.torch
+                    params, forward, _ = torch_mlp(torch, sizes, theta0)
+                    o = torch.optim.SGD(params, lr=0.01)
+                    xt, yt = torch.from_numpy(xb), torch.from_numpy(yb.astype(np.int64))
+
+                    def torch_step(o=o, forward=forward, xt=xt, yt=yt, ce=torch.nn.functional.cross_entropy):
+                        o.zero_grad(set_to_none=True)
+                        ce(forward(xt), yt).backward()
+                        o.step()
+
+                    self.job(B, case, "torch", "eager step per call", dtype, torch_step, flops=flops,
+                             gemm_basis="large", **tag)
+                self.flush()
+        return skipped
+
+    def _scaling_numgrad(self, B: str, X: np.ndarray, labels: np.ndarray, q: bool) -> None:
+        """Numerical gradient against hidden size (float64, 100 images)."""
         x = X[:100].astype(np.float64)
         t = one_hot(labels[:100], 10, np.float64)
-        n_sub = 100 if q else 250
-        for h in ((10, 50) if q else (10, 25, 50, 100, 200)):
+        n_sub = _NG_SUB
+        for h in ((10, 50) if q else (10, 50, 200)):
             proto = pfg.TwoLayerNet(784, h, 10, seed=0, backend="numpy")
             case = f"numgrad hidden={h}: {proto.n_params:,} params, N=100"
             rnet = ref.TwoLayerNet(784, h, 10, seed=0)
@@ -616,20 +718,41 @@ class Cases(Runner):
                 ref.numerical_gradient(lambda _, rnet=rnet: rnet.loss(x, t), pw1[:n_sub])
 
             self.job(B, case, "numpy", f"reference, {n_sub} params scaled", np.float64, ref_sub,
-                     scale=proto.n_params / n_sub, budget=budget, warmup=lambda rnet=rnet: rnet.loss(x, t),
-                     is_ref=True, axis="numgrad_hidden", value=h)
+                     scale=proto.n_params / n_sub, warmup=lambda rnet=rnet: rnet.loss(x, t),
+                     is_ref=True, axes=[("numgrad_hidden", h)])
             for b in self.fast:
                 net = pfg.TwoLayerNet(784, h, 10, seed=0, backend=b)
                 net.theta[:] = proto.theta
                 self.job(B, case, b, "net.numerical_gradient", np.float64,
-                         lambda net=net: net.numerical_gradient(x, t), budget=budget, axis="numgrad_hidden",
-                         value=h)
-            for r in self.flush():
-                self.scaling.append({"kind": "numgrad", "axis": "hidden", "value": h, "backend": r.backend,
-                                     "seconds": r.median_s})
-        self.note(B, "GFLOP/s % of scaling rows are of the 1024^3 sgemm rate; the numpy reference is skipped "
-                     "where one call would exceed ~20 GFLOP, and its numerical gradient is timed on "
-                     f"{n_sub} elements of W1 and scaled")
-        self.finish(B)
+                         lambda net=net: net.numerical_gradient(x, t), axes=[("numgrad_hidden", h)])
+            self.flush()
+
+    def _scaling_points(self, B: str) -> None:
+        """The plot's and the table's points (``self.scaling``), with the ratios to numpy and torch."""
+        rows = [r for r in self.rows if r.bench == B and "axes" in r.extra]
+        torch_of = {(r.case, r.dtype): r for r in rows if r.backend == "torch"}
+        for r in rows:
+            tr = torch_of.get((r.case, r.dtype))
+            if tr is not None:
+                r.extra["x_torch"] = tr.median_s / r.median_s
+            for axis, value in r.extra["axes"]:
+                if axis == "depth" and (r.dtype != "float32" or "fused" not in r.variant):
+                    continue  # the depth sweep is float32 fused loops (its depth-1 point is shared)
+                kind = "numgrad" if axis == "numgrad_hidden" else "train_step"
+                self.scaling.append({
+                    "kind": kind, "axis": "hidden" if kind == "numgrad" else axis, "value": value,
+                    "case": r.case, "backend": r.backend, "variant": r.variant, "line": _line_name(r),
+                    "dtype": r.dtype, "seconds": r.median_s, "min_s": r.min_s, "max_s": r.max_s,
+                    "repeats": r.repeats, "busy_other": r.busy_other, "gflops": r.gflops,
+                    "pct_gemm": r.pct_gemm, "gemm_basis": r.gemm_basis, "x_numpy": r.ratio,
+                    "x_torch": r.extra.get("x_torch")})
+
+    def _section(self, name: str) -> str:
+        if name != "scaling" or not self.scaling:
+            return super()._section(name)
+        text = scaling_table(self.scaling, self.gemm)
+        for n in self.notes.get(name, []):
+            text += f"\n  note: {n}"
+        return text
 
     # -- run ---------------------------------------------------------------------------------

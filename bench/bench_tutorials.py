@@ -127,7 +127,8 @@ def main(argv=None) -> int:
         from pyfastgrad.datasets import load_mnist_subset
         (x, t), (xt, tt) = load_mnist_subset()
         src = "the package's MNIST subset"
-    x, xt = x.astype(np.float64), xt.astype(np.float64)  # the tutorials' params are float64
+    # (float32 images, as the tutorials' load_mnist(normalize=True) gives them; their nets' params are float64)
+    x, xt = x.astype(np.float32), xt.astype(np.float32)
     print(f"pyfastgrad {pfg.__version__}, backend {pfg.get_backend()}, data {src}, {it} iterations per script")
     total = {"pyfastgrad": 0.0, "numpy": 0.0}
     for script in SCRIPTS:

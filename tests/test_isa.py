@@ -173,3 +173,26 @@ def test_first_layer_product_at_every_level(isa, dtype, tol, n1):
     W[5, 0] = np.inf  # met only by zeros
     assert not core.first_layer_product(x, W, out)  # not finite: the gemm's IEEE answer
     assert np.isnan(out[:, 0]).all()
+
+
+@pytest.mark.parametrize("sizes", [[60, 7], [60, 50, 40, 30, 5]])
+def test_sparse_rows_team_splits_rows_through_every_layer(sizes):
+    """With a thread team (forced here by a zero work threshold) predict/loss/predict_rows split the
+    rows and each thread runs every layer on its own: the results equal the numpy backend's."""
+    from pyfastgrad._sparse import CsrRows
+    rng = np.random.default_rng(12)
+    x = rng.random((2500, sizes[0]))
+    x[x < 0.8] = 0
+    t = rng.integers(0, sizes[-1], 2500)
+    old = core.get_call_work()
+    try:
+        core.set_call_work(old[0], 0.0)
+        a, b = (pfg.Net(sizes, seed=5, backend=be) for be in ("cpp", "numpy"))
+        assert _normwise(a.predict(x), b.predict(x)) <= 1e-13
+        assert a.loss(x, t) == pytest.approx(b.loss(x, t), rel=1e-13)
+        assert a.accuracy(x, t) == b.accuracy(x, t)
+        rows = np.arange(0, 2500, 3, dtype=np.int64)
+        got = a._mlp().predict_rows(a.theta, CsrRows.from_dense(x), rows)
+        assert _normwise(got, b.predict(x[rows])) <= 1e-13
+    finally:
+        core.set_call_work(*old)

@@ -127,18 +127,19 @@ public:
                     for (std::int64_t p = indptr[X.rows[r]]; p < indptr[X.rows[r] + 1]; ++p)
                         xcast_[static_cast<size_t>(r * n0 + ind[p])] = val[p];
                 forward(theta, xcast_.data(), m, o);
-            } else {
-                T* z0 = (L_ == 1) ? o : acts_[0].data();
+            } else {  // each thread its rows through every layer (as forward_in)
 #ifdef _OPENMP
 #pragma omp parallel num_threads(nth) if (nth > 1)
 #endif
                 {
                     const int tid = team_thread(), nt = team_size();
-                    sparse::csr_batch_forward(X, m * tid / nt, m * (tid + 1) / nt, W0, n1, z0, n1, n1);
-                }
-                if (L_ > 1) {
-                    bias_activation(act_, z0, theta + boff_[0], m, n1);
-                    forward(theta, z0, m, o, 1);
+                    const std::int64_t q0 = m * tid / nt, q1 = m * (tid + 1) / nt;
+                    T* z0 = (L_ == 1) ? o : acts_[0].data();
+                    sparse::csr_batch_forward(X, q0, q1, W0, n1, z0, n1, n1);
+                    if (L_ > 1 && q1 > q0) {
+                        bias_activation(act_, z0 + q0 * n1, theta + boff_[0], q1 - q0, n1);
+                        forward(theta, z0 + q0 * n1, q1 - q0, o + q0 * c, 1, q0);
+                    }
                 }
             }
             for (std::int64_t r = 0; r < m; ++r)
@@ -525,20 +526,35 @@ private:
         }
         if (double(nnz) > kSparseDensity * double(s * n0)) return 0;
         if (!sparse::all_finite(theta + woff_[0], n0 * n1)) return 0;
-        return sparse_threads(double(n) * double(nnz) / double(s) * double(n1), true);
+        double dense = 0.0;  // the layers after the first, per row
+        for (int l = 1; l < L_; ++l) dense += double(sizes_[l]) * double(sizes_[l + 1]);
+        return sparse_threads(double(n) * (double(nnz) / double(s) * double(n1) + dense), true);
     }
 
     // forward() from x of type X: the first layer on x's nonzeros when nth_rows > 0, else the gemms
     // (a float x of a double net through a cast copy).
+    // With a team (nth_rows > 1) the threads split the rows and each runs every layer on its own rows,
+    // OpenBLAS on one thread inside: one set of threads per call, no OpenBLAS pool left spinning
+    // against the team (and deep nets' dense layers are shared out too).
     template <class X>
     void forward_in(const T* theta, const X* x, std::int64_t rows, T* zl, int nth_rows) {
-        const std::int64_t n0 = sizes_.front(), n1 = sizes_[1];
+        const std::int64_t n0 = sizes_.front(), n1 = sizes_[1], c = sizes_.back();
         if (nth_rows > 0) {
-            T* z0 = (L_ == 1) ? zl : acts_[0].data();
-            sparse::rows_forward(x, rows, n0, theta + woff_[0], n1, z0, n1, n1, nth_rows);
-            if (L_ > 1) {
-                bias_activation(act_, z0, theta + boff_[0], rows, n1);
-                forward(theta, z0, rows, zl, 1);
+            const int nth = static_cast<int>(std::min<std::int64_t>(nth_rows, rows));
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth) if (nth > 1)
+#endif
+            {
+                const int tid = team_thread(), nt = team_size();
+                const std::int64_t r0 = rows * tid / nt, r1 = rows * (tid + 1) / nt;
+                if (r1 > r0) {
+                    T* z0 = (L_ == 1) ? zl + r0 * n1 : acts_[0].data() + r0 * n1;
+                    sparse::rows_forward(x + r0 * n0, r1 - r0, n0, theta + woff_[0], n1, z0, n1, n1, 1);
+                    if (L_ > 1) {
+                        bias_activation(act_, z0, theta + boff_[0], r1 - r0, n1);
+                        forward(theta, z0, r1 - r0, zl + r0 * c, 1, r0);
+                    }
+                }
             }
         } else {
             forward(theta, as_t(x, rows * n0), rows, zl);
@@ -781,12 +797,13 @@ private:
 
     // Hidden activations into acts_, last layer's x.W (no bias) into zl (rows x nL). x is the input of
     // layer l0 (the data for l0 = 0, acts_[l0 - 1] when the layers before were done elsewhere).
-    void forward(const T* theta, const T* x, std::int64_t rows, T* zl, int l0 = 0) {
+    // row_off: these rows start at row row_off of the scratch activations (a thread's share of them).
+    void forward(const T* theta, const T* x, std::int64_t rows, T* zl, int l0 = 0, std::int64_t row_off = 0) {
         const T* a = x;
         const int m = static_cast<int>(rows);
         for (int l = l0; l < L_; ++l) {
             const int k = static_cast<int>(sizes_[l]), n = static_cast<int>(sizes_[l + 1]);
-            T* z = (l == L_ - 1) ? zl : acts_[l].data();
+            T* z = (l == L_ - 1) ? zl : acts_[l].data() + row_off * n;
             gemm(false, false, m, n, k, T(1), a, k, theta + woff_[l], n, T(0), z, n);
             if (l < L_ - 1) bias_activation(act_, z, theta + boff_[l], rows, n);
             a = z;

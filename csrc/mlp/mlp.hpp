@@ -224,6 +224,7 @@ public:
         std::copy(hyper, hyper + kHyperLen, h);
         const double max_norm = hyper[kMaxNorm];
         const bool fused_sgd = fuses_sgd(opt, hyper);
+        bool sparse_in = false;  // x mostly zeros: each step as loss_grad's one-thread sparse first layer
         std::int64_t s = 0;
         for (; s < n_steps; ++s) {
             if (lrs) h[kLr] = lrs[s];
@@ -232,7 +233,16 @@ public:
                 std::memcpy(xb + r * n0, X + rows[r] * n0, sizeof(T) * n0);
                 std::memcpy(tb + r * c, Tt + rows[r] * c, sizeof(T) * c);
             }
-            const double l = forward_loss_dz(theta, xb, tb, B, wd, g);
+            if (s == 0) sparse_in = use_sparse_input(xb, B, false);  // (decided on the first batch)
+            double l;
+            if (sparse_in && loss_grad_rows(theta, xb, tb, B, wd, g, &l)) {
+                losses[s] = l;  // finite (else loss_grad_rows declines and the dense step below gives the IEEE answer)
+                if (s + 1 < n_steps) prefetch_rows(X, idx + (s + 1) * B, B, n0);
+                if (max_norm > 0.0) clip_grad(g, n_params_, max_norm);
+                opt_update(opt, theta, g, s1, s2, n_params_, h, step0 + s + 1);
+                continue;
+            }
+            l = forward_loss_dz(theta, xb, tb, B, wd, g);
             if (!loss_finite(l)) break;
             losses[s] = l;
             if (s + 1 < n_steps) prefetch_rows(X, idx + (s + 1) * B, B, n0);  // hide the next gather

@@ -512,8 +512,9 @@ class Cases(Runner):
                                                     batch_size=bs, progress=False),
                      flops=flops, extra_fn=lambda kernel_s=kernel_s: {"fit_epoch_time_s": list(kernel_s)})
         if not q:
-            self.note(B, "fit rows: wall time of pfg.fit(..., epochs=1), which also validates the inputs and "
-                         "computes the training accuracy over all images; its own epoch_time is in the JSON")
+            self.note(B, "fit rows: wall time of pfg.fit(..., epochs=1), which also validates the inputs, builds "
+                         "the CSR copy and measures the accuracy on 10,000 training images (train_eval); its own "
+                         "epoch_time is in the JSON")
         else:
             self.note(B, "quick mode: the numpy reference runs 60 of the 600 steps (scaled x10), the others "
                          f"{k_all} (scaled x{steps / k_all:g}); no fit rows")

@@ -41,6 +41,11 @@ def as_batch(x, n_features: int, dtype: np.dtype, name: str = "x", also=()) -> n
     ``also``: other dtypes kept as they are (kernels that read them). Copies only when needed; the
     caller's array is never modified.
     """
+    if (type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == n_features and x.shape[0] > 0
+            and (x.dtype == dtype or x.dtype in also) and x.flags.c_contiguous and x.flags.aligned
+            and x.dtype.isnative):  # the common case, without np.require's cost (a few us a call)
+        check_finite(x, name)
+        return x
     x = np.asarray(x)
     if x.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a numeric array, got dtype {x.dtype}")

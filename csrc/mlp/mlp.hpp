@@ -84,8 +84,8 @@ public:
     void predict(const T* theta, const X* x, std::int64_t n, T* out) {
         if (n <= 0) return;
         const int nth_rows = rows_threads(theta, x, n);
-        // After a sparse first layer on our team the layers left are small: an OpenBLAS pool woken for
-        // them spins against the team at the next chunk (10,000 MNIST rows: 35 ms, not 7).
+        // On the sparse path the team's threads run every layer on their rows (forward_in), OpenBLAS on
+        // one thread inside: a pool woken next to the team spins against it (10,000 MNIST rows: 35 ms, not 7).
         const BlasCap blas_guard(nth_rows > 0 ? 1 : blas_threads(n, 1));
         const std::int64_t chunk = chunk_rows(n);
         reserve(chunk);

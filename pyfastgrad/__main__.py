@@ -227,14 +227,19 @@ def _train(args: argparse.Namespace) -> int:
         kind = args.optimizer or DEFAULT_OPTIMIZER
         opt = pfg.make_optimizer(kind, lr=args.lr if args.lr is not None else DEFAULT_LR[kind],
                                      style=args.style, clip=args.clip)
-    print(f"optimizer: {opt}, batch size {args.batch_size}, {args.epochs} epochs", flush=True)
+    schedule = args.schedule or (None if args.resume else DEFAULT_SCHEDULE)
+    if schedule and schedule != "none":
+        sched_text = f"{schedule} schedule"
+    else:
+        sched_text = "the saved schedule" if schedule is None and opt.schedule is not None else "constant lr"
+    print(f"optimizer: {opt}, {sched_text}, batch size {args.batch_size}, {args.epochs} epochs", flush=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings():  # fit warns on a non-finite loss; reported below, with the exit status
         warnings.simplefilter("ignore", RuntimeWarning)
         hist = pfg.fit(net, x_train, t_train, x_test, t_test, optimizer=opt, epochs=args.epochs,
                        batch_size=args.batch_size, sampling=args.sampling, seed=args.seed,
                        progress=not args.no_progress, verbose=True,
-                       schedule=args.schedule or (None if args.resume else DEFAULT_SCHEDULE),
+                       schedule=schedule,
                        callback=_divergence_check(t_train, opt.lr))
     total = time.perf_counter() - t0
     if hist.test_acc:

@@ -393,6 +393,44 @@ constexpr const char* kLossGradDoc =
     "sparse / dense (gemm) ones. All give the same result up to rounding. A float64 net also takes float32 "
     "x (read as float64).";
 
+// One training step in one call (net.train_step): loss_grad into grad, then, when the loss is finite,
+// the optimizer's update (after clipping by hyper's max_norm). Returns the loss; nothing is updated
+// when it is not finite.
+template <class T, class X>
+double mlp_train_step(PyMlp<T>& p, const V<T>& theta, const V<X>& x, const V<T>& t, double weight_decay,
+                      const std::string& opt, const V<double>& hyper, const V<T>& state1, const V<T>& state2,
+                      std::int64_t step, const V<T>& grad) {
+    const std::int64_t np_ = p.net.n_params();
+    need_vec(theta, "theta", np_);
+    const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
+    need_mat(t, "t", n, p.net.n_out());
+    need_vec(grad, "grad", np_);
+    if (n < 1) throw std::invalid_argument("x must have at least 1 row");
+    const pfg::Opt o = pfg::parse_opt(opt);
+    const Hyper h = read_hyper(hyper);
+    const int ns = pfg::opt_state_count(o);
+    T* s1 = state_ptr(state1, "state1", np_, ns >= 1);
+    T* s2 = state_ptr(state2, "state2", np_, ns >= 2);
+    if (pfg::opt_is_adam(o) && step < 1) throw std::invalid_argument("adam needs step >= 1, got " + std::to_string(step));
+    T* th = writable(theta, "theta");
+    T* g = writable(grad, "grad");
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(p.mu);
+    const double l = p.net.loss_grad(th, x.ptr, t.ptr, n, weight_decay, g);
+    if (!std::isfinite(l)) return l;
+    if (h[pfg::kMaxNorm] > 0.0) {
+        const double f = pfg::clip_factor(std::sqrt(pfg::grad_sq_sum(g, np_)), h[pfg::kMaxNorm]);
+        if (f != 1.0)
+            for (std::int64_t i = 0; i < np_; ++i) g[i] *= static_cast<T>(f);
+    }
+    pfg::opt_update(o, th, g, s1, s2, np_, h.data(), step);
+    return l;
+}
+constexpr const char* kTrainStepDoc =
+    "One step: loss_grad into grad, then (finite loss only) the optimizer update of theta and the state "
+    "(opt, hyper, state1/state2, step as opt_update; the gradient clipped in grad by hyper's max_norm). "
+    "Returns the loss.";
+
 template <class T>
 void bind_mlp(py::module_& m, const char* name, const char* dtype) {
     using P = PyMlp<T>;
@@ -412,6 +450,9 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
              kLossDoc)
         .def("loss_grad", &mlp_loss_grad<T, T>, py::arg("theta"), py::arg("x"), py::arg("t"),
              py::arg("weight_decay"), py::arg("grad"), py::arg("sparse") = py::none(), kLossGradDoc)
+        .def("train_step", &mlp_train_step<T, T>, py::arg("theta"), py::arg("x"), py::arg("t"),
+             py::arg("weight_decay"), py::arg("opt"), py::arg("hyper"), py::arg("state1"), py::arg("state2"),
+             py::arg("step"), py::arg("grad"), kTrainStepDoc)
         .def("train_steps",
              [](P& p, A theta, A X, A Tt, V<std::int64_t> idx, double weight_decay, const std::string& opt,
                 V<double> hyper, A state1, A state2, std::int64_t step0, V<double> losses,
@@ -498,7 +539,10 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
             .def("loss", &mlp_loss<T, float>, py::arg("theta"), py::arg("x"), py::arg("t"),
                  py::arg("weight_decay"), kLossDoc)
             .def("loss_grad", &mlp_loss_grad<T, float>, py::arg("theta"), py::arg("x"), py::arg("t"),
-                 py::arg("weight_decay"), py::arg("grad"), py::arg("sparse") = py::none(), kLossGradDoc);
+                 py::arg("weight_decay"), py::arg("grad"), py::arg("sparse") = py::none(), kLossGradDoc)
+            .def("train_step", &mlp_train_step<T, float>, py::arg("theta"), py::arg("x"), py::arg("t"),
+                 py::arg("weight_decay"), py::arg("opt"), py::arg("hyper"), py::arg("state1"), py::arg("state2"),
+                 py::arg("step"), py::arg("grad"), kTrainStepDoc);
     }
 }
 

@@ -341,12 +341,18 @@ class Net:
 
     def train_step(self, x, t, optimizer) -> float:
         """One fused step: forward, backward, optimizer update of the parameters. Returns the loss."""
-        xb, tb = self._xt(x, t)
-        loss = self._mlp().loss_grad(self.theta, xb, tb, self.weight_decay, self._grad)
+        xb, tb = self._xt(x, t, kernel_dtypes=True)
+        mlp = self._mlp()
+        one_call = getattr(mlp, "train_step", None)  # cpp: gradient and update in one kernel call
+        if one_call is not None and optimizer.backend in (None, self.backend or get_backend()):
+            loss = optimizer._step_in(self, one_call, xb, tb)
+        else:
+            loss = mlp.loss_grad(self.theta, xb, tb, self.weight_decay, self._grad)
+            if np.isfinite(loss):
+                optimizer.step(self, self._grad)
         if not np.isfinite(loss):
             raise FloatingPointError(f"non-finite loss ({loss}); parameters not updated "
                                      "(lower the learning rate or check the inputs)")
-        optimizer.step(self, self._grad)
         return loss
 
     # ------------------------------------------------------------------ persistence

@@ -223,6 +223,23 @@ class Optimizer:
                                     st[1] if self.n_states >= 2 else empty, h, step)
         self.iter = step
 
+    def _step_in(self, net, kernel_step, x: np.ndarray, t: np.ndarray) -> float:
+        """``net.train_step``'s one-call path: ``kernel_step`` (the Mlp kernel's ``train_step``) computes the
+        gradient and applies this optimizer's update as :meth:`step` would; nothing changes when the
+        loss is not finite. Returns the loss."""
+        st = self.state(net_layout(net), net.theta.dtype, net.theta.size)
+        step = self.iter + 1
+        h = self.hyper
+        lrs = self.lrs(1)
+        if lrs is not None:
+            h[0] = lrs[0]
+        empty = st[:0, :0].reshape(0)
+        loss = kernel_step(net.theta, x, t, net.weight_decay, self.kind, h, st[0] if self.n_states >= 1 else empty,
+                           st[1] if self.n_states >= 2 else empty, step, net._grad)
+        if np.isfinite(loss):
+            self.iter = step
+        return loss
+
     # ------------------------------------------------------------------ the three ways to drive it
     def step(self, net, grad: np.ndarray) -> None:
         """Update ``net.theta`` in place from the flat gradient ``grad`` (one kernel call)."""

@@ -513,3 +513,32 @@ def test_adamax_fused_training_agrees_with_numpy(backend):
                 progress=False)
         nets[b] = net
     assert normwise(nets[backend].theta, nets["numpy"].theta) <= 1e-10
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="C++ extension not built")
+@pytest.mark.parametrize("kind", ["sgd", "momentum", "adam", "adamw"])
+def test_train_step_in_one_call_equals_gradient_then_step(kind):
+    """cpp's net.train_step runs gradient and update in one kernel call: bit for bit the two-call path
+    (loss_grad, then optimizer.step), with clipping and a schedule; a non-finite loss updates nothing."""
+    from pyfastgrad.schedules import make_schedule
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 12)).astype(np.float32)
+    t = rng.integers(0, 4, 16)
+    nets, opts = [], []
+    for _ in range(2):
+        nets.append(pfg.Net([12, 9, 4], seed=1, dtype=np.float32, backend="cpp"))
+        o = pfg.make_optimizer(kind, lr=0.05, clip=0.5)
+        o.schedule = make_schedule("cosine", 10)
+        opts.append(o)
+    for _ in range(6):
+        nets[0].train_step(x, t, opts[0])
+        g = np.empty_like(nets[1].theta)
+        nets[1]._mlp().loss_grad(nets[1].theta, x, np.eye(4, dtype=np.float32)[t], 0.0, g)
+        opts[1].step(nets[1], g)
+    assert np.array_equal(nets[0].theta, nets[1].theta) and opts[0].iter == opts[1].iter == 6
+    assert np.array_equal(opts[0].state_dict()["state"], opts[1].state_dict()["state"])
+    nets[0].params["W2"][...] = 3e38  # finite weights whose logits overflow
+    before = nets[0].theta.copy()
+    with pytest.raises(FloatingPointError):
+        nets[0].train_step(x, t, opts[0])
+    assert np.array_equal(nets[0].theta, before) and opts[0].iter == 6

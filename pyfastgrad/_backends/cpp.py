@@ -79,6 +79,7 @@ class Mlp:
         # The hot methods go straight to the extension: no Python frame per call.
         self.loss = self._impl.loss
         self.loss_grad = self._impl.loss_grad
+        self.train_step = self._impl.train_step
 
     def predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.sizes[-1]), dtype=self.dtype)
@@ -101,6 +102,12 @@ class Mlp:
                     plus: np.ndarray, minus: np.ndarray) -> None:
         """See ``_backends/numpy.py`` ``Mlp.kink_counts`` (csrc/numgrad/numgrad.hpp ``mlp_kink_counts``)."""
         _core.mlp_kink_counts(self.sizes, self.activation, self.loss_name, theta, x, t, h, plus, minus)
+
+    def train_step(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float, opt: str,
+                   hyper: np.ndarray, state1: np.ndarray, state2: np.ndarray, step: int, grad: np.ndarray) -> float:
+        """loss_grad into ``grad`` and, when the loss is finite, ``opt_update`` (clipping by hyper's max_norm),
+        in one call (net.train_step). Returns the loss."""
+        return self._impl.train_step(theta, x, t, weight_decay, opt, hyper, state1, state2, step, grad)
 
     def predict_rows(self, theta: np.ndarray, X: CsrRows, rows: np.ndarray) -> np.ndarray:
         """Logits of the rows ``rows`` (int64) of the CSR ``X``: the first layer on their nonzeros (no dense

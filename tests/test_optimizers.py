@@ -537,7 +537,7 @@ def test_train_step_in_one_call_equals_gradient_then_step(kind):
         opts[1].step(nets[1], g)
     assert np.array_equal(nets[0].theta, nets[1].theta) and opts[0].iter == opts[1].iter == 6
     assert np.array_equal(opts[0].state_dict()["state"], opts[1].state_dict()["state"])
-    nets[0].params["W2"][...] = 3e38  # finite weights whose logits overflow
+    nets[0].params["W1"][...] = 3e38  # finite weights whose products overflow
     before = nets[0].theta.copy()
     with pytest.raises(FloatingPointError):
         nets[0].train_step(x, t, opts[0])

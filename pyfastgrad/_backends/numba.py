@@ -225,10 +225,10 @@ def _forward_from(theta, sizes, act, x, Z, A, N, have0):
 # nonzero x[r, i] works on a whole row of W_0 / dW_0 (contiguous, SIMD) and the row of z_0 / dz_0.
 # Only used while W_0 is finite (skipping 0 * inf would hide the NaN the dense product gives).
 @_jit_fma
-def _csr_x_w0(theta, n1, indptr, indices, data, rows, z, r0, r1):
-    """z[r0:r1] (rows of z (N, n1)) = X[rows[r0:r1]] W_0 (W_0 at theta[0:n0 * n1])."""
+def _csr_x_w0(theta, n1, indptr, indices, data, rows, z):
+    """z (N, n1) = X[rows] W_0 (W_0 at theta[0:n0 * n1])."""
     zero = z.dtype.type(0.0)
-    for r in range(r0, r1):
+    for r in range(rows.shape[0]):
         zr = z[r]
         for k in range(n1):
             zr[k] = zero
@@ -252,107 +252,34 @@ def _csr_x_w0(theta, n1, indptr, indices, data, rows, z, r0, r1):
 
 
 @_jit_fma
-def _csr_xt_dz(indptr, indices, data, rows, dz, gW, lo, hi):
-    """gW[lo:hi] (rows of gW (n0, n1)) = (X[rows]^T dz)[lo:hi] (rows no nonzero touches stay 0). Each row
-    of gW sums its nonzeros in the batch's order whatever the band: the same bits from any split."""
+def _csr_xt_dz(indptr, indices, data, rows, dz, gW):
+    """gW (n0, n1) = X[rows]^T dz (rows of gW no nonzero touches stay 0)."""
     zero = gW.dtype.type(0.0)
-    n1 = gW.shape[1]
-    for i in range(lo, hi):
+    n0, n1 = gW.shape
+    for i in range(n0):
         for k in range(n1):
             gW[i, k] = zero
     for r in range(rows.shape[0]):
         d = dz[r]
         for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
-            i = indices[q]
-            if lo <= i < hi:  # a row's indices run in order: the branch predicts well
-                v = data[q]
-                g = gW[i]
-                for k in range(n1):
-                    g[k] += v * d[k]
+            v = data[q]
+            g = gW[indices[q]]
+            for k in range(n1):
+                g[k] += v * d[k]
 
 
 @_jit_fma
-def _csr_sgd_w0(indptr, indices, data, rows, dz, W, lr, lo, hi):
-    """W[lo:hi] (rows of W (n0, n1)) -= lr * (X[rows]^T dz)[lo:hi], one nonzero at a time (plain SGD without
-    weight decay: rows of W no nonzero touches keep their value, as W - lr * 0; no gradient buffer, no pass
-    over all of W). Same order per row of W as one band: the same bits from any split."""
+def _csr_sgd_w0(indptr, indices, data, rows, dz, W, lr):
+    """W (n0, n1) -= lr * X[rows]^T dz, one nonzero at a time (plain SGD without weight decay: rows of W
+    no nonzero touches keep their value, as W - lr * 0; no gradient buffer, no pass over all of W)."""
     n1 = W.shape[1]
     for r in range(rows.shape[0]):
         d = dz[r]
         for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
-            i = indices[q]
-            if lo <= i < hi:
-                c = lr * data[q]
-                w = W[i]
-                for k in range(n1):
-                    w[k] = w[k] - c * d[k]
-
-
-# Threads for the first layer (issue 17: cpp runs it on its OpenMP team). The forward splits the batch's
-# rows (each row of z_0 is one thread's), the backward splits the rows of W_0 / dW_0 into bands of about
-# equal nonzeros (each row written by one thread; every thread scans the batch's nonzeros and keeps its
-# band's). Results are bit for bit those of one thread. Only for batches with enough work to pay for the
-# team's wake-up; ``par`` (threads) is 1 in a child forked after numba's pool started (see _parallel).
-_PAR_MIN_WORK = 1 << 18  # nonzeros x n1 (an MNIST batch of 100 at 784-100: ~1.5e6)
-
-
-@_jit
-def _nnz_rows(indptr, rows):
-    c = 0
-    for r in range(rows.shape[0]):
-        c += indptr[rows[r] + 1] - indptr[rows[r]]
-    return c
-
-
-@_jit
-def _bands(indptr, indices, rows, n0, nt):
-    """nt + 1 bounds splitting 0..n0 (rows of W_0) into bands with about equal nonzeros of the batch."""
-    cnt = np.zeros(n0 + 1, np.int64)
-    for r in range(rows.shape[0]):
-        for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
-            cnt[indices[q] + 1] += 1
-    for i in range(n0):
-        cnt[i + 1] += cnt[i]
-    b = np.empty(nt + 1, np.int64)
-    b[0] = 0
-    i = 0
-    for t in range(1, nt):
-        want = (cnt[n0] * t) // nt
-        while i < n0 and cnt[i] < want:
-            i += 1
-        b[t] = i
-    b[nt] = n0
-    return b
-
-
-@_pjit
-def _par_x_w0(theta, n1, indptr, indices, data, rows, z, nt):
-    N = rows.shape[0]
-    for t in prange(nt):
-        _csr_x_w0(theta, n1, indptr, indices, data, rows, z, (N * t) // nt, (N * (t + 1)) // nt)
-
-
-@_pjit
-def _par_w0_back(indptr, indices, data, rows, dz, W, lr, gW, sgd, b):
-    for t in prange(b.shape[0] - 1):
-        if sgd:
-            _csr_sgd_w0(indptr, indices, data, rows, dz, W, lr, b[t], b[t + 1])
-        else:
-            _csr_xt_dz(indptr, indices, data, rows, dz, gW, b[t], b[t + 1])
-
-
-@_jit
-def _team(par, indptr, rows, n1):
-    """Threads for this batch's first layer: ``par`` (the caller's _threads()) for a large batch, else 1."""
-    if par < 2 or _nnz_rows(indptr, rows) * n1 < _PAR_MIN_WORK:
-        return 1
-    return par
-
-
-def _threads() -> int:
-    """numba's thread count now, 1 in a child forked after its pool started (read here: numba cannot cache
-    a kernel that asks for it)."""
-    return 1 if _SERIAL_ONLY else int(numba.get_num_threads())
+            c = lr * data[q]
+            w = W[indices[q]]
+            for k in range(n1):
+                w[k] = w[k] - c * d[k]
 
 
 @_jit
@@ -495,7 +422,7 @@ def _workspace(theta, sizes, N):
 
 @_jit
 def _loss_grad_any(theta, sizes, act, lossc, x, indptr, indices, data, rows, sparse0, t, wd, grad, Z, A, D1, D2,
-                   want, x_ready, fuse, lr, par):
+                   want, x_ready, fuse, lr):
     """Loss (float64) of the batch; with ``want`` the full gradient into grad. From the dense batch x, or with
     ``sparse0`` from the rows ``rows`` of a CSR X (indptr, indices, data), the first
     layer's products on the nonzeros only (the caller checked W_0 finite). With ``sparse0`` x is the dense
@@ -503,13 +430,8 @@ def _loss_grad_any(theta, sizes, act, lossc, x, indptr, indices, data, rows, spa
     clipping): a finite loss's step updates W_0 here (W_0 -= lr dW_0) and leaves grad's W_0 part unset."""
     N = t.shape[0]
     L = sizes.shape[0] - 1
-    nt = _team(par, indptr, rows, sizes[1]) if sparse0 else 1
     if sparse0:
-        z0 = Z[:N * sizes[1]].reshape((N, sizes[1]))
-        if nt > 1:
-            _par_x_w0(theta, sizes[1], indptr, indices, data, rows, z0, nt)
-        else:
-            _csr_x_w0(theta, sizes[1], indptr, indices, data, rows, z0, 0, N)
+        _csr_x_w0(theta, sizes[1], indptr, indices, data, rows, Z[:N * sizes[1]].reshape((N, sizes[1])))
     _forward_from(theta, sizes, act, x, Z, A, N, sparse0)
     woff, boff = _offsets(sizes)
     zoff = _act_offsets(sizes, N)
@@ -535,16 +457,11 @@ def _loss_grad_any(theta, sizes, act, lossc, x, indptr, indices, data, rows, spa
         W = theta[woff[l]:woff[l] + nin * nout].reshape((nin, nout))
         gW = grad[woff[l]:woff[l] + nin * nout].reshape((nin, nout))
         on_nz = l == 0 and sparse0 and _all_finite(dz.ravel())  # else, as the dense product: 0 * inf = NaN
-        if on_nz and nt > 1:
-            _par_w0_back(indptr, indices, data, rows, dz, W, theta.dtype.type(lr), gW, fuse,
-                         _bands(indptr, indices, rows, nin, nt))
         if on_nz and fuse:
-            if nt == 1:
-                _csr_sgd_w0(indptr, indices, data, rows, dz, W, theta.dtype.type(lr), 0, nin)
+            _csr_sgd_w0(indptr, indices, data, rows, dz, W, theta.dtype.type(lr))
         else:
             if on_nz:
-                if nt == 1:
-                    _csr_xt_dz(indptr, indices, data, rows, dz, gW, 0, nin)
+                _csr_xt_dz(indptr, indices, data, rows, dz, gW)
             else:
                 if l == 0 and sparse0 and not x_ready:
                     _csr_rows_dense(indptr, indices, data, rows, x)  # (inp is x)
@@ -587,7 +504,7 @@ def _predict(theta, sizes, act, x):
 
 
 @_jit
-def _loss_grad(theta, sizes, act, lossc, x, t, wd, grad, want, par):
+def _loss_grad(theta, sizes, act, lossc, x, t, wd, grad, want):
     # one entry point for loss and loss_grad: one compilation per dtype
     N = x.shape[0]
     Z, A, D1, D2 = _workspace(theta, sizes, N)
@@ -606,7 +523,7 @@ def _loss_grad(theta, sizes, act, lossc, x, t, wd, grad, want, par):
         data = np.empty(0, x.dtype)
     # one call site: each inlined copy of the kernel costs compile time
     return _loss_grad_any(theta, sizes, act, lossc, x, indptr, indices, data, np.arange(N), sparse0, t, wd,
-                          grad, Z, A, D1, D2, want, True, False, 0.0, par)
+                          grad, Z, A, D1, D2, want, True, False, 0.0)
 
 
 # ------------------------------------------------------------------ optimizers
@@ -750,7 +667,7 @@ def _update(opt, theta, grad, s1, s2, h, step, fused, nw0):
 
 
 @_jit
-def _train_steps(theta, sizes, act, lossc, X, T, idx, wd, opt, hyper, s1, s2, step0, losses, lrs, par):
+def _train_steps(theta, sizes, act, lossc, X, T, idx, wd, opt, hyper, s1, s2, step0, losses, lrs):
     """All steps in one call: gather, forward, backward, clip, update; stop at a non-finite loss.
     A mostly-zero batch (MNIST) runs the first layer on its nonzeros, as ``_train_steps_csr``."""
     S, B = idx.shape
@@ -781,7 +698,7 @@ def _train_steps(theta, sizes, act, lossc, X, T, idx, wd, opt, hyper, s1, s2, st
             sparse0 = nnz <= _SPARSE_DENSITY * (B * D) and _all_finite(theta[:nw0])
         fuse = sparse0 and fused
         loss = _loss_grad_any(theta, sizes, act, lossc, xb, indptr, indices, data, rows, sparse0, tb, wd, grad,
-                              Z, A, D1, D2, True, True, fuse, lrs[s], par)
+                              Z, A, D1, D2, True, True, fuse, lrs[s])
         if not np.isfinite(loss):
             break
         losses[s] = loss
@@ -792,7 +709,7 @@ def _train_steps(theta, sizes, act, lossc, X, T, idx, wd, opt, hyper, s1, s2, st
 
 @_jit
 def _train_steps_csr(theta, sizes, act, lossc, indptr, indices, data, T, idx, wd, opt, hyper, s1, s2, step0, losses,
-                     lrs, par):
+                     lrs):
     """_train_steps with X as rows of nonzeros (``idx`` already in [0, n_rows)): the first layer on the
     nonzeros while W_0 is finite, else on the batch densified."""
     S, B = idx.shape
@@ -813,7 +730,7 @@ def _train_steps_csr(theta, sizes, act, lossc, indptr, indices, data, T, idx, wd
             _csr_rows_dense(indptr, indices, data, rows, xb)
         fuse = sparse0 and fused
         loss = _loss_grad_any(theta, sizes, act, lossc, xb, indptr, indices, data, rows, sparse0, tb, wd, grad,
-                              Z, A, D1, D2, True, not sparse0, fuse, lrs[s], par)
+                              Z, A, D1, D2, True, not sparse0, fuse, lrs[s])
         if not np.isfinite(loss):
             break
         losses[s] = loss
@@ -1265,12 +1182,12 @@ class Mlp:
     def loss(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float) -> float:
         # theta stands in for the grad buffer: not written when want=False
         return float(_loss_grad(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
-                                float(weight_decay), theta, False, 1))
+                                float(weight_decay), theta, False))
 
     def loss_grad(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
                   grad: np.ndarray) -> float:
         return float(_loss_grad(theta, self._sizes, self._act, self._loss, self._x(x), self._t(t),
-                                float(weight_decay), grad, True, _threads()))
+                                float(weight_decay), grad, True))
 
     def numerical_gradient(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
                            h: float, grad: np.ndarray) -> None:
@@ -1310,10 +1227,9 @@ class Mlp:
                 raise IndexError(f"row index out of range for T's {T.shape[0]} rows")
             data = _writable(np.ascontiguousarray(X.data, dtype=self.dtype))
             return _train_steps_csr(theta, self._sizes, self._act, self._loss, X.indptr, X.indices, data,
-                                    self._t(T), idx, float(weight_decay), code, h, s1, s2, int(step0), losses, lrs,
-                                    _threads())
+                                    self._t(T), idx, float(weight_decay), code, h, s1, s2, int(step0), losses, lrs)
         return _train_steps(theta, self._sizes, self._act, self._loss, self._x(X), self._t(T), idx,
-                            float(weight_decay), code, h, s1, s2, int(step0), losses, lrs, _threads())
+                            float(weight_decay), code, h, s1, s2, int(step0), losses, lrs)
 
 
 def _writable(a: np.ndarray) -> np.ndarray:

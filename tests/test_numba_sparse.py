@@ -149,3 +149,28 @@ def test_fit_hands_numba_rows_of_nonzeros_and_matches_numpy(rows, monkeypatch):
     assert len(hb.loss) == len(hn.loss) == 16
     assert np.max(np.abs(np.array(hb.loss) - np.array(hn.loss))) <= 1e-10
     assert normwise(thb, thn) <= 1e-10
+
+
+def test_column_grouped_xt_dz_equals_dense_product():
+    # dW_0 = x^T dz from the batch regrouped by column: columns with 0..9 nonzeros (the four-at-a-time
+    # loop and every remainder), a row used twice, rows of X the batch skips
+    from pyfastgrad._backends import numba as nbk
+    rng = np.random.default_rng(3)
+    n_rows, n0, n1 = 12, 10, 7
+    X = np.zeros((n_rows, n0))
+    for i in range(n0):  # column i: nonzero in i of the rows
+        X[rng.permutation(n_rows)[:i], i] = rng.standard_normal(i)
+    indptr = np.concatenate([[0], np.cumsum((X != 0).sum(axis=1))]).astype(np.int64)
+    indices = np.nonzero(X)[1].astype(np.int32)
+    data = X[X != 0]
+    rows = np.array([5, 0, 11, 5, 2, 7, 9, 1, 3], dtype=np.int64)
+    dz = rng.standard_normal((rows.size, n1))
+    nnz = int(sum(indptr[r + 1] - indptr[r] for r in rows))
+    cptr, crow, cval = np.empty(n0 + 1, np.int64), np.empty(nnz, np.int32), np.empty(nnz)
+    nbk._csc_of_rows(indptr, indices, data, rows, cptr, crow, cval)
+    assert cptr[-1] == nnz and np.all(np.diff(cptr) == (X[rows] != 0).sum(axis=0))
+    gW = np.full((n0, n1), np.nan)  # every entry written, untouched rows as 0
+    nbk._csc_xt_dz(cptr, crow, cval, dz, gW)
+    ref = X[rows].T @ dz
+    assert np.all(gW[~(X[rows] != 0).any(axis=0)] == 0)
+    assert normwise(gW, ref) <= 1e-14

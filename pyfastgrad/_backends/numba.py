@@ -251,27 +251,65 @@ def _csr_x_w0(theta, n1, indptr, indices, data, rows, z):
             q += 1
 
 
+@_jit
+def _csc_of_rows(indptr, indices, data, rows, cptr, crow, cval):
+    """The batch's nonzeros grouped by column (a counting sort): column i's are crow/cval[cptr[i]:cptr[i + 1]],
+    rows ascending. cptr (n0 + 1,), crow/cval at least the batch's nonzeros long."""
+    n0 = cptr.shape[0] - 1
+    for i in range(n0 + 1):
+        cptr[i] = 0
+    for r in range(rows.shape[0]):
+        for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
+            cptr[indices[q] + 1] += 1
+    for i in range(n0):
+        cptr[i + 1] += cptr[i]
+    for r in range(rows.shape[0]):  # cptr[i] walks column i's slots, then holds the next column's start
+        for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
+            i = indices[q]
+            c = cptr[i]
+            crow[c] = r
+            cval[c] = data[q]
+            cptr[i] = c + 1
+    for i in range(n0, 0, -1):
+        cptr[i] = cptr[i - 1]
+    cptr[0] = 0
+
+
+# The backward's dW_0 = x^T dz_0 by column of x: one row of dW_0 / W_0 (n1 wide, in L1) takes all of its
+# column's nonzeros, four dz rows per pass, and is written once. Row by row through the batch (the scatter
+# before) every nonzero loaded and stored a row of dW_0 from L2: 784-100-10 MNIST float32 batch of 100,
+# 218 us -> 53 (regrouping) + 122 here.
 @_jit_fma
-def _csr_xt_dz(indptr, indices, data, rows, dz, gW):
-    """gW (n0, n1) = X[rows]^T dz (rows of gW no nonzero touches stay 0)."""
+def _csc_xt_dz(cptr, crow, cval, dz, gW):
+    """gW (n0, n1) = X[rows]^T dz from the batch grouped by column (_csc_of_rows); untouched rows are 0."""
     zero = gW.dtype.type(0.0)
     n0, n1 = gW.shape
     for i in range(n0):
+        g = gW[i]
         for k in range(n1):
-            gW[i, k] = zero
-    for r in range(rows.shape[0]):
-        d = dz[r]
-        for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
-            v = data[q]
-            g = gW[indices[q]]
+            g[k] = zero
+        p = cptr[i]
+        p1 = cptr[i + 1]
+        while p + 4 <= p1:
+            d0, d1, d2, d3 = dz[crow[p]], dz[crow[p + 1]], dz[crow[p + 2]], dz[crow[p + 3]]
+            v0, v1, v2, v3 = cval[p], cval[p + 1], cval[p + 2], cval[p + 3]
+            for k in range(n1):
+                g[k] += v0 * d0[k] + v1 * d1[k] + v2 * d2[k] + v3 * d3[k]
+            p += 4
+        while p < p1:
+            d = dz[crow[p]]
+            v = cval[p]
             for k in range(n1):
                 g[k] += v * d[k]
+            p += 1
 
 
 @_jit_fma
 def _csr_sgd_w0(indptr, indices, data, rows, dz, W, lr):
     """W (n0, n1) -= lr * X[rows]^T dz, one nonzero at a time (plain SGD without weight decay: rows of W
-    no nonzero touches keep their value, as W - lr * 0; no gradient buffer, no pass over all of W)."""
+    no nonzero touches keep their value, as W - lr * 0; no gradient buffer, no pass over all of W). Row by
+    row through the batch: grouping by column first (as _csc_xt_dz) measured no faster here, the regrouping
+    costing what the fewer loads and stores of W's rows saved."""
     n1 = W.shape[1]
     for r in range(rows.shape[0]):
         d = dz[r]
@@ -461,7 +499,14 @@ def _loss_grad_any(theta, sizes, act, lossc, x, indptr, indices, data, rows, spa
             _csr_sgd_w0(indptr, indices, data, rows, dz, W, theta.dtype.type(lr))
         else:
             if on_nz:
-                _csr_xt_dz(indptr, indices, data, rows, dz, gW)
+                nnz = 0
+                for r in range(N):
+                    nnz += indptr[rows[r] + 1] - indptr[rows[r]]
+                cptr = np.empty(nin + 1, np.int64)
+                crow = np.empty(nnz, np.int32)
+                cval = np.empty(nnz, data.dtype)
+                _csc_of_rows(indptr, indices, data, rows, cptr, crow, cval)
+                _csc_xt_dz(cptr, crow, cval, dz, gW)
             else:
                 if l == 0 and sparse0 and not x_ready:
                     _csr_rows_dense(indptr, indices, data, rows, x)  # (inp is x)

@@ -336,6 +336,21 @@ StepArgs<T> check_step_args(const pfg::Mlp<T>& net, const V<T>& theta, const V<T
     return a;
 }
 
+// (rows, nonzeros) of a CSR X given as indptr / indices / data with n_cols columns, after checking the
+// arrays' shapes against each other and n_cols against the net's inputs (the values are the kernels' to check).
+template <class T>
+std::pair<std::int64_t, std::int64_t> csr_sizes(const pfg::Mlp<T>& net, const V<std::int64_t>& indptr,
+                                                const V<std::int32_t>& indices, const V<T>& data, std::int64_t n_cols) {
+    if (indptr.ndim != 1 || indptr.shape(0) < 1) bad_shape("indptr", "(N + 1,)", indptr);
+    if (indices.ndim != 1) bad_shape("indices", "(nnz,)", indices);
+    const std::int64_t nnz = indices.shape(0);
+    need_vec(data, "data", nnz);
+    if (n_cols != net.n_in())
+        throw std::invalid_argument("X has " + std::to_string(n_cols) + " columns, the net expects " +
+                                    std::to_string(net.n_in()));
+    return {indptr.shape(0) - 1, nnz};
+}
+
 // The net plus a lock: its scratch buffers are shared by calls that run without the GIL.
 template <class T>
 struct PyMlp {
@@ -479,14 +494,7 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
              [](P& p, A theta, V<std::int64_t> indptr, V<std::int32_t> indices, A data, std::int64_t n_cols,
                 V<std::int64_t> rows, A out, bool rows_checked) {
                  need_vec(theta, "theta", p.net.n_params());
-                 if (indptr.ndim != 1 || indptr.shape(0) < 1) bad_shape("indptr", "(N + 1,)", indptr);
-                 const std::int64_t nx = indptr.shape(0) - 1;
-                 if (indices.ndim != 1) bad_shape("indices", "(nnz,)", indices);
-                 const std::int64_t nnz = indices.shape(0);
-                 need_vec(data, "data", nnz);
-                 if (n_cols != p.net.n_in())
-                     throw std::invalid_argument("X has " + std::to_string(n_cols) + " columns, the net expects " +
-                                                 std::to_string(p.net.n_in()));
+                 const auto [nx, nnz] = csr_sizes(p.net, indptr, indices, data, n_cols);
                  if (rows.ndim != 1) bad_shape("rows", "(n,)", rows);
                  const std::int64_t n = rows.shape(0);
                  need_mat(out, "out", n, p.net.n_out());
@@ -506,14 +514,7 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
                 V<std::int64_t> idx, double weight_decay, const std::string& opt, V<double> hyper, A state1,
                 A state2, std::int64_t step0, V<double> losses, std::optional<V<double>> lrs,
                 bool rows_checked) -> std::int64_t {
-                 if (indptr.ndim != 1 || indptr.shape(0) < 1) bad_shape("indptr", "(N + 1,)", indptr);
-                 const std::int64_t nx = indptr.shape(0) - 1;
-                 if (indices.ndim != 1) bad_shape("indices", "(nnz,)", indices);
-                 const std::int64_t nnz = indices.shape(0);
-                 need_vec(data, "data", nnz);
-                 if (n_cols != p.net.n_in())
-                     throw std::invalid_argument("X has " + std::to_string(n_cols) + " columns, the net expects " +
-                                                 std::to_string(p.net.n_in()));
+                 const auto [nx, nnz] = csr_sizes(p.net, indptr, indices, data, n_cols);
                  const StepArgs<T> a =
                      check_step_args(p.net, theta, Tt, nx, idx, opt, hyper, state1, state2, losses);
                  const double* lr = lrs_ptr(lrs, a.n_steps);

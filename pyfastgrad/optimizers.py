@@ -212,30 +212,27 @@ class Optimizer:
         """Forget the state and the update count (hyper-parameters stay)."""
         self.iter, self._state, self._layout, self._tiles_of = 0, None, None, None
 
-    def _apply(self, theta: np.ndarray, grad: np.ndarray, st: np.ndarray, backend: str) -> None:
-        step = self.iter + 1
+    def _next_update(self, st: np.ndarray):
+        """(hyper with this update's learning rate, state1, state2, step) for the kernels' next update."""
         h = self.hyper
         lrs = self.lrs(1)
         if lrs is not None:
             h[0] = lrs[0]
         empty = st[:0, :0].reshape(0)
-        kernels(backend).opt_update(self.kind, theta, grad, st[0] if self.n_states >= 1 else empty,
-                                    st[1] if self.n_states >= 2 else empty, h, step)
+        return (h, st[0] if self.n_states >= 1 else empty, st[1] if self.n_states >= 2 else empty,
+                self.iter + 1)
+
+    def _apply(self, theta: np.ndarray, grad: np.ndarray, st: np.ndarray, backend: str) -> None:
+        h, s1, s2, step = self._next_update(st)
+        kernels(backend).opt_update(self.kind, theta, grad, s1, s2, h, step)
         self.iter = step
 
     def _step_in(self, net, kernel_step, x: np.ndarray, t: np.ndarray) -> float:
         """``net.train_step``'s one-call path: ``kernel_step`` (the Mlp kernel's ``train_step``) computes the
         gradient and applies this optimizer's update as :meth:`step` would; nothing changes when the
         loss is not finite. Returns the loss."""
-        st = self.state(net_layout(net), net.theta.dtype, net.theta.size)
-        step = self.iter + 1
-        h = self.hyper
-        lrs = self.lrs(1)
-        if lrs is not None:
-            h[0] = lrs[0]
-        empty = st[:0, :0].reshape(0)
-        loss = kernel_step(net.theta, x, t, net.weight_decay, self.kind, h, st[0] if self.n_states >= 1 else empty,
-                           st[1] if self.n_states >= 2 else empty, step, net._grad)
+        h, s1, s2, step = self._next_update(self.state(net_layout(net), net.theta.dtype, net.theta.size))
+        loss = kernel_step(net.theta, x, t, net.weight_decay, self.kind, h, s1, s2, step, net._grad)
         if np.isfinite(loss):
             self.iter = step
         return loss

@@ -45,9 +45,8 @@ class Mlp {
 public:
     // The sparse-input paths use threads when the first layer has at least this many multiply-adds.
     static constexpr double kCsrParallelWork = 1 << 16;
-    // loss_grad runs the first layer on x's nonzeros when at most this fraction is nonzero (MNIST: 0.19).
-    // 784-100-10, batch 100, float32, uniform random x: sparse 210 us at 0.2, 343 at 0.5; gemm ~295.
-    static constexpr double kSparseDensity = 0.4;
+    // The first layer runs on x's nonzeros when at most this fraction is nonzero (rows.hpp).
+    static constexpr double kSparseDensity = sparse::kSparseDensity;
     // predict/loss work through the rows in chunks of this many so big inputs need no big buffers.
     static constexpr std::int64_t kChunkRows = 1024;
 
@@ -107,7 +106,7 @@ public:
                      std::int64_t nx, std::int64_t nnz, const std::int64_t* rows, std::int64_t n, T* out,
                      bool rows_checked) {
         if (n <= 0) return;
-        const std::int64_t max_nnz = check_csr(indptr, ind, nx, nnz, rows, 1, n, rows_checked);
+        const std::int64_t max_nnz = check_csr(indptr, ind, nx, nnz, rows, 1, n, rows_checked, "predict_csr");
         const std::int64_t n0 = sizes_.front(), n1 = sizes_[1], c = sizes_.back();
         const T* W0 = theta + woff_[0];
         const bool dense = !sparse::all_finite(W0, n0 * n1);
@@ -528,12 +527,8 @@ private:
     int rows_threads(const T* theta, const X* x, std::int64_t n) {
         const std::int64_t n0 = sizes_.front(), n1 = sizes_[1];
         if (n0 < 32) return 0;
-        const std::int64_t s = std::min<std::int64_t>(n, 16);
-        std::int64_t nnz = 0;
-        for (std::int64_t i = 0; i < s; ++i) {
-            const X* xr = x + (i * n / s) * n0;
-            for (std::int64_t k = 0; k < n0; ++k) nnz += xr[k] != X(0);
-        }
+        std::int64_t s = 0;
+        const std::int64_t nnz = sparse::sampled_nonzeros(x, n, n0, &s);
         if (double(nnz) > kSparseDensity * double(s * n0)) return 0;
         if (!sparse::all_finite(theta + woff_[0], n0 * n1)) return 0;
         double dense = 0.0;  // the layers after the first, per row
@@ -701,15 +696,16 @@ private:
     // the scan of each batch row's indices is a cache miss per row, ~15% of an MNIST epoch.
     std::int64_t check_csr(const std::int64_t* indptr, const std::int32_t* ind, std::int64_t nx, std::int64_t nnz,
                            const std::int64_t* idx, std::int64_t n_steps, std::int64_t B,
-                           bool rows_checked) const {
-        if (nx < 0 || nnz < 0) throw std::invalid_argument("train_steps: bad CSR sizes");
+                           bool rows_checked, const char* what = "train_steps") const {
+        const std::string w = std::string(what) + ": ";
+        if (nx < 0 || nnz < 0) throw std::invalid_argument(w + "bad CSR sizes");
         if (indptr[0] < 0 || indptr[nx] > nnz)
-            throw std::invalid_argument("train_steps: CSR indptr must start >= 0 and end <= nnz (" +
+            throw std::invalid_argument(w + "CSR indptr must start >= 0 and end <= nnz (" +
                                         std::to_string(nnz) + "), got " + std::to_string(indptr[0]) + " .. " +
                                         std::to_string(indptr[nx]));
         for (std::int64_t r = 0; r < nx; ++r)
             if (indptr[r + 1] < indptr[r])
-                throw std::invalid_argument("train_steps: CSR indptr decreases at row " + std::to_string(r));
+                throw std::invalid_argument(w + "CSR indptr decreases at row " + std::to_string(r));
         const std::int64_t n0 = sizes_.front();
         std::int64_t max_nnz = 0;
         for (std::int64_t s = 0; s < n_steps; ++s) {
@@ -717,7 +713,7 @@ private:
             for (std::int64_t k = s * B; k < (s + 1) * B; ++k) {
                 const std::int64_t row = idx[k];
                 if (row < 0 || row >= nx)
-                    throw std::invalid_argument("train_steps: idx[" + std::to_string(k / B) + ", " +
+                    throw std::invalid_argument(w + "idx[" + std::to_string(k / B) + ", " +
                                                 std::to_string(k % B) + "] = " + std::to_string(row) +
                                                 " is out of range [0, " + std::to_string(nx) + ")");
                 const std::int64_t p0 = indptr[row], p1 = indptr[row + 1];
@@ -728,12 +724,12 @@ private:
                 std::int32_t bad = 0;
                 for (std::int64_t p = p0 + 1; p < p1; ++p) bad |= ind[p] <= ind[p - 1];
                 if (bad || ind[p0] < 0 || ind[p1 - 1] >= n0)
-                    throw std::invalid_argument("train_steps: CSR row " + std::to_string(row) +
+                    throw std::invalid_argument(w + "CSR row " + std::to_string(row) +
                                                 " has column indices that are not strictly increasing "
                                                 "inside [0, " + std::to_string(n0) + ")");
             }
             if (step_nnz > INT_MAX)
-                throw std::invalid_argument("train_steps: more than 2^31-1 nonzeros in one batch");
+                throw std::invalid_argument(w + "more than 2^31-1 nonzeros in one batch");
             max_nnz = std::max(max_nnz, step_nnz);
         }
         return max_nnz;

@@ -11,6 +11,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "core/blas.hpp"
@@ -27,6 +28,23 @@ namespace sparse {
 
 // Slack the vector gathers may write past n0 entries.
 constexpr std::int64_t kRowSlack = 16;
+
+// The first layer runs on the nonzeros when at most this share of x is nonzero (MNIST: 0.19).
+// 784-100-10, batch 100, float32, uniform random x: sparse 210 us at 0.2, 343 at 0.5; gemm ~295.
+constexpr double kSparseDensity = 0.4;
+
+// Nonzeros (NaN included) in a sample of up to 16 rows spread over x (n x n0); *rows = the rows sampled.
+template <class X>
+inline std::int64_t sampled_nonzeros(const X* x, std::int64_t n, std::int64_t n0, std::int64_t* rows) {
+    const std::int64_t s = std::min<std::int64_t>(n, 16);
+    std::int64_t nnz = 0;
+    for (std::int64_t i = 0; i < s; ++i) {
+        const X* xr = x + (i * n / s) * n0;
+        for (std::int64_t k = 0; k < n0; ++k) nnz += xr[k] != X(0);
+    }
+    *rows = s;
+    return nnz;
+}
 
 // ---- portable -------------------------------------------------------------------------------------
 template <class T, class X>
@@ -79,7 +97,9 @@ PFG_TARGET_AVX512 inline std::int64_t row_nonzeros_avx512(const float* xr, std::
     return m;
 }
 
-PFG_TARGET_AVX512 inline std::int64_t row_nonzeros_avx512(const double* xr, std::int64_t n0, std::int32_t* idx,
+// 8 at a time into double values: double x, or float x widened first (exact; a double net's rows).
+template <class X>
+PFG_TARGET_AVX512 inline std::int64_t row_nonzeros_avx512(const X* xr, std::int64_t n0, std::int32_t* idx,
                                                           double* val) {
     const __m256i step = _mm256_set1_epi32(8);
     __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -87,26 +107,11 @@ PFG_TARGET_AVX512 inline std::int64_t row_nonzeros_avx512(const double* xr, std:
     for (std::int64_t k = 0; k < n0; k += 8) {
         const std::int64_t left = n0 - k;
         const __mmask8 in = left >= 8 ? __mmask8(0xFF) : __mmask8((1u << left) - 1u);
-        const __m512d v = _mm512_maskz_loadu_pd(in, xr + k);
-        const __mmask8 nz = _mm512_mask_cmp_pd_mask(in, v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + m), _mm256_maskz_compress_epi32(nz, iota));
-        _mm512_storeu_pd(val + m, _mm512_maskz_compress_pd(nz, v));
-        m += __builtin_popcount(nz);
-        iota = _mm256_add_epi32(iota, step);
-    }
-    return m;
-}
-
-// float x into double values (exact), for a double net's compressed rows: 8 at a time, widened first.
-PFG_TARGET_AVX512 inline std::int64_t row_nonzeros_avx512(const float* xr, std::int64_t n0, std::int32_t* idx,
-                                                          double* val) {
-    const __m256i step = _mm256_set1_epi32(8);
-    __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    std::int64_t m = 0;
-    for (std::int64_t k = 0; k < n0; k += 8) {
-        const std::int64_t left = n0 - k;
-        const __mmask8 in = left >= 8 ? __mmask8(0xFF) : __mmask8((1u << left) - 1u);
-        const __m512d v = _mm512_maskz_cvtps_pd(in, _mm256_maskz_loadu_ps(in, xr + k));
+        __m512d v;
+        if constexpr (std::is_same_v<X, float>)
+            v = _mm512_maskz_cvtps_pd(in, _mm256_maskz_loadu_ps(in, xr + k));
+        else
+            v = _mm512_maskz_loadu_pd(in, xr + k);
         const __mmask8 nz = _mm512_mask_cmp_pd_mask(in, v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + m), _mm256_maskz_compress_epi32(nz, iota));
         _mm512_storeu_pd(val + m, _mm512_maskz_compress_pd(nz, v));
@@ -314,16 +319,10 @@ void csr_batch_forward(const CsrBatch<T>& X, std::int64_t r0, std::int64_t r1, c
 // nonzeros were used.
 template <class T>
 bool first_layer_product(const T* x, std::int64_t n, std::int64_t n0, const T* W, std::int64_t n1, T* z,
-                         double density = 0.4) {
+                         double density = kSparseDensity) {
     if (n <= 0 || n1 <= 0) return false;
-    std::int64_t nnz = 0;
-    const std::int64_t s = std::min<std::int64_t>(n, 16);
-    if (n0 >= 32) {
-        for (std::int64_t i = 0; i < s; ++i) {
-            const T* xr = x + (i * n / s) * n0;
-            for (std::int64_t k = 0; k < n0; ++k) nnz += xr[k] != T(0);
-        }
-    }
+    std::int64_t s = 0;
+    const std::int64_t nnz = n0 >= 32 ? sampled_nonzeros(x, n, n0, &s) : 0;
     if (n0 >= 32 && double(nnz) <= density * double(s * n0) && all_finite(W, n0 * n1)) {
         const double work = double(n) * double(nnz) / double(s) * double(n1);
         rows_forward(x, n, n0, W, n1, z, n1, n1, work >= call_work().sparse ? team_threads() : 1);

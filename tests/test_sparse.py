@@ -573,13 +573,14 @@ def test_fit_train_eval_subset_from_the_csr():
 @pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "adam", "adamw"])
 @pytest.mark.parametrize("wd", [0.0, 0.01])
-def test_dense_train_steps_on_sparse_rows_equal_numpy(opt, wd):
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_dense_train_steps_on_sparse_rows_equal_numpy(opt, wd, dtype, tol):
     """cpp's train_steps on a dense X that is mostly zeros runs each step's first layer on the batch's
     nonzeros (as loss_grad): the same steps as the numpy backend's, to rounding."""
     rng = np.random.default_rng(13)
-    X = sparse_data(rng, 200, 48, 0.2, np.float64)
-    T = np.eye(5)[rng.integers(0, 5, 200)]
+    X = sparse_data(rng, 200, 48, 0.2, dtype)
+    T = np.eye(5, dtype=dtype)[rng.integers(0, 5, 200)]
     idx = rng.integers(0, 200, (12, 20)).astype(np.int64)
-    tc, lc, _, _ = run_steps("cpp", [48, 24, 5], X, T, idx, opt, wd, np.float64)
-    tn, ln, _, _ = run_steps("numpy", [48, 24, 5], X, T, idx, opt, wd, np.float64)
-    assert normwise(lc, ln) <= 1e-12 and normwise(tc, tn) <= 1e-10
+    tc, lc, _, _ = run_steps("cpp", [48, 24, 5], X, T, idx, opt, wd, dtype)
+    tn, ln, _, _ = run_steps("numpy", [48, 24, 5], X, T, idx, opt, wd, dtype)
+    assert normwise(lc, ln) <= tol / 100 and normwise(tc, tn) <= tol

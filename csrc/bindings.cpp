@@ -357,6 +357,7 @@ struct PyMlp {
     pfg::Mlp<T> net;
     std::string act, loss;
     std::mutex mu;
+    std::vector<T> onehot;  // train_step_any's one-hot targets from labels
     PyMlp(const std::vector<std::int64_t>& sizes, const std::string& a, const std::string& l)
         : net(sizes, pfg::parse_act(a), pfg::parse_loss(l)), act(a), loss(l) {}
 };
@@ -410,36 +411,120 @@ constexpr const char* kLossGradDoc =
 
 // One training step in one call (net.train_step): loss_grad into grad, then, when the loss is finite,
 // the optimizer's update (after clipping by hyper's max_norm). Returns the loss; nothing is updated
-// when it is not finite.
+// when it is not finite. StepOne holds the checked non-data arguments; run() is called under the lock.
+template <class T>
+struct StepOne {
+    std::int64_t np_;
+    pfg::Opt o;
+    Hyper h;
+    T *th, *s1, *s2, *g;
+    std::int64_t step;
+    StepOne(const pfg::Mlp<T>& net, const V<T>& theta, const std::string& opt, const V<double>& hyper,
+            const V<T>& state1, const V<T>& state2, std::int64_t step_, const V<T>& grad)
+        : np_(net.n_params()), o(pfg::parse_opt(opt)), h(read_hyper(hyper)), step(step_) {
+        need_vec(theta, "theta", np_);
+        need_vec(grad, "grad", np_);
+        const int ns = pfg::opt_state_count(o);
+        s1 = state_ptr(state1, "state1", np_, ns >= 1);
+        s2 = state_ptr(state2, "state2", np_, ns >= 2);
+        if (pfg::opt_is_adam(o) && step < 1)
+            throw std::invalid_argument("adam needs step >= 1, got " + std::to_string(step));
+        th = writable(theta, "theta");
+        g = writable(grad, "grad");
+    }
+    template <class X>
+    double run(pfg::Mlp<T>& net, const X* x, const T* t, std::int64_t n, double weight_decay) const {
+        const double l = net.loss_grad(th, x, t, n, weight_decay, g);
+        if (!std::isfinite(l)) return l;
+        if (h[pfg::kMaxNorm] > 0.0) {
+            const double f = pfg::clip_factor(std::sqrt(pfg::grad_sq_sum(g, np_)), h[pfg::kMaxNorm]);
+            if (f != 1.0)
+                for (std::int64_t i = 0; i < np_; ++i) g[i] *= static_cast<T>(f);
+        }
+        pfg::opt_update(o, th, g, s1, s2, np_, h.data(), step);
+        return l;
+    }
+};
+
 template <class T, class X>
 double mlp_train_step(PyMlp<T>& p, const V<T>& theta, const V<X>& x, const V<T>& t, double weight_decay,
                       const std::string& opt, const V<double>& hyper, const V<T>& state1, const V<T>& state2,
                       std::int64_t step, const V<T>& grad) {
-    const std::int64_t np_ = p.net.n_params();
-    need_vec(theta, "theta", np_);
+    const StepOne<T> s(p.net, theta, opt, hyper, state1, state2, step, grad);
     const std::int64_t n = need_mat(x, "x", -1, p.net.n_in());
     need_mat(t, "t", n, p.net.n_out());
-    need_vec(grad, "grad", np_);
     if (n < 1) throw std::invalid_argument("x must have at least 1 row");
-    const pfg::Opt o = pfg::parse_opt(opt);
-    const Hyper h = read_hyper(hyper);
-    const int ns = pfg::opt_state_count(o);
-    T* s1 = state_ptr(state1, "state1", np_, ns >= 1);
-    T* s2 = state_ptr(state2, "state2", np_, ns >= 2);
-    if (pfg::opt_is_adam(o) && step < 1) throw std::invalid_argument("adam needs step >= 1, got " + std::to_string(step));
-    T* th = writable(theta, "theta");
-    T* g = writable(grad, "grad");
     py::gil_scoped_release nogil;
     std::lock_guard<std::mutex> lock(p.mu);
-    const double l = p.net.loss_grad(th, x.ptr, t.ptr, n, weight_decay, g);
-    if (!std::isfinite(l)) return l;
-    if (h[pfg::kMaxNorm] > 0.0) {
-        const double f = pfg::clip_factor(std::sqrt(pfg::grad_sq_sum(g, np_)), h[pfg::kMaxNorm]);
-        if (f != 1.0)
-            for (std::int64_t i = 0; i < np_; ++i) g[i] *= static_cast<T>(f);
+    return s.run(p.net, x.ptr, t.ptr, n, weight_decay);
+}
+
+// A View of h when it is an exact numpy.ndarray (not a subclass) the caster accepts, else false.
+template <class U>
+bool exact_view(py::handle h, V<U>& out) {
+    if (Py_TYPE(h.ptr()) != py::detail::npy_api::get().PyArray_Type_) return false;
+    py::detail::make_caster<V<U>> c;
+    if (!c.load(h, false)) return false;
+    out = py::detail::cast_op<V<U>&>(c);
+    return true;
+}
+
+// net.train_step's first try, on x and t as the user passed them (the Python checks cost more than the
+// step of a small net). Returns None, having touched nothing, unless x is an exact C-contiguous finite
+// (n >= 1, n_in) array of the net's dtype (or float32 for a float64 net) and t is a finite (n, n_out)
+// array of the net's dtype or, with n_out > 1, n int64/int32 labels in [0, n_out) (made one-hot here);
+// the caller then checks and converts them (with its error messages) and calls train_step.
+template <class T>
+py::object mlp_train_step_any(PyMlp<T>& p, const V<T>& theta, py::handle x, py::handle t, double weight_decay,
+                              const std::string& opt, const V<double>& hyper, const V<T>& state1,
+                              const V<T>& state2, std::int64_t step, const V<T>& grad) {
+    const StepOne<T> s(p.net, theta, opt, hyper, state1, state2, step, grad);
+    const std::int64_t n_in = p.net.n_in(), n_out = p.net.n_out();
+    V<T> xt;
+    V<float> xf;
+    std::int64_t n = -1;
+    if (exact_view(x, xt)) {
+        if (xt.ndim == 2 && xt.shape(1) == n_in && pfg::sparse::all_finite(xt.ptr, xt.size)) n = xt.shape(0);
+    } else if (!std::is_same_v<T, float> && exact_view(x, xf)) {
+        if (xf.ndim == 2 && xf.shape(1) == n_in && pfg::sparse::all_finite(xf.ptr, xf.size)) n = xf.shape(0);
     }
-    pfg::opt_update(o, th, g, s1, s2, np_, h.data(), step);
-    return l;
+    if (n < 1) return py::none();
+    V<T> td;
+    V<std::int64_t> l64;
+    V<std::int32_t> l32;
+    const T* tp = nullptr;
+    const std::int64_t* lab64 = nullptr;
+    const std::int32_t* lab32 = nullptr;
+    if (exact_view(t, td)) {
+        if (td.ndim != 2 || td.shape(0) != n || td.shape(1) != n_out || !pfg::sparse::all_finite(td.ptr, td.size))
+            return py::none();
+        tp = td.ptr;
+    } else if (n_out > 1 && exact_view(t, l64)) {
+        if (l64.ndim != 1 || l64.shape(0) != n) return py::none();
+        for (std::int64_t i = 0; i < n; ++i)
+            if (l64.ptr[i] < 0 || l64.ptr[i] >= n_out) return py::none();
+        lab64 = l64.ptr;
+    } else if (n_out > 1 && exact_view(t, l32)) {
+        if (l32.ndim != 1 || l32.shape(0) != n) return py::none();
+        for (std::int64_t i = 0; i < n; ++i)
+            if (l32.ptr[i] < 0 || l32.ptr[i] >= n_out) return py::none();
+        lab32 = l32.ptr;
+    } else {
+        return py::none();
+    }
+    double l;
+    {
+        py::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(p.mu);
+        if (!tp) {  // labels -> one-hot rows in the object's scratch (under its lock)
+            p.onehot.assign(static_cast<std::size_t>(n * n_out), T(0));
+            for (std::int64_t i = 0; i < n; ++i)
+                p.onehot[static_cast<std::size_t>(i * n_out + (lab64 ? lab64[i] : lab32[i]))] = T(1);
+            tp = p.onehot.data();
+        }
+        l = xt.ptr ? s.run(p.net, xt.ptr, tp, n, weight_decay) : s.run(p.net, xf.ptr, tp, n, weight_decay);
+    }
+    return py::float_(l);
 }
 constexpr const char* kTrainStepDoc =
     "One step: loss_grad into grad, then (finite loss only) the optimizer update of theta and the state "
@@ -468,6 +553,13 @@ void bind_mlp(py::module_& m, const char* name, const char* dtype) {
         .def("train_step", &mlp_train_step<T, T>, py::arg("theta"), py::arg("x"), py::arg("t"),
              py::arg("weight_decay"), py::arg("opt"), py::arg("hyper"), py::arg("state1"), py::arg("state2"),
              py::arg("step"), py::arg("grad"), kTrainStepDoc)
+        .def("train_step_any", &mlp_train_step_any<T>, py::arg("theta"), py::arg("x"), py::arg("t"),
+             py::arg("weight_decay"), py::arg("opt"), py::arg("hyper"), py::arg("state1"), py::arg("state2"),
+             py::arg("step"), py::arg("grad"),
+             "train_step on x and t as given, or None (nothing done) when they are not already in the form the "
+             "kernels read: x an exact C-contiguous finite (n >= 1, n_in) array of the net's dtype (or float32 "
+             "for a float64 net), t a finite (n, n_out) array of the net's dtype or, with n_out > 1, n int64 / "
+             "int32 labels in [0, n_out). net.train_step's first try; on None it checks and converts them.")
         .def("train_steps",
              [](P& p, A theta, A X, A Tt, V<std::int64_t> idx, double weight_decay, const std::string& opt,
                 V<double> hyper, A state1, A state2, std::int64_t step0, V<double> losses,

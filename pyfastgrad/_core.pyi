@@ -80,6 +80,15 @@ class _Mlp(Generic[_A]):
 
         sparse: None picks the first layer's kernels from x's density (sparse when at most 40% of x
         is nonzero), True / False force the sparse / dense (gemm) ones; same result up to rounding."""
+    def train_step(self, theta: _A, x: _A, t: _A, weight_decay: float, opt: str, hyper: F64, state1: _A,
+                   state2: _A, step: int, grad: _A) -> float:
+        """loss_grad into grad, then (finite loss only) the clipped gradient's ``opt_update`` of theta and
+        the state at update ``step``. Returns the loss."""
+    def train_step_any(self, theta: _A, x: object, t: object, weight_decay: float, opt: str, hyper: F64,
+                       state1: _A, state2: _A, step: int, grad: _A) -> Optional[float]:
+        """``train_step`` on x and t as given, or None (nothing done) unless x is an exact C-contiguous
+        finite (n >= 1, n_in) array of the net's dtype (or float32 for a float64 net) and t a finite
+        (n, n_out) array of the net's dtype or, with n_out > 1, n int64/int32 labels in [0, n_out)."""
     def train_steps(self, theta: _A, X: _A, T: _A, idx: I64, weight_decay: float, opt: str, hyper: F64,
                     state1: _A, state2: _A, step0: int, losses: F64, lrs: Optional[F64] = ...) -> int:
         """Mini-batch steps: step s uses rows idx[s] (idx (n_steps, B), every index checked first)

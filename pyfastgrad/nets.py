@@ -7,6 +7,7 @@ C++/numba kernels see one buffer: a whole forward+backward is one call.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import MutableMapping
 from typing import Dict, Iterator, Optional, Sequence, Union
 
@@ -341,16 +342,20 @@ class Net:
 
     def train_step(self, x, t, optimizer) -> float:
         """One fused step: forward, backward, optimizer update of the parameters. Returns the loss."""
-        xb, tb = self._xt(x, t, kernel_dtypes=True)
-        mlp = self._mlp()
-        one_call = getattr(mlp, "train_step", None)  # cpp: gradient and update in one kernel call
-        if one_call is not None and optimizer.backend in (None, self.backend or get_backend()):
-            loss = optimizer._step_in(self, one_call, xb, tb)
+        name = self.backend or get_backend()
+        mlp = self._mlps.get(name) or self._mlp()
+        one_call = getattr(mlp, "train_step_any", None)  # cpp: checks, gradient and update in one call
+        if one_call is not None and optimizer.backend in (None, name):
+            loss = optimizer._step_in(self, one_call, x, t)
+            if loss is None:  # x or t not in the kernels' form: checked (named errors), converted, same call
+                xb, tb = self._xt(x, t, kernel_dtypes=True)
+                loss = optimizer._step_in(self, mlp.train_step, xb, tb)
         else:
+            xb, tb = self._xt(x, t, kernel_dtypes=True)
             loss = mlp.loss_grad(self.theta, xb, tb, self.weight_decay, self._grad)
             if np.isfinite(loss):
                 optimizer.step(self, self._grad)
-        if not np.isfinite(loss):
+        if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite loss ({loss}); parameters not updated "
                                      "(lower the learning rate or check the inputs)")
         return loss

@@ -94,6 +94,7 @@ class _Hyper:
 
     def __set__(self, obj, value) -> None:
         obj.__dict__[self.slot] = self.check(value, self.name)
+        obj.__dict__.pop("_hyper_vec", None)  # the kernels' vector is rebuilt at the next update
 
 
 def _tiles(arrays: Sequence[np.ndarray]) -> Optional[np.ndarray]:
@@ -177,12 +178,35 @@ class Optimizer:
         """(a, b, eps, decoupled weight decay) of the kernels' hyper vector."""
         return 0.0, 0.0, 1e-7, 0.0
 
+    def __init_subclass__(cls, **kw) -> None:
+        super().__init_subclass__(**kw)
+        # the kernels' hyper vector is cached between updates only where _slots reads nothing but the
+        # checked attributes (whose setters drop the cache): this module's classes, not users' subclasses
+        cls._hyper_cached = cls._slots.__module__ == __name__
+
+    _hyper_cached = True
+
+    def __getstate__(self) -> dict:
+        # copies and pickles leave the caches behind (views of this object's state, the hyper vector)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_hyper_vec", "_state_views")}
+
     @property
     def hyper(self) -> np.ndarray:
         """float64 ``[lr, a, b, eps, weight_decay, style, max_norm]`` as the kernels take them, built
         from the attributes now (``lr`` before the schedule)."""
-        a, b, eps, wd = self._slots()
-        return np.array([self.lr, a, b, eps, wd, float(self._style == "torch"), self.clip or 0.0])
+        return self._hyper_vector().copy()
+
+    def _hyper_vector(self) -> np.ndarray:
+        """``hyper``, read-only, kept until a hyper-parameter is set (small nets' train_step: building it
+        was a tenth of the call)."""
+        h = self.__dict__.get("_hyper_vec")
+        if h is None:
+            a, b, eps, wd = self._slots()
+            h = np.array([self.lr, a, b, eps, wd, float(self._style == "torch"), self.clip or 0.0])
+            h.flags.writeable = False
+            if self._hyper_cached:
+                self.__dict__["_hyper_vec"] = h
+        return h
 
     def lrs(self, n: int) -> Optional[np.ndarray]:
         """Learning rates of the next ``n`` updates (float64), or None without a schedule (``lr``)."""
@@ -214,13 +238,16 @@ class Optimizer:
 
     def _next_update(self, st: np.ndarray):
         """(hyper with this update's learning rate, state1, state2, step) for the kernels' next update."""
-        h = self.hyper
-        lrs = self.lrs(1)
-        if lrs is not None:
-            h[0] = lrs[0]
-        empty = st[:0, :0].reshape(0)
-        return (h, st[0] if self.n_states >= 1 else empty, st[1] if self.n_states >= 2 else empty,
-                self.iter + 1)
+        h = self._hyper_vector()
+        if self.schedule is not None:
+            h = h.copy()
+            h[0] = self.lrs(1)[0]
+        views = self.__dict__.get("_state_views")
+        if views is None or views[0] is not st:  # st's rows as the kernels' state1 / state2, made once
+            empty = st[:0, :0].reshape(0)
+            views = (st, st[0] if self.n_states >= 1 else empty, st[1] if self.n_states >= 2 else empty)
+            self.__dict__["_state_views"] = views
+        return h, views[1], views[2], self.iter + 1
 
     def _apply(self, theta: np.ndarray, grad: np.ndarray, st: np.ndarray, backend: str) -> None:
         h, s1, s2, step = self._next_update(st)
@@ -230,10 +257,11 @@ class Optimizer:
     def _step_in(self, net, kernel_step, x: np.ndarray, t: np.ndarray) -> float:
         """``net.train_step``'s one-call path: ``kernel_step`` (the Mlp kernel's ``train_step``) computes the
         gradient and applies this optimizer's update as :meth:`step` would; nothing changes when the
-        loss is not finite. Returns the loss."""
+        loss is not finite. Returns the loss (None, with nothing changed, where ``kernel_step`` is
+        ``train_step_any`` and declined the inputs)."""
         h, s1, s2, step = self._next_update(self.state(net_layout(net), net.theta.dtype, net.theta.size))
         loss = kernel_step(net.theta, x, t, net.weight_decay, self.kind, h, s1, s2, step, net._grad)
-        if np.isfinite(loss):
+        if loss is not None and math.isfinite(loss):
             self.iter = step
         return loss
 
@@ -355,6 +383,7 @@ class Optimizer:
                 raise ValueError("state contains NaN or Inf")
         new._state, new._layout = st, layout if st is not None else None
         self.__dict__.update(new.__dict__)
+        self.__dict__.pop("_hyper_vec", None)  # the style may have changed
 
     def __repr__(self) -> str:
         args = [f"{n}={getattr(self, n):g}" for n in self._names]

@@ -542,3 +542,106 @@ def test_train_step_in_one_call_equals_gradient_then_step(kind):
     with pytest.raises(FloatingPointError):
         nets[0].train_step(x, t, opts[0])
     assert np.array_equal(nets[0].theta, before) and opts[0].iter == 6
+
+
+class _Sub(np.ndarray):
+    pass
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="C++ extension not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_train_step_takes_inputs_as_given_or_checks_them(dtype):
+    """cpp's net.train_step hands x and t to the kernel as the user passed them when they are already in
+    its form (labels int64/int32, one-hot of the net's dtype, float32 x into a float64 net) and converts
+    everything else first: every form gives the same parameters bit for bit; bad inputs raise the named
+    errors and change nothing."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((20, 12)).astype(np.float32).astype(dtype)  # float32 values: "x other dtype"
+    labels = rng.integers(0, 4, 20)
+    onehot = np.eye(4, dtype=dtype)[labels]
+    forms = {  # all are the same batch
+        "labels int64": (x, labels), "labels int32": (x, labels.astype(np.int32)),
+        "one-hot": (x, onehot), "labels list": (x, labels.tolist()), "labels uint8": (x, labels.astype(np.uint8)),
+        "x Fortran": (np.asfortranarray(x), labels), "x strided": (np.repeat(x, 2, axis=0)[::2], labels),
+        "x list": (x.tolist(), labels), "x (20, 3, 4)": (x.reshape(20, 3, 4), labels),
+        "one-hot other dtype": (x, onehot.astype(np.float32 if dtype == np.float64 else np.float64)),
+        "x subclass": (x.view(_Sub), labels),
+        "x other dtype": (x.astype(np.float64 if dtype == np.float32 else np.float32), labels),
+    }
+    mlp = pfg.Net([12, 9, 4], seed=2, dtype=dtype, backend="cpp")._mlp()
+    taken = {name for name, (xx, tt) in forms.items()
+             if mlp.train_step_any(np.zeros(mlp.n_params, dtype), xx, tt, 0.0, "sgd", np.array([0.1, 0, 0]),
+                                   np.zeros(0, dtype), np.zeros(0, dtype), 1, np.empty(mlp.n_params, dtype))
+             is not None}
+    assert taken == {"labels int64", "labels int32", "one-hot"} | ({"x other dtype"} if dtype == np.float64
+                                                                    else set())
+    thetas = {}
+    for name, (xx, tt) in forms.items():
+        net = pfg.Net([12, 9, 4], seed=2, dtype=dtype, backend="cpp")
+        opt = pfg.Momentum(lr=0.05)
+        xcopy = np.array(xx, copy=True)
+        for _ in range(3):
+            loss = net.train_step(xx, tt, opt)
+        assert np.isfinite(loss) and opt.iter == 3
+        assert np.array_equal(np.asarray(xx), xcopy)  # the caller's arrays are not changed
+        thetas[name] = net.theta
+    for name, th in thetas.items():
+        assert np.array_equal(th, thetas["labels int64"]), name
+
+    net = pfg.Net([12, 9, 4], seed=2, dtype=dtype, backend="cpp")
+    opt = pfg.Adam(lr=0.01)
+    before = net.theta.copy()
+    bad_x = x.copy()
+    bad_x[3, 4] = np.nan
+    for xx, tt, err, match in [
+            (bad_x, labels, ValueError, "x contains NaN"), (x, labels + 4, ValueError, "labels outside"),
+            (x, -labels - 1, ValueError, "labels outside"), (x[:, :11], labels, ValueError, "features"),
+            (x, labels[:19], ValueError, "labels for 20 samples"), (x[:0], labels[:0], ValueError, "empty"),
+            (x, onehot[:, :3], ValueError, "shape"), (x, np.where(onehot > 0, np.inf, 0).astype(dtype), ValueError,
+                                                       "t contains")]:
+        with pytest.raises(err, match=match):
+            net.train_step(xx, tt, opt)
+    assert np.array_equal(net.theta, before) and opt.iter == 0
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="C++ extension not built")
+def test_train_step_sees_hyper_parameter_changes_and_copies_own_their_state():
+    """The kernels' hyper vector and state views are kept between steps: a hyper-parameter set between
+    steps still takes effect (as in the two-call path), and a deep copy or pickle of the optimizer steps
+    its own state, not the original's."""
+    import copy
+    import pickle
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((16, 12))
+    t = rng.integers(0, 4, 16)
+    nets = [pfg.Net([12, 9, 4], seed=1, backend="cpp") for _ in range(2)]
+    opts = [pfg.Adam(lr=0.01), pfg.Adam(lr=0.01)]
+    for s in range(6):
+        if s == 3:
+            for o in opts:
+                o.lr, o.beta1 = 0.002, 0.5
+        nets[0].train_step(x, t, opts[0])
+        g = np.empty_like(nets[1].theta)
+        nets[1]._mlp().loss_grad(nets[1].theta, x, np.eye(4)[t], 0.0, g)
+        opts[1].step(nets[1], g)
+    assert np.array_equal(nets[0].theta, nets[1].theta)
+    assert opts[0].hyper[:3].tolist() == [0.002, 0.5, 0.999]
+    opts[0].hyper[0] = 1.0  # a copy: the optimizer's vector is not the caller's to change
+    assert opts[0].lr == 0.002 and opts[0].hyper[0] == 0.002
+
+    for clone in (copy.deepcopy(opts[0]), pickle.loads(pickle.dumps(opts[0]))):
+        state0 = opts[0].state_dict()["state"].copy()
+        net = nets[0].copy()
+        net.train_step(x, t, clone)
+        assert np.array_equal(opts[0].state_dict()["state"], state0)  # the original's state is untouched
+        assert not np.array_equal(clone.state_dict()["state"], state0) and clone.iter == 7
+
+    class Scaled(pfg.Momentum):  # a user's subclass whose _slots reads a plain attribute: never cached
+        boost = 1.0
+
+        def _slots(self):
+            return min(0.99, self.momentum * self.boost), 0.0, 1e-7, 0.0
+    o = Scaled(lr=0.1, momentum=0.5)
+    assert o.hyper[1] == 0.5
+    o.boost = 1.5
+    assert o.hyper[1] == 0.75

@@ -80,6 +80,7 @@ class Mlp:
         self.loss = self._impl.loss
         self.loss_grad = self._impl.loss_grad
         self.train_step = self._impl.train_step
+        self.train_step_any = self._impl.train_step_any
 
     def predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], self.sizes[-1]), dtype=self.dtype)
@@ -108,6 +109,12 @@ class Mlp:
         """loss_grad into ``grad`` and, when the loss is finite, ``opt_update`` (clipping by hyper's max_norm),
         in one call (net.train_step). Returns the loss."""
         return self._impl.train_step(theta, x, t, weight_decay, opt, hyper, state1, state2, step, grad)
+
+    def train_step_any(self, theta: np.ndarray, x, t, weight_decay: float, opt: str, hyper: np.ndarray,
+                       state1: np.ndarray, state2: np.ndarray, step: int, grad: np.ndarray) -> Optional[float]:
+        """train_step on x and t as the user gave them, or None (nothing done) when they are not already in
+        the kernels' form (then the caller checks and converts them and calls train_step)."""
+        return self._impl.train_step_any(theta, x, t, weight_decay, opt, hyper, state1, state2, step, grad)
 
     def predict_rows(self, theta: np.ndarray, X: CsrRows, rows: np.ndarray) -> np.ndarray:
         """Logits of the rows ``rows`` (int64) of the CSR ``X``: the first layer on their nonzeros (no dense

@@ -796,6 +796,36 @@ void same(const V<T>& a, const char* name, std::int64_t n, std::int64_t d) {
 template <class T>
 void bind(py::module_& m) {
     using A = V<T>;
+    m.def("matmul",
+          [](A a, A b, bool trans_a, bool trans_b, A out) {
+              if (a.ndim != 2) bad_shape("a", "(M, K)", a);
+              if (b.ndim != 2) bad_shape("b", "(K, N)", b);
+              const std::int64_t m_ = trans_a ? a.shape(1) : a.shape(0), k = trans_a ? a.shape(0) : a.shape(1);
+              const std::int64_t kb = trans_b ? b.shape(1) : b.shape(0), n = trans_b ? b.shape(0) : b.shape(1);
+              if (kb != k)
+                  throw std::invalid_argument("matmul: op(a) is " + std::to_string(m_) + " x " + std::to_string(k) +
+                                              ", op(b) " + std::to_string(kb) + " x " + std::to_string(n));
+              if (m_ > INT_MAX || n > INT_MAX || k > INT_MAX) throw std::invalid_argument("matmul: too large for BLAS");
+              need_mat(out, "out", m_, n);
+              T* o = writable(out, "out");
+              if (m_ * n == 0) return;
+              if (k == 0) {
+                  std::fill(o, o + m_ * n, T(0));
+                  return;
+              }
+              std::optional<py::gil_scoped_release> nogil;
+              if (m_ * n * k >= kReleaseGilWork) nogil.emplace();
+              // Small products on one thread (as the Mlp's calls): a pool woken per layer spins against
+              // the caller's next kernels.
+              const pfg::BlasCap cap(double(m_) * double(n) * double(k) < pfg::call_work().blas
+                                         ? 1 : pfg::FreeCores::get().of(pfg::blas_num_threads()));
+              pfg::gemm(trans_a, trans_b, static_cast<int>(m_), static_cast<int>(n), static_cast<int>(k), T(1),
+                        a.ptr, static_cast<int>(a.shape(1)), b.ptr, static_cast<int>(b.shape(1)), T(0), o,
+                        static_cast<int>(n));
+          },
+          py::arg("a"), py::arg("b"), py::arg("trans_a"), py::arg("trans_b"), py::arg("out"),
+          "out (M, N) = op(a) @ op(b) (op: transposed when trans_a / trans_b) by this extension's OpenBLAS "
+          "(the layer stacks' affine products: numpy's own BLAS pool would spin against the kernels' threads).");
     m.def("layer_act_forward",
           [](int code, double alpha, A z, A out) {
               const auto k = pfg::layers::to_lact(code);

@@ -124,7 +124,10 @@ class Program:
     def forward(self, theta: np.ndarray, x: np.ndarray, train: bool, masks=None, cache: Optional[list] = None,
                 update_stats: bool = False) -> np.ndarray:
         """Scores (N, n_out). ``cache``: a list that receives what backward needs."""
+        if x.dtype != self.dtype:  # float32 images (input_dtypes: read in place by predict's Mlp only)
+            x = x.astype(self.dtype)
         k, a, mi = self.kern, x, 0
+        dot = k.matmul if k is not None else np.dot
         # the first layer's product over x's nonzeros where the backend has it (MNIST: ~19% nonzero)
         first = getattr(k, "first_layer_product", None) if a.flags.c_contiguous else None
         for op in self.ops:
@@ -132,7 +135,7 @@ class Program:
                 W, b = _param(theta, op.ws, op.wshape), theta[op.bs]
                 if cache is not None:
                     cache.append(a)
-                a = (first(a, W) if first is not None and a is x else np.dot(a, W)) + b
+                a = (first(a, W) if first is not None and a is x else dot(a, W)) + b
             elif op.kind == "act":
                 z = a
                 a = k.act_forward(op.code, op.alpha, z) if k is not None else op.layer.forward(z)
@@ -174,6 +177,7 @@ class Program:
     def _backward(self, theta: np.ndarray, dout: np.ndarray, cache: list, masks, wd: float,
                   grad: np.ndarray) -> None:
         k = self.kern
+        mm = k.matmul if k is not None else _np_kernels().matmul
         mi = len(masks)
         ci = len(cache)
         for pos in range(len(self.ops) - 1, -1, -1):
@@ -182,13 +186,13 @@ class Program:
                 ci -= 1
                 a_in = cache[ci]
                 W = _param(theta, op.ws, op.wshape)
-                dW = np.dot(a_in.T, dout)
+                dW = mm(a_in, dout, True, False)
                 if wd:
                     dW += W.dtype.type(wd) * W
                 grad[op.ws] = dW.ravel()
                 grad[op.bs] = dout.sum(axis=0)
                 if pos > 0:
-                    dout = np.dot(dout, W.T)
+                    dout = mm(dout, W, False, True)
             elif op.kind == "act":
                 ci -= 1
                 z, a = cache[ci]
@@ -223,7 +227,77 @@ class Program:
     # ------------------------------------------------------------------ the Mlp interface
     def predict(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Scores in evaluation mode (running statistics, dropout as a scale)."""
+        mlp = self._eval_mlp()
+        if mlp is not None:
+            return mlp.predict(self._fold(theta), x)
         return self.forward(theta, x, train=False)
+
+    @property
+    def input_dtypes(self) -> tuple:
+        """Dtypes of x taken as they are: the evaluation Mlp's (float32 images into a float64 stack are
+        read in place by predict; the training paths cast them)."""
+        mlp = self._eval_mlp()
+        return mlp.input_dtypes if mlp is not None else (self.dtype,)
+
+    def _eval_mlp(self):
+        """The backend's Mlp that computes this stack's evaluation mode, or None. In evaluation a
+        Batch Normalization layer is a fixed per-column affine map and Dropout a fixed scale, so a
+        stack of [Affine, (BatchNorm), activation, (Dropout)] * k + [Affine] with one activation the
+        Mlp kernels take is a plain MLP on folded weights (:meth:`_fold`): its predict runs in one
+        kernel call (the first layer on x's nonzeros, threads over the rows) instead of a numpy
+        product and a temporary array per layer (the tutorials' over-fitting script spends most of
+        its time in the per-epoch test accuracy of a Dropout net)."""
+        plan = self.__dict__.get("_eval_plan", False)
+        if plan is False:
+            plan = self._eval_plan = self._make_eval_plan()
+        return plan
+
+    def _make_eval_plan(self):
+        # cpp only: numpy is the reference's layer-by-layer path, numba would compile its Mlp for it
+        if getattr(self.kern, "NAME", None) != "cpp" or not self.ops or self.ops[-1].kind != "affine":
+            return None
+        names = {code: name for name, code in spec.ACT_CODE.items()}
+        sizes, acts, expect = [self.n_in], set(), "affine"
+        for op in self.ops:
+            if op.kind == "affine":
+                if expect not in ("affine", "affine|dropout"):
+                    return None
+                sizes.append(op.wshape[1])
+                expect = "bn|act"
+            elif op.kind == "bn" and expect == "bn|act":
+                expect = "act"
+            elif op.kind == "act" and expect in ("bn|act", "act"):
+                name = names.get(op.code)
+                if name not in spec.MLP_ACTIVATIONS or (name == "leaky_relu" and op.alpha != spec.LEAKY_SLOPE):
+                    return None
+                acts.add(name)
+                expect = "affine|dropout"
+            elif op.kind == "dropout" and expect == "affine|dropout":
+                expect = "affine"
+            else:
+                return None
+        if expect != "bn|act" or len(acts) > 1 or sizes[-1] != self.n_out:
+            return None
+        return self.kern.Mlp(sizes, acts.pop() if acts else "relu", "softmax", self.dtype)
+
+    def _fold(self, theta: np.ndarray) -> np.ndarray:
+        """The Mlp parameters of this stack in evaluation mode: each Dropout's scale folded into the next
+        W, each BatchNorm (g (z - mean) / sqrt(var + eps) + beta) into the W and b before it."""
+        out, scale, last = [], None, None
+        for op in self.ops:
+            if op.kind == "affine":
+                W = _param(theta, op.ws, op.wshape)
+                last = [W if scale is None else W * W.dtype.type(scale), theta[op.bs]]
+                out.append(last)
+                scale = None
+            elif op.kind == "bn":
+                rm, rv = _running(op.layer, last[1].shape[0], theta.dtype)
+                s = theta[op.ws] / np.sqrt(np.asarray(rv, theta.dtype) + theta.dtype.type(BN_EPS))
+                last[0] = last[0] * s
+                last[1] = (last[1] - np.asarray(rm, theta.dtype)) * s + theta[op.bs]
+            elif op.kind == "dropout":
+                scale = 1.0 - op.ratio
+        return np.concatenate([a.ravel() for pair in out for a in pair])
 
     def eval_loss(self, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float) -> float:
         return head_loss(self.head, self.forward(theta, x, train=False), t) + self._wd_loss(theta, weight_decay)

@@ -175,6 +175,17 @@ def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float
 # Whole-batch kernels of pyfastgrad.sequential's generic path (csrc/kernels/layers.hpp; see _backends/numpy.py).
 
 
+def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
+    """``op(a) @ op(b)`` (op: ``.T`` when trans_a / trans_b) on the extension's OpenBLAS: the layer stacks'
+    products. numpy's own BLAS pool, woken by ``np.dot``, spins ~0.1 s after each call against the
+    kernels' threads (the tutorials' Dropout net: its epochs took twice as long)."""
+    if a.dtype != b.dtype or not (_readable(a) and _readable(b)) or a.ndim != 2 or b.ndim != 2:
+        return _npk.matmul(a, b, trans_a, trans_b)
+    out = np.empty((a.shape[1] if trans_a else a.shape[0], b.shape[0] if trans_b else b.shape[1]), a.dtype)
+    _core.matmul(a, b, bool(trans_a), bool(trans_b), out)
+    return out
+
+
 def act_forward(code: int, alpha: float, z: np.ndarray) -> np.ndarray:
     a = np.empty_like(z)
     _core.layer_act_forward(int(code), float(alpha), z, a)

@@ -1497,5 +1497,6 @@ def mul_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ validation and sparse-input scans
+matmul = _npk.matmul  # numpy's BLAS (numba's np.dot would call the same through scipy)
 all_finite = _npk.all_finite  # numpy's scan (a jitted one gained little here and costs a compilation)
 dense_to_csr = _npk.dense_to_csr  # numpy's: a one-off per fit, already vectorised

@@ -375,6 +375,11 @@ _RELU, _LEAKY, _SIGMOID, _TANH, _IDENTITY = (spec.ACT_CODE[k] for k in
                                              ("relu", "leaky_relu", "sigmoid", "tanh", "identity"))
 
 
+def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
+    """``op(a) @ op(b)`` (op: ``.T`` when trans_a / trans_b): the affine layers' products."""
+    return np.dot(a.T if trans_a else a, b.T if trans_b else b)
+
+
 def act_forward(code: int, alpha: float, z: np.ndarray) -> np.ndarray:
     """a = f(z): relu, leaky relu (slope ``alpha`` for z <= 0), sigmoid, tanh, identity."""
     if code == _RELU:

@@ -946,18 +946,25 @@ PYBIND11_MODULE(_core, m) {
     m.def("blas_num_threads", &pfg::blas_num_threads, "Threads OpenBLAS uses.");
     m.def("blas_set_num_threads", &pfg::blas_set_num_threads, py::arg("n"),
           "Set the number of OpenBLAS threads.");
-    m.def("set_call_work", [](double blas, double sparse) {
-        if (!(blas >= 0) || !(sparse >= 0)) throw std::invalid_argument("set_call_work: work must be >= 0");
+    m.def("set_call_work", [](double blas, double sparse, std::optional<double> split, std::optional<double> rows) {
+        for (double v : {blas, sparse, split.value_or(0.0), rows.value_or(0.0)})
+            if (!(v >= 0)) throw std::invalid_argument("set_call_work: work must be >= 0");
         pfg::call_work().blas = blas;
         pfg::call_work().sparse = sparse;
-    }, py::arg("blas"), py::arg("sparse"),
-          "Multiply-adds below which one kernel call runs on the calling thread (benchmarks).");
+        if (split) pfg::call_work().split = *split;
+        if (rows) pfg::call_work().rows = *rows;
+    }, py::arg("blas"), py::arg("sparse"), py::arg("split") = py::none(), py::arg("rows") = py::none(),
+          "Multiply-adds below which one kernel call runs on the calling thread (benchmarks): OpenBLAS's team "
+          "(blas), the sparse first layer's bands (sparse), loss_grad's split of the rows (split), predict/loss's "
+          "rows on a team (rows); None keeps the current value (csrc/core/parallel.hpp).");
     m.def("set_adaptive_threads", [](bool on) { pfg::FreeCores::get().set_enabled(on); }, py::arg("on"),
           "Whether teams shrink to the cores other processes leave free (csrc/core/parallel.hpp).");
     m.def("free_threads", [](int want) { return pfg::FreeCores::get().of(want); }, py::arg("want"),
           "Of `want` threads, how many the cores other processes leave free allow now.");
-    m.def("get_call_work", []() { return py::make_tuple(pfg::call_work().blas, pfg::call_work().sparse); },
-          "(blas, sparse) thresholds of set_call_work.");
+    m.def("get_call_work", []() {
+        const auto& w = pfg::call_work();
+        return py::make_tuple(w.blas, w.sparse, w.split, w.rows);
+    }, "(blas, sparse, split, rows) thresholds of set_call_work.");
     m.def("openmp_max_threads", []() {
 #ifdef _OPENMP
         return omp_get_max_threads();

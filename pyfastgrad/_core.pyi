@@ -27,8 +27,10 @@ def blas_num_threads() -> int:
 def blas_set_num_threads(n: int) -> None:
     """Set the number of OpenBLAS threads."""
 
-def set_call_work(blas: float, sparse: float) -> None:
-    """Multiply-adds below which one kernel call runs on the calling thread (benchmarks)."""
+def set_call_work(blas: float, sparse: float, split: Optional[float] = ..., rows: Optional[float] = ...) -> None:
+    """Multiply-adds below which one kernel call runs on the calling thread (benchmarks): OpenBLAS's
+    team (blas), the sparse first layer's bands (sparse), loss_grad's split of the rows into parts
+    (split), predict/loss's rows on a team (rows); None keeps the current value."""
 
 def set_adaptive_threads(on: bool) -> None:
     """Whether teams shrink to the cores other processes leave free (csrc/core/parallel.hpp)."""
@@ -36,8 +38,8 @@ def set_adaptive_threads(on: bool) -> None:
 def free_threads(want: int) -> int:
     """Of `want` threads, how many the cores other processes leave free allow now."""
 
-def get_call_work() -> Tuple[float, float]:
-    """(blas, sparse) thresholds of set_call_work."""
+def get_call_work() -> Tuple[float, float, float, float]:
+    """(blas, sparse, split, rows) thresholds of set_call_work."""
 
 def openmp_max_threads() -> int:
     """OpenMP threads available to the kernels (1 when built without OpenMP)."""

@@ -186,7 +186,7 @@ def test_sparse_rows_team_splits_rows_through_every_layer(sizes):
     t = rng.integers(0, sizes[-1], 2500)
     old = core.get_call_work()
     try:
-        core.set_call_work(old[0], 0.0)
+        core.set_call_work(old[0], 0.0, rows=0.0)
         a, b = (pfg.Net(sizes, seed=5, backend=be) for be in ("cpp", "numpy"))
         assert _normwise(a.predict(x), b.predict(x)) <= 1e-13
         assert a.loss(x, t) == pytest.approx(b.loss(x, t), rel=1e-13)

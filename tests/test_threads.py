@@ -52,7 +52,8 @@ def test_set_num_threads_holds_in_a_fresh_process_after_numba_starts():
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
 def test_small_calls_on_one_thread_give_the_threaded_results(dtype, tol):
     """One call's work decides its threads (_core.set_call_work): the one-thread path and the threaded
-    path (OpenBLAS team, sparse first layer split in bands) agree, dense and MNIST-like sparse x."""
+    paths (OpenBLAS team, sparse first layer split in bands; loss_grad's rows split into parts, one thread
+    each) agree, dense and MNIST-like sparse x."""
     core = pytest.importorskip("pyfastgrad._backends.cpp")._core
     rng = np.random.default_rng(0)
     x = rng.random((300, 784)).astype(dtype)
@@ -61,18 +62,47 @@ def test_small_calls_on_one_thread_give_the_threaded_results(dtype, tol):
     saved = core.get_call_work()
     out = {}
     try:
-        for name, work in (("threads", (0.0, 0.0)), ("one", (float("inf"), float("inf")))):
+        for name, work in (("threads", (0.0, 0.0, float("inf"), 0.0)), ("split", (0.0, 0.0, 0.0, 0.0)),
+                           ("one", (float("inf"),) * 4)):
             core.set_call_work(*work)
             net = pfg.MultiLayerNet(784, [64, 32], 10, seed=1, dtype=dtype, backend="cpp")
             out[name] = (net.loss(x, t), net.loss_and_gradient(x, t)[1], net.predict(x),
                          net.loss_and_gradient(x + 0.5, t)[1])
     finally:
         core.set_call_work(*saved)
-    a, b = out["threads"], out["one"]
-    assert a[0] == pytest.approx(b[0], rel=tol)
-    for ga, gb in ((a[1], b[1]), (a[3], b[3])):
-        for k in ga:
-            assert np.max(np.abs(ga[k] - gb[k])) <= tol * max(np.max(np.abs(gb[k])), 1e-30)
-    assert np.max(np.abs(a[2] - b[2])) <= tol * np.max(np.abs(b[2]))
+    b = out["one"]
+    for a in (out["threads"], out["split"]):
+        assert a[0] == pytest.approx(b[0], rel=tol)
+        for ga, gb in ((a[1], b[1]), (a[3], b[3])):
+            for k in ga:
+                assert np.max(np.abs(ga[k] - gb[k])) <= tol * max(np.max(np.abs(gb[k])), 1e-30)
+        assert np.max(np.abs(a[2] - b[2])) <= tol * np.max(np.abs(b[2]))
     with pytest.raises(ValueError, match="work must be >= 0"):
         core.set_call_work(-1.0, 0.0)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_loss_grad_split_into_parts_matches_one_part(dtype, tol):
+    """loss_grad's rows split into parts (one Mlp and thread each, forced by a zero threshold): the loss,
+    the weight decay (added once), and the gradient equal the one-part call's; repeated calls give the same
+    bits (the parts follow the thread setting, not the load); float32 images into a float64 net too."""
+    core = pytest.importorskip("pyfastgrad._backends.cpp")._core
+    rng = np.random.default_rng(4)
+    x = rng.random((203, 784)).astype(np.float32)  # rows not divisible by the parts
+    x[x < 0.8] = 0
+    t = rng.integers(0, 10, 203)
+    saved = core.get_call_work()
+    out = {}
+    try:
+        for name, split in (("split", 0.0), ("one", float("inf"))):
+            core.set_call_work(saved[0], saved[1], split, saved[3])
+            net = pfg.MultiLayerNet(784, [40, 30, 20], 10, seed=2, dtype=dtype, backend="cpp", weight_decay=0.3)
+            runs = [net.loss_and_gradient(x, t) for _ in range(2)]
+            assert runs[0][0] == runs[1][0] and all(np.array_equal(runs[0][1][k], runs[1][1][k]) for k in runs[0][1])
+            out[name] = runs[0]
+    finally:
+        core.set_call_work(*saved)
+    (la, ga), (lb, gb) = out["split"], out["one"]
+    assert la == pytest.approx(lb, rel=tol)
+    for k in gb:
+        assert np.max(np.abs(ga[k] - gb[k])) <= tol * np.max(np.abs(gb[k])), k

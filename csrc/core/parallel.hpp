@@ -44,9 +44,16 @@ inline int team_size() {
 // OpenBLAS's pool, leaves threads spinning for the cores the others need, and on a busy machine every
 // barrier waits for a descheduled thread (784-100x4-10, batch 128, one core busy: gradient 55 ms
 // with two threads, 1.2 ms on one). Settable for benchmarks (_core.set_call_work).
+// `split`: a loss_grad of at least this much work (its three passes) splits the batch's rows into
+// parts, one thread each (Mlp::loss_grad_split): one fork/join per call, OpenBLAS on one thread
+// inside, where OpenBLAS's own team per gemm (9 gemms of 128 x 100 x 100 per call in the tutorials'
+// chapter-6 nets) cost a wake-up each and spun against the numpy work between calls. `rows`: a
+// predict/loss of at least this much work runs its rows on a team (Mlp::forward_in).
 struct CallWork {
     double blas = double(1 << 26);
     double sparse = double(1 << 24);
+    double split = double(1 << 23);
+    double rows = double(1 << 22);
 };
 inline CallWork& call_work() {
     static CallWork w;

@@ -117,6 +117,9 @@ SCRIPTS = [ch4_train, ch6_optimizers, ch6_weight_init, ch6_overfit, ch6_batchnor
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="bench/bench_tutorials.py", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="100 iterations per script (default: off, 2000)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="rounds of every script on both (alternating which goes first); medians and the spread "
+                         "of the per-round totals are printed (default 1)")
     args = ap.parse_args(argv)
     it = 100 if args.quick else 2000
     try:
@@ -129,20 +132,31 @@ def main(argv=None) -> int:
         src = "the package's MNIST subset"
     # (float32 images, as the tutorials' load_mnist(normalize=True) gives them; their nets' params are float64)
     x, xt = x.astype(np.float32), xt.astype(np.float32)
-    print(f"pyfastgrad {pfg.__version__}, backend {pfg.get_backend()}, data {src}, {it} iterations per script")
-    total = {"pyfastgrad": 0.0, "numpy": 0.0}
-    for script in SCRIPTS:
-        row = []
-        for name, nn in _namespaces().items():
-            np.random.seed(0)
-            t0 = time.perf_counter()
-            script(nn, x, t, xt, tt, it)
-            dt = time.perf_counter() - t0
-            total[name] += dt
-            row.append(dt)
-        print(f"{script.__name__:<22} pyfastgrad {row[0]:8.2f} s   numpy {row[1]:8.2f} s   {row[1] / row[0]:6.2f}x")
-    print(f"{'total':<22} pyfastgrad {total['pyfastgrad']:8.2f} s   numpy {total['numpy']:8.2f} s   "
-          f"{total['numpy'] / total['pyfastgrad']:6.2f}x (target >= 3x)")
+    print(f"pyfastgrad {pfg.__version__}, backend {pfg.get_backend()}, data {src}, {it} iterations per script, "
+          f"{args.repeats} round(s)")
+    names = list(_namespaces())
+    times = {(s.__name__, n): [] for s in SCRIPTS for n in names}
+    for r in range(args.repeats):
+        for script in SCRIPTS:
+            for name in (names if r % 2 == 0 else names[::-1]):  # a drifting machine favours neither
+                nn = _namespaces()[name]
+                np.random.seed(0)
+                t0 = time.perf_counter()
+                script(nn, x, t, xt, tt, it)
+                times[(script.__name__, name)].append(time.perf_counter() - t0)
+            if args.repeats == 1:
+                f, n = (times[(script.__name__, k)][-1] for k in names)
+                print(f"{script.__name__:<22} pyfastgrad {f:8.2f} s   numpy {n:8.2f} s   {n / f:6.2f}x")
+    if args.repeats > 1:
+        for script in SCRIPTS:
+            f, n = (float(np.median(times[(script.__name__, k)])) for k in names)
+            print(f"{script.__name__:<22} pyfastgrad {f:8.2f} s   numpy {n:8.2f} s   {n / f:6.2f}x  (medians)")
+    tot = {k: float(sum(np.median(times[(s.__name__, k)]) for s in SCRIPTS)) for k in names}
+    rounds = [sum(times[(s.__name__, "numpy")][r] for s in SCRIPTS) /
+              sum(times[(s.__name__, "pyfastgrad")][r] for s in SCRIPTS) for r in range(args.repeats)]
+    spread = f", rounds {min(rounds):.2f}-{max(rounds):.2f}x" if args.repeats > 1 else ""
+    print(f"{'total':<22} pyfastgrad {tot['pyfastgrad']:8.2f} s   numpy {tot['numpy']:8.2f} s   "
+          f"{tot['numpy'] / tot['pyfastgrad']:6.2f}x (target >= 3x{spread})")
     return 0
 
 

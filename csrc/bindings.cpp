@@ -679,7 +679,19 @@ void bind_elementwise(py::module_& m) {
                       g = clipped.data();
                   }
               }
-              pfg::opt_update(o, th, g, s1, s2, n, h.data(), step);
+              // Big updates on a team, thread t on the slice [n t / nt, n (t + 1) / nt): the slices in which
+              // loss_grad_split's threads summed the gradient, so each core updates data in its own cache
+              // (on one core, theta's lines held by the other core's cache cost a transfer each).
+              const int nth = n >= (std::int64_t(1) << 16) ? pfg::team_threads() : 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(nth) if (nth > 1)
+#endif
+              {
+                  const int tid = pfg::team_thread(), nt = pfg::team_size();
+                  const std::int64_t q0 = n * tid / nt, q1 = n * (tid + 1) / nt;
+                  pfg::opt_update(o, th + q0, g + q0, s1 ? s1 + q0 : nullptr, s2 ? s2 + q0 : nullptr, q1 - q0,
+                                  h.data(), step);
+              }
           },
           py::arg("opt"), py::arg("theta"), py::arg("grad"), py::arg("state1"), py::arg("state2"), py::arg("hyper"),
           py::arg("step"),
@@ -709,6 +721,22 @@ void bind_elementwise(py::module_& m) {
           py::arg("x"), py::arg("W"), py::arg("out"),
           "out = x @ W (C-contiguous), over x's nonzeros when x is mostly zeros and W finite (returns True), "
           "else by gemm.");
+    m.def("first_layer_grad",
+          [](A x, A D, A out) {
+              if (x.ndim != 2) bad_shape("x", "(N, D)", x);
+              if (D.ndim != 2 || D.shape(0) != x.shape(0)) bad_shape("dout", "(N, H) with N = x's rows", D);
+              const std::int64_t n = x.shape(0), d = x.shape(1), h = D.shape(1);
+              if (n > INT_MAX || d > INT_MAX || h > INT_MAX || n * d > INT_MAX)
+                  throw std::invalid_argument("first_layer_grad: too large");
+              need_mat(out, "out", d, h);
+              T* o = writable(out, "out");
+              std::optional<py::gil_scoped_release> nogil;
+              if (n * d * h >= kReleaseGilWork) nogil.emplace();
+              return pfg::sparse::first_layer_grad(x.ptr, n, d, D.ptr, h, o);
+          },
+          py::arg("x"), py::arg("dout"), py::arg("out"),
+          "out = x^T @ dout (C-contiguous), over x's nonzeros when x is mostly zeros and dout finite (returns "
+          "True), else by gemm: the first affine layer's weight gradient.");
     m.def("dense_to_csr",
           [](A x) {
               if (x.ndim != 2) bad_shape("x", "(N, D)", x);

@@ -134,6 +134,12 @@ def all_finite(a: _A) -> bool:
 def dense_to_csr(x: _A) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], _A]:
     """The nonzeros of x (N, D) by row, NaN included: (indptr (N + 1,), indices (nnz,), data (nnz,))."""
     ...
+def first_layer_product(x: _A, W: _A, out: _A) -> bool:
+    """out = x @ W, over x's nonzeros when x is mostly zeros and W finite (returns True), else gemm."""
+    ...
+def first_layer_grad(x: _A, dout: _A, out: _A) -> bool:
+    """out = x.T @ dout, over x's nonzeros when x is mostly zeros and dout finite (returns True), else gemm."""
+    ...
 @overload
 def softmax(x: F64, out: F64) -> None: ...
 @overload
@@ -179,6 +185,8 @@ def numerical_gradient_callback(f: Callable[[np.ndarray], float], x: np.ndarray,
 
 # ---------------------------------------------------------------------- composed nets' layers (layers.hpp)
 # Each has a float64 and a float32 overload (all arrays of one dtype, C-contiguous).
+def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool, out: np.ndarray) -> None:
+    """out = op(a) @ op(b) (op: transposed when trans_a / trans_b) on this extension's OpenBLAS."""
 def layer_act_forward(code: int, alpha: float, z: np.ndarray, out: np.ndarray) -> None:
     """out = f(z): code 0 relu, 1 sigmoid, 2 tanh, 3 leaky relu (slope alpha), 4 identity (spec.ACT_CODE)."""
 def layer_act_backward(code: int, alpha: float, dout: np.ndarray, z: np.ndarray, a: np.ndarray,

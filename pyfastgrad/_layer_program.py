@@ -178,6 +178,7 @@ class Program:
                   grad: np.ndarray) -> None:
         k = self.kern
         mm = k.matmul if k is not None else _np_kernels().matmul
+        first_grad = getattr(k, "first_layer_grad", None)
         mi = len(masks)
         ci = len(cache)
         for pos in range(len(self.ops) - 1, -1, -1):
@@ -186,7 +187,8 @@ class Program:
                 ci -= 1
                 a_in = cache[ci]
                 W = _param(theta, op.ws, op.wshape)
-                dW = mm(a_in, dout, True, False)
+                # the data's own layer: x's nonzeros where the backend has it (x is cache[0])
+                dW = first_grad(a_in, dout) if first_grad is not None and ci == 0 else mm(a_in, dout, True, False)
                 if wd:
                     dW += W.dtype.type(wd) * W
                 grad[op.ws] = dW.ravel()

@@ -175,6 +175,36 @@ def test_first_layer_product_at_every_level(isa, dtype, tol, n1):
     assert np.isnan(out[:, 0]).all()
 
 
+@pytest.mark.parametrize("isa", LEVELS, indirect=True)
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-14), (np.float32, 1e-6)])
+@pytest.mark.parametrize("n1", [1, 17, 100, 300])
+def test_first_layer_grad_and_matmul_at_every_level(isa, dtype, tol, n1):
+    """A layer stack's first weight gradient x.T @ dout: over the rows' nonzeros when x is mostly zeros,
+    by gemm otherwise, and NaN where a skipped 0 * Inf would be; matmul is op(a) @ op(b) for every op."""
+    rng = np.random.default_rng(n1 + 1)
+    D = rng.standard_normal((40, n1)).astype(dtype)
+    ref = lambda a, b: a.astype(np.float64) @ b.astype(np.float64)  # noqa: E731
+    for density in (0.15, 0.9):
+        x = rng.random((40, 70))
+        x[x > density] = 0
+        x[3] = 0  # a blank row
+        x = x.astype(dtype)
+        out = np.full((70, n1), np.nan, dtype)
+        assert core.first_layer_grad(x, D, out) == (density < 0.4)
+        assert _normwise(out, ref(x.T, D)) <= tol
+    D[3, 0] = np.inf  # met only by row 3's zeros
+    assert not core.first_layer_grad(x, D, out)
+    assert np.isnan(out[:, 0]).all()
+    A, B = rng.standard_normal((40, 70)).astype(dtype), rng.standard_normal((70, n1)).astype(dtype)
+    for ta, tb in ((False, False), (True, False), (False, True), (True, True)):
+        a, b = (np.ascontiguousarray(A.T) if ta else A), (np.ascontiguousarray(B.T) if tb else B)
+        out = np.empty((40, n1), dtype)
+        core.matmul(a, b, ta, tb, out)
+        assert _normwise(out, ref(A, B)) <= tol
+    with pytest.raises(ValueError, match="op\\(a\\) is 40 x 70"):
+        core.matmul(A, B[:69], False, False, np.empty((40, n1), dtype))
+
+
 @pytest.mark.parametrize("sizes", [[60, 7], [60, 50, 40, 30, 5]])
 def test_sparse_rows_team_splits_rows_through_every_layer(sizes):
     """With a thread team (forced here by a zero work threshold) predict/loss/predict_rows split the

@@ -389,3 +389,30 @@ def test_gradient_check_heads_and_relu_on_layer_path(head, backend, dtype):
     assert net.path == "layers"
     res = net.gradient_check(x, t)
     assert res.passed, res
+
+
+@pytest.mark.parametrize("bn, drop", [(True, False), (False, True), (True, True)])
+def test_image_like_input_on_cpp_equals_numpy(bn, drop):
+    """MNIST-like input (784 columns, ~80% zeros, float32 images into a float64 net): cpp's first layer runs
+    on the nonzeros (forward and weight gradient) and its evaluation mode is one Mlp predict on folded
+    weights (Dropout's scale, BatchNorm's running statistics); every result equals the numpy reference's."""
+    if "cpp" not in BACKENDS:
+        pytest.skip("C++ extension not built")
+    rng = np.random.default_rng(9)
+    x = rng.random((64, 784)).astype(np.float32)
+    x[x < 0.8] = 0
+    t = rng.integers(0, 10, 64)
+    out = {}
+    for b in ("cpp", "numpy"):
+        net = pfg.MultiLayerNetExtend(784, [50, 40], 10, use_batchnorm=bn, use_dropout=drop, dropout_ration=0.3,
+                                      weight_decay_lambda=0.01, seed=4, backend=b)
+        opt = pfg.Momentum(lr=0.05)
+        for _ in range(3):  # running statistics move, parameters change
+            opt.update(net.params, net.gradient(x, t))
+        out[b] = (flat(net.gradient(x, t)), net.predict(x), net.accuracy(x, t), net.loss(x, t))
+        if b == "cpp":
+            assert net._mlp()._eval_mlp() is not None  # the folded evaluation path
+    for i in (0, 1):
+        assert normwise(out["cpp"][i], out["numpy"][i]) <= 1e-10, i
+    assert out["cpp"][2] == out["numpy"][2]
+    assert out["cpp"][3] == pytest.approx(out["numpy"][3], rel=1e-10)

@@ -106,3 +106,30 @@ def test_loss_grad_split_into_parts_matches_one_part(dtype, tol):
     assert la == pytest.approx(lb, rel=tol)
     for k in gb:
         assert np.max(np.abs(ga[k] - gb[k])) <= tol * np.max(np.abs(gb[k])), k
+
+
+@pytest.mark.parametrize("kind", ["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"])
+def test_big_opt_update_on_a_team_equals_one_thread(kind):
+    """opt_update of more than 2^16 parameters runs on a team (each thread its slice): the same bits as on
+    one thread, and the numpy reference's values."""
+    kern = pytest.importorskip("pyfastgrad._backends.cpp")
+    from pyfastgrad._backends import kernels
+    rng = np.random.default_rng(1)
+    n = 200_003
+    theta0, g = rng.standard_normal(n), rng.standard_normal(n)
+    s0 = np.abs(rng.standard_normal((2, n)))
+    hyper = np.array([0.01, 0.9, 0.999, 1e-8, 0.01, 0.0, 0.0])
+    before = pfg.get_num_threads()
+    out = {}
+    try:
+        for threads in (2, 1):
+            pfg.set_num_threads(threads)
+            theta, s = theta0.copy(), s0.copy()
+            kern.opt_update(kind, theta, g, s[0], s[1], hyper, 3)
+            out[threads] = (theta, s)
+    finally:
+        pfg.set_num_threads(max(v for v in before.values() if v is not None) if any(before.values()) else None)
+    assert np.array_equal(out[1][0], out[2][0]) and np.array_equal(out[1][1], out[2][1])
+    theta, s = theta0.copy(), s0.copy()
+    kernels("numpy").opt_update(kind, theta, g, s[0], s[1], hyper, 3)
+    assert np.max(np.abs(theta - out[1][0])) <= 1e-12 * np.max(np.abs(theta))

@@ -18,6 +18,7 @@
 #include "core/parallel.hpp"
 #include "core/simd.hpp"
 #include "kernels/scan.hpp"
+#include "mlp/csc.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -332,6 +333,47 @@ bool first_layer_product(const T* x, std::int64_t n, std::int64_t n0, const T* W
                                                                                     : FreeCores::get().of(blas_num_threads()));
     gemm(false, false, static_cast<int>(n), static_cast<int>(n1), static_cast<int>(n0), T(1), x, static_cast<int>(n0),
          W, static_cast<int>(n1), T(0), z, static_cast<int>(n1));
+    return false;
+}
+
+// dW (n0 x n1) = x^T D for a layer stack's first affine layer (x (n x n0), D (n x n1)): over x's nonzeros
+// (compressed by row, regrouped by column, as Mlp::loss_grad_rows does) when x is mostly zeros and D
+// finite (a skipped 0 * inf must stay NaN), else by gemm. Returns whether the nonzeros were used.
+template <class T>
+bool first_layer_grad(const T* x, std::int64_t n, std::int64_t n0, const T* D, std::int64_t n1, T* dW,
+                      double density = kSparseDensity) {
+    if (n <= 0 || n1 <= 0) {
+        std::fill(dW, dW + n0 * n1, T(0));
+        return false;
+    }
+    std::int64_t s = 0;
+    const std::int64_t nnz = n0 >= 32 ? sampled_nonzeros(x, n, n0, &s) : 0;
+    if (n0 >= 32 && double(nnz) <= density * double(s * n0) && all_finite(D, n * n1)) {
+        // grow-only scratch per thread: a fresh buffer of n * n0 entries per call would page-fault
+        thread_local std::vector<std::int64_t> ptr, ids;
+        thread_local std::vector<std::int32_t> ind;
+        thread_local std::vector<T> val;
+        thread_local Csc<T> csc;
+        const size_t room = static_cast<size_t>(n * n0 + kRowSlack);
+        if (ptr.size() < static_cast<size_t>(n + 1)) ptr.resize(static_cast<size_t>(n + 1));
+        if (ind.size() < room) ind.resize(room);
+        if (val.size() < room) val.resize(room);
+        if (ids.size() < static_cast<size_t>(n)) {
+            const std::int64_t from = static_cast<std::int64_t>(ids.size());
+            ids.resize(static_cast<size_t>(n));
+            for (std::int64_t r = from; r < n; ++r) ids[static_cast<size_t>(r)] = r;
+        }
+        rows_compress(x, n, n0, ptr.data(), ind.data(), val.data());
+        const CsrBatch<T> X{ids.data(), n, ptr.data(), ind.data(), val.data()};
+        csc.build_band(X, n0, 0, n0);
+        const UpdateSpec<T> u{&csc, 0, n0, true, T(0), nullptr, 0, D, n1, dW, n1};
+        csc_update(u, 0, n1);
+        return true;
+    }
+    const BlasCap blas_guard(double(n) * double(n0) * double(n1) < call_work().blas ? 1
+                                                                                    : FreeCores::get().of(blas_num_threads()));
+    gemm(true, false, static_cast<int>(n0), static_cast<int>(n1), static_cast<int>(n), T(1), x, static_cast<int>(n0),
+         D, static_cast<int>(n1), T(0), dW, static_cast<int>(n1));
     return false;
 }
 

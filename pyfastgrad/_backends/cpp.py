@@ -245,6 +245,16 @@ def first_layer_product(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     return out
 
 
+def first_layer_grad(x: np.ndarray, dout: np.ndarray) -> np.ndarray:
+    """``x.T @ dout`` for a layer stack's first affine layer (its weight gradient): over x's nonzeros when x
+    is mostly zeros and dout finite (csrc/mlp/rows.hpp), else gemm. x and dout of one dtype."""
+    if x.dtype != dout.dtype or not (_readable(x) and _readable(dout)):
+        return matmul(x, dout, True, False)
+    out = np.empty((x.shape[1], dout.shape[1]), dtype=x.dtype)
+    _core.first_layer_grad(x, dout, out)
+    return out
+
+
 def dense_to_csr(X: np.ndarray):
     if _readable(X):
         return _core.dense_to_csr(X)  # the same arrays as numpy's, ~7x faster (MNIST: 28 ms, not 209)

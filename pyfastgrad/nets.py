@@ -8,6 +8,7 @@ C++/numba kernels see one buffer: a whole forward+backward is one call.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import MutableMapping
 from typing import Dict, Iterator, Optional, Sequence, Union
 
@@ -299,17 +300,34 @@ class Net:
             correct += int(np.count_nonzero(scores.argmax(axis=1) == labels[i:i + batch_size]))
         return correct / n
 
+    def _grad_buffer(self) -> np.ndarray:
+        """The buffer a new gradient dict views: one of two kept by the net when nothing else holds it (the
+        dict and its arrays are gone), else a new one. A new buffer per call page-faulted its pages in
+        again (784-100x4-10: 0.87 MB, ~0.3 ms of a 0.9 ms ``gradient``)."""
+        pool = self.__dict__.setdefault("_grad_pool", [])
+        for i in range(len(pool)):
+            # referenced only by the pool, this frame's index expression and getrefcount's argument
+            if sys.getrefcount(pool[i]) <= 2 and pool[i].shape == self.theta.shape and \
+                    pool[i].dtype == self.theta.dtype:
+                return pool[i]
+        buf = np.empty_like(self.theta)
+        if len(pool) < 2:
+            pool.append(buf)
+        else:
+            pool[0] = buf
+        return buf
+
     def gradient(self, x, t) -> Dict[str, np.ndarray]:
         """Backprop gradient of :meth:`loss`, as a new dict ``{'W1': dW1, 'b1': db1, ...}``."""
         xb, tb = self._xt(x, t, kernel_dtypes=True)
-        grad = np.empty_like(self.theta)
+        grad = self._grad_buffer()
         self._mlp().loss_grad(self.theta, xb, tb, self.weight_decay, grad)
         return self._grads_dict(grad)
 
     def loss_and_gradient(self, x, t):
         """(loss, grads) from one forward+backward call."""
         xb, tb = self._xt(x, t, kernel_dtypes=True)
-        grad = np.empty_like(self.theta)
+        grad = self._grad_buffer()
         loss = self._mlp().loss_grad(self.theta, xb, tb, self.weight_decay, grad)
         return loss, self._grads_dict(grad)
 
@@ -400,6 +418,7 @@ class Net:
         new._grad = np.zeros_like(new.theta)
         new.params = ParamDict(new.theta, self._layout)
         new._mlps = {}
+        new._grad_pool = []
         return new
 
     def __repr__(self) -> str:

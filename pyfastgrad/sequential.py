@@ -427,7 +427,7 @@ class Sequential(Net):
         new = Sequential.__new__(type(self))
         memo[id(self)] = new
         for k, v in self.__dict__.items():
-            if k in ("_mlps", "params"):
+            if k in ("_mlps", "params", "_grad_pool"):
                 continue
             setattr(new, k, _copy.deepcopy(v, memo))
         new._mlps = {}

@@ -197,3 +197,26 @@ def test_bad_input(backend):
         pfg.Net([4, 2], activation="gelu")
     with pytest.raises(TypeError, match="float32 or float64"):
         pfg.Net([4, 2], dtype=np.int32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_dicts_are_never_overwritten_while_held(backend):
+    """gradient() reuses a buffer only when nothing holds it or a view of it: a kept dict, one kept array
+    and a copy of the net all keep their values through later calls."""
+    rng = np.random.default_rng(0)
+    x, t = rng.random((6, 5)), np.arange(6) % 3
+    net = pfg.TwoLayerNet(5, 4, 3, seed=0, backend=backend)
+    first = net.gradient(x, t)
+    kept = {k: v.copy() for k, v in first.items()}
+    w2 = net.gradient(x + 1, t)["W2"]  # the dict is dropped, one array kept
+    w2_kept = w2.copy()
+    for s in range(2, 6):
+        other = net.copy().gradient(x + s, t)
+        assert not any(np.shares_memory(other[k], first[k]) for k in other)
+        net.gradient(x + s, t)
+        net.loss_and_gradient(x - s, t)
+    assert all(np.array_equal(first[k], kept[k]) for k in kept)
+    assert np.array_equal(w2, w2_kept)
+    del first, w2
+    again = net.gradient(x, t)
+    assert all(np.array_equal(again[k], kept[k]) for k in kept)

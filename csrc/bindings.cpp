@@ -692,6 +692,7 @@ void bind_elementwise(py::module_& m) {
                   pfg::opt_update(o, th + q0, g + q0, s1 ? s1 + q0 : nullptr, s2 ? s2 + q0 : nullptr, q1 - q0,
                                   h.data(), step);
               }
+              if (nth > 1) pfg::team_done();
           },
           py::arg("opt"), py::arg("theta"), py::arg("grad"), py::arg("state1"), py::arg("state2"), py::arg("hyper"),
           py::arg("step"),

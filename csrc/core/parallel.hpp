@@ -48,7 +48,8 @@ inline int team_size() {
 // parts, one thread each (Mlp::loss_grad_split): one fork/join per call, OpenBLAS on one thread
 // inside, where OpenBLAS's own team per gemm (9 gemms of 128 x 100 x 100 per call in the tutorials'
 // chapter-6 nets) cost a wake-up each and spun against the numpy work between calls. `rows`: a
-// predict/loss of at least this much work runs its rows on a team (Mlp::forward_in).
+// predict/loss of at least this much work runs its rows on a team (Mlp::forward_in) when a team ran less
+// than a millisecond ago (team_awake), from `sparse` always.
 struct CallWork {
     double blas = double(1 << 26);
     double sparse = double(1 << 24);
@@ -149,6 +150,21 @@ private:
 #endif
     std::atomic<bool> enabled_{true};  // read by every call, written from any thread
 };
+
+// When a team last finished. Its threads spin a while before they sleep (GOMP: ~ms), so a mid-size call
+// soon after (the tutorials' chapter-6 loop: gradient, update, loss, each on a team) finds them awake and
+// cheap, while the same call after a stretch of one-thread work (the chapter-5 loop's accuracy(1000))
+// pays their wake-up and cold caches: 0.57 ms repeated, 0.94 ms in the loop (Mlp::rows_threads).
+inline std::int64_t steady_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+inline std::atomic<std::int64_t>& last_team_ns() {
+    static std::atomic<std::int64_t> t{0};
+    return t;
+}
+inline void team_done() { last_team_ns().store(steady_ns(), std::memory_order_relaxed); }
+inline bool team_awake() { return steady_ns() - last_team_ns().load(std::memory_order_relaxed) < 1000000; }
 
 // Threads for an OpenMP team now: the configured count, less the cores other processes keep busy.
 inline int team_threads() {

@@ -488,6 +488,7 @@ private:
                 }
             }
         }
+        if (nth > 1) team_done();
         if (err) std::rethrow_exception(err);
         double l = 0.0;
         for (double v : part_loss) l += v;
@@ -619,7 +620,7 @@ private:
         double dense = 0.0;  // the layers after the first, per row
         for (int l = 1; l < L_; ++l) dense += double(sizes_[l]) * double(sizes_[l + 1]);
         const double work = double(n) * (double(nnz) / double(s) * double(n1) + dense);
-        if (in_part_ || work < call_work().rows) return 1;
+        if (in_part_ || work < call_work().rows || (work < call_work().sparse && !team_awake())) return 1;
         return std::max(1, static_cast<int>(std::min<std::int64_t>({team_threads(), n0 / 16, 8})));
     }
 
@@ -648,6 +649,7 @@ private:
                     }
                 }
             }
+            if (nth > 1) team_done();
         } else {
             forward(theta, as_t(x, rows * n0), rows, zl);
         }

@@ -1,6 +1,7 @@
 """Smoke test of the benchmark harness: structure and files, never speed."""
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,20 @@ def test_quick_scaling_torch_rows(quick_scaling):
     for p in pts:
         assert p["x_torch"] == pytest.approx(torch_s[(p["case"], p["dtype"])] / p["seconds"])
     assert any("torch set to" in n for n in data["notes"]["scaling"])
+
+
+def test_bench_tutorials_rounds_report_medians_and_spread(capsys):
+    """bench/bench_tutorials.py --repeats: every script in every round on both namespaces, medians per
+    script, the total's ratio and the spread of the rounds' ratios."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_tutorials.py"
+    spec = importlib.util.spec_from_file_location("bench_tutorials", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--quick", "--repeats", "2"]) == 0
+    out = capsys.readouterr().out
+    for script in mod.SCRIPTS:
+        assert re.search(rf"{script.__name__} +pyfastgrad +[\d.]+ s +numpy +[\d.]+ s +[\d.]+x  \(medians\)", out)
+    m = re.search(r"total +pyfastgrad +([\d.]+) s +numpy +([\d.]+) s +([\d.]+)x \(target >= 3x, rounds "
+                  r"([\d.]+)-([\d.]+)x\)", out)
+    assert m and float(m.group(4)) <= float(m.group(5))
+    assert float(m.group(3)) == pytest.approx(float(m.group(2)) / float(m.group(1)), rel=0.02)

@@ -61,6 +61,23 @@ class ParamDict(MutableMapping):
         return f"ParamDict({{{inner}}}, dtype={self._flat.dtype})"
 
 
+class GradDict(dict):
+    """What ``gradient()`` returns: a plain ``{'W1': dW1, 'b1': db1, ...}`` whose arrays are consecutive views
+    of one flat buffer. The optimizers' ``update`` reads that buffer directly while every entry is still
+    its original view (checking the layout of 22 arrays cost more than the update of a small net)."""
+
+    __slots__ = ("flat", "_views")
+
+    def __init__(self, flat: np.ndarray, items) -> None:
+        super().__init__(items)
+        self.flat = flat
+        self._views = tuple(self.values())
+
+    def intact(self, arrays) -> bool:
+        """Whether ``arrays`` are this dict's original views, in order (then ``flat`` holds them)."""
+        return len(arrays) == len(self._views) and all(a is b for a, b in zip(arrays, self._views))
+
+
 WEIGHT_INITS = ("he", "relu", "xavier", "sigmoid", "std", "auto")
 _KINKED = frozenset(a.name for a in spec.ACTIVATIONS if a.kinked)  # 'auto' gives these He's scale
 
@@ -212,7 +229,7 @@ class Net:
         return xb, as_targets(t, xb.shape[0], self.sizes[-1], self.dtype, values=self.loss_name == "mse")
 
     def _grads_dict(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
-        return {k: flat[s].reshape(shape) for k, (s, shape) in self._layout.items()}
+        return GradDict(flat, [(k, flat[s].reshape(shape)) for k, (s, shape) in self._layout.items()])
 
     # ------------------------------------------------------------------ the tutorials' API
     def predict(self, x) -> np.ndarray:

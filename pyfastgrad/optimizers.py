@@ -27,7 +27,7 @@ import numpy as np
 from . import spec
 from ._backends import get_backend, kernels
 from ._validate import all_finite
-from .nets import ParamDict
+from .nets import GradDict, ParamDict
 from .schedules import Schedule
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam", "AdamW",
@@ -300,7 +300,10 @@ class Optimizer:
         for k, p, g in zip(keys, ps, gs):
             if g.shape != p.shape:
                 raise ValueError(f"grads[{k!r}] has shape {g.shape}, params[{k!r}] has {p.shape}")
-        g = _tiles(gs) if all(x.dtype == dtype for x in gs) else None
+        if type(grads) is GradDict and grads.intact(gs) and grads.flat.dtype == dtype:
+            g = grads.flat  # a net's gradient() dict, untouched: its buffer, no layout check
+        else:
+            g = _tiles(gs) if all(x.dtype == dtype for x in gs) else None
         if g is None:
             g = np.concatenate([np.asarray(x, dtype=dtype).ravel() for x in gs])
         if not all_finite(g, self.backend):

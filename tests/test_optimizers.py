@@ -645,3 +645,23 @@ def test_train_step_sees_hyper_parameter_changes_and_copies_own_their_state():
     assert o.hyper[1] == 0.5
     o.boost = 1.5
     assert o.hyper[1] == 0.75
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_update_reads_gradient_buffer_only_while_the_dict_is_intact(backend):
+    """update() reads a gradient() dict's flat buffer directly, but an entry replaced by another array (or
+    a dict rebuilt from it) is read from its own array: the same parameters as the reference's loop."""
+    rng = np.random.default_rng(2)
+    x, t = rng.random((10, 6)), np.arange(10) % 3
+    nets = [pfg.TwoLayerNet(6, 5, 3, seed=1, backend=backend) for _ in range(4)]
+    opt = [pfg.SGD(lr=0.5) for _ in nets]
+    g = nets[0].gradient(x, t)
+    assert isinstance(g, dict) and g.intact(list(g.values()))
+    expect = {k: nets[0].params[k] - 0.5 * (0 * v if k == "W1" else v) for k, v in g.items()}
+    g["W1"] = g["W1"] * 0  # replaced: not the buffer's view any more
+    opt[0].update(nets[0].params, g)
+    opt[1].update(nets[1].params, {k: v.copy() for k, v in nets[1].gradient(x, t).items()})
+    opt[2].update(nets[2].params, nets[2].gradient(x, t))
+    for k in expect:
+        np.testing.assert_allclose(nets[0].params[k], expect[k], rtol=1e-15)
+        assert np.array_equal(nets[1].params[k], nets[2].params[k])

@@ -649,6 +649,26 @@ std::pair<std::int64_t, std::int64_t> loss_pair_shape(const V<T>& y, const V<T>&
     return {n, c};
 }
 
+// A layer stack's first-layer kernels, shapes checked: out = x @ other (grad false; other = W (D, H)) or
+// out = x^T @ other (grad true; other = dout (N, H)). Returns whether x's nonzeros were used.
+template <class T>
+bool first_layer_call(const V<T>& x, const V<T>& other, const V<T>& out, bool grad) {
+    if (x.ndim != 2) bad_shape("x", "(N, D)", x);
+    const std::int64_t n = x.shape(0), d = x.shape(1);
+    if (grad && (other.ndim != 2 || other.shape(0) != n)) bad_shape("dout", "(N, H) with N = x's rows", other);
+    if (!grad && (other.ndim != 2 || other.shape(0) != d)) bad_shape("W", "(D, H) with D = x's columns", other);
+    const std::int64_t h = other.shape(1);
+    // (the gradient's column regroup counts entries in int32)
+    if (n > INT_MAX || d > INT_MAX || h > INT_MAX || (grad && n * d > INT_MAX))
+        throw std::invalid_argument(std::string(grad ? "first_layer_grad" : "first_layer_product") + ": too large");
+    need_mat(out, "out", grad ? d : n, h);
+    T* o = writable(out, "out");
+    std::optional<py::gil_scoped_release> nogil;
+    if (n * d * h >= kReleaseGilWork) nogil.emplace();
+    return grad ? pfg::sparse::first_layer_grad(x.ptr, n, d, other.ptr, h, o)
+                : pfg::sparse::first_layer_product(x.ptr, n, d, other.ptr, h, o);
+}
+
 template <class T>
 void bind_elementwise(py::module_& m) {
     using A = V<T>;
@@ -706,35 +726,11 @@ void bind_elementwise(py::module_& m) {
               return pfg::sparse::all_finite(a.ptr, a.size);
           },
           py::arg("a"), "True when the (C-contiguous, any shape) array has no inf or NaN.");
-    m.def("first_layer_product",
-          [](A x, A W, A out) {
-              if (x.ndim != 2) bad_shape("x", "(N, D)", x);
-              if (W.ndim != 2 || W.shape(0) != x.shape(1)) bad_shape("W", "(D, H) with D = x's columns", W);
-              const std::int64_t n = x.shape(0), d = x.shape(1), h = W.shape(1);
-              if (n > INT_MAX || d > INT_MAX || h > INT_MAX)
-                  throw std::invalid_argument("first_layer_product: too large for BLAS");
-              need_mat(out, "out", n, h);
-              T* o = writable(out, "out");
-              std::optional<py::gil_scoped_release> nogil;
-              if (n * d * h >= kReleaseGilWork) nogil.emplace();
-              return pfg::sparse::first_layer_product(x.ptr, n, d, W.ptr, h, o);
-          },
+    m.def("first_layer_product", [](A x, A W, A out) { return first_layer_call(x, W, out, false); },
           py::arg("x"), py::arg("W"), py::arg("out"),
           "out = x @ W (C-contiguous), over x's nonzeros when x is mostly zeros and W finite (returns True), "
           "else by gemm.");
-    m.def("first_layer_grad",
-          [](A x, A D, A out) {
-              if (x.ndim != 2) bad_shape("x", "(N, D)", x);
-              if (D.ndim != 2 || D.shape(0) != x.shape(0)) bad_shape("dout", "(N, H) with N = x's rows", D);
-              const std::int64_t n = x.shape(0), d = x.shape(1), h = D.shape(1);
-              if (n > INT_MAX || d > INT_MAX || h > INT_MAX || n * d > INT_MAX)
-                  throw std::invalid_argument("first_layer_grad: too large");
-              need_mat(out, "out", d, h);
-              T* o = writable(out, "out");
-              std::optional<py::gil_scoped_release> nogil;
-              if (n * d * h >= kReleaseGilWork) nogil.emplace();
-              return pfg::sparse::first_layer_grad(x.ptr, n, d, D.ptr, h, o);
-          },
+    m.def("first_layer_grad", [](A x, A D, A out) { return first_layer_call(x, D, out, true); },
           py::arg("x"), py::arg("dout"), py::arg("out"),
           "out = x^T @ dout (C-contiguous), over x's nonzeros when x is mostly zeros and dout finite (returns "
           "True), else by gemm: the first affine layer's weight gradient.");

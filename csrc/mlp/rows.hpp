@@ -318,21 +318,38 @@ void csr_batch_forward(const CsrBatch<T>& X, std::int64_t r0, std::int64_t r1, c
 // x is mostly zeros (at most `density` nonzero in a sample of up to 16 rows) and W is finite, on
 // threads when the work is large (call_work().sparse), else OpenBLAS's gemm. Returns whether the
 // nonzeros were used.
+// Whether a first-layer kernel should skip x's zeros: n0 >= 32 and at most `density` of a sample of up to
+// 16 rows nonzero; *per_row = the sample's nonzeros per row.
+template <class T>
+bool mostly_zeros(const T* x, std::int64_t n, std::int64_t n0, double density, double* per_row) {
+    if (n0 < 32) return false;
+    std::int64_t s = 0;
+    const std::int64_t nnz = sampled_nonzeros(x, n, n0, &s);
+    *per_row = double(nnz) / double(s);
+    return double(nnz) <= density * double(s * n0);
+}
+
+// C (m x k2) = op(A) B by gemm, OpenBLAS's threads only for a big product (call_work().blas).
+template <class T>
+void first_layer_gemm(bool ta, std::int64_t m, std::int64_t k2, std::int64_t k, const T* A, std::int64_t lda,
+                      const T* B, T* C) {
+    const BlasCap blas_guard(double(m) * double(k2) * double(k) < call_work().blas ? 1
+                                                                                   : FreeCores::get().of(blas_num_threads()));
+    gemm(ta, false, static_cast<int>(m), static_cast<int>(k2), static_cast<int>(k), T(1), A, static_cast<int>(lda), B,
+         static_cast<int>(k2), T(0), C, static_cast<int>(k2));
+}
+
 template <class T>
 bool first_layer_product(const T* x, std::int64_t n, std::int64_t n0, const T* W, std::int64_t n1, T* z,
                          double density = kSparseDensity) {
     if (n <= 0 || n1 <= 0) return false;
-    std::int64_t s = 0;
-    const std::int64_t nnz = n0 >= 32 ? sampled_nonzeros(x, n, n0, &s) : 0;
-    if (n0 >= 32 && double(nnz) <= density * double(s * n0) && all_finite(W, n0 * n1)) {
-        const double work = double(n) * double(nnz) / double(s) * double(n1);
+    double per_row = 0.0;
+    if (mostly_zeros(x, n, n0, density, &per_row) && all_finite(W, n0 * n1)) {
+        const double work = double(n) * per_row * double(n1);
         rows_forward(x, n, n0, W, n1, z, n1, n1, work >= call_work().sparse ? team_threads() : 1);
         return true;
     }
-    const BlasCap blas_guard(double(n) * double(n0) * double(n1) < call_work().blas ? 1
-                                                                                    : FreeCores::get().of(blas_num_threads()));
-    gemm(false, false, static_cast<int>(n), static_cast<int>(n1), static_cast<int>(n0), T(1), x, static_cast<int>(n0),
-         W, static_cast<int>(n1), T(0), z, static_cast<int>(n1));
+    first_layer_gemm(false, n, n1, n0, x, n0, W, z);
     return false;
 }
 
@@ -346,9 +363,8 @@ bool first_layer_grad(const T* x, std::int64_t n, std::int64_t n0, const T* D, s
         std::fill(dW, dW + n0 * n1, T(0));
         return false;
     }
-    std::int64_t s = 0;
-    const std::int64_t nnz = n0 >= 32 ? sampled_nonzeros(x, n, n0, &s) : 0;
-    if (n0 >= 32 && double(nnz) <= density * double(s * n0) && all_finite(D, n * n1)) {
+    double per_row = 0.0;
+    if (mostly_zeros(x, n, n0, density, &per_row) && all_finite(D, n * n1)) {
         // grow-only scratch per thread: a fresh buffer of n * n0 entries per call would page-fault
         thread_local std::vector<std::int64_t> ptr, ids;
         thread_local std::vector<std::int32_t> ind;
@@ -370,10 +386,7 @@ bool first_layer_grad(const T* x, std::int64_t n, std::int64_t n0, const T* D, s
         csc_update(u, 0, n1);
         return true;
     }
-    const BlasCap blas_guard(double(n) * double(n0) * double(n1) < call_work().blas ? 1
-                                                                                    : FreeCores::get().of(blas_num_threads()));
-    gemm(true, false, static_cast<int>(n0), static_cast<int>(n1), static_cast<int>(n), T(1), x, static_cast<int>(n0),
-         D, static_cast<int>(n1), T(0), dW, static_cast<int>(n1));
+    first_layer_gemm(true, n0, n1, n, x, n0, D, dW);
     return false;
 }
 

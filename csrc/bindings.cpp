@@ -469,6 +469,15 @@ bool exact_view(py::handle h, V<U>& out) {
     return true;
 }
 
+// Whether `lab` is n labels (1-D) in [0, n_out).
+template <class I>
+bool labels_in_range(const V<I>& lab, std::int64_t n, std::int64_t n_out) {
+    if (lab.ndim != 1 || lab.shape(0) != n) return false;
+    for (std::int64_t i = 0; i < n; ++i)
+        if (lab.ptr[i] < 0 || lab.ptr[i] >= n_out) return false;
+    return true;
+}
+
 // net.train_step's first try, on x and t as the user passed them (the Python checks cost more than the
 // step of a small net). Returns None, having touched nothing, unless x is an exact C-contiguous finite
 // (n >= 1, n_in) array of the net's dtype (or float32 for a float64 net) and t is a finite (n, n_out)
@@ -500,14 +509,10 @@ py::object mlp_train_step_any(PyMlp<T>& p, const V<T>& theta, py::handle x, py::
             return py::none();
         tp = td.ptr;
     } else if (n_out > 1 && exact_view(t, l64)) {
-        if (l64.ndim != 1 || l64.shape(0) != n) return py::none();
-        for (std::int64_t i = 0; i < n; ++i)
-            if (l64.ptr[i] < 0 || l64.ptr[i] >= n_out) return py::none();
+        if (!labels_in_range(l64, n, n_out)) return py::none();
         lab64 = l64.ptr;
     } else if (n_out > 1 && exact_view(t, l32)) {
-        if (l32.ndim != 1 || l32.shape(0) != n) return py::none();
-        for (std::int64_t i = 0; i < n; ++i)
-            if (l32.ptr[i] < 0 || l32.ptr[i] >= n_out) return py::none();
+        if (!labels_in_range(l32, n, n_out)) return py::none();
         lab32 = l32.ptr;
     } else {
         return py::none();
@@ -842,8 +847,7 @@ void bind(py::module_& m) {
               if (m_ * n * k >= kReleaseGilWork) nogil.emplace();
               // Small products on one thread (as the Mlp's calls): a pool woken per layer spins against
               // the caller's next kernels.
-              const pfg::BlasCap cap(double(m_) * double(n) * double(k) < pfg::call_work().blas
-                                         ? 1 : pfg::FreeCores::get().of(pfg::blas_num_threads()));
+              const pfg::BlasCap cap(pfg::blas_threads_for(double(m_) * double(n) * double(k)));
               pfg::gemm(trans_a, trans_b, static_cast<int>(m_), static_cast<int>(n), static_cast<int>(k), T(1),
                         a.ptr, static_cast<int>(a.shape(1)), b.ptr, static_cast<int>(b.shape(1)), T(0), o,
                         static_cast<int>(n));

@@ -94,7 +94,6 @@ class _Hyper:
 
     def __set__(self, obj, value) -> None:
         obj.__dict__[self.slot] = self.check(value, self.name)
-        obj.__dict__.pop("_hyper_vec", None)  # the kernels' vector is rebuilt at the next update
 
 
 def _tiles(arrays: Sequence[np.ndarray]) -> Optional[np.ndarray]:
@@ -178,14 +177,6 @@ class Optimizer:
         """(a, b, eps, decoupled weight decay) of the kernels' hyper vector."""
         return 0.0, 0.0, 1e-7, 0.0
 
-    def __init_subclass__(cls, **kw) -> None:
-        super().__init_subclass__(**kw)
-        # the kernels' hyper vector is cached between updates only where _slots reads nothing but the
-        # checked attributes (whose setters drop the cache): this module's classes, not users' subclasses
-        cls._hyper_cached = cls._slots.__module__ == __name__
-
-    _hyper_cached = True
-
     def __getstate__(self) -> dict:
         # copies and pickles leave the caches behind (views of this object's state, the hyper vector)
         return {k: v for k, v in self.__dict__.items() if k not in ("_hyper_vec", "_state_views")}
@@ -197,15 +188,16 @@ class Optimizer:
         return self._hyper_vector().copy()
 
     def _hyper_vector(self) -> np.ndarray:
-        """``hyper``, read-only, kept until a hyper-parameter is set (small nets' train_step: building it
-        was a tenth of the call)."""
-        h = self.__dict__.get("_hyper_vec")
-        if h is None:
-            a, b, eps, wd = self._slots()
-            h = np.array([self.lr, a, b, eps, wd, float(self._style == "torch"), self.clip or 0.0])
-            h.flags.writeable = False
-            if self._hyper_cached:
-                self.__dict__["_hyper_vec"] = h
+        """``hyper``, read-only, rebuilt only when the values it is made of change (small nets' train_step:
+        building the array was a tenth of the call)."""
+        key = (self.lr, *self._slots(), self._style, self.clip)
+        cached = self.__dict__.get("_hyper_vec")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        a, b, eps, wd = key[1:5]
+        h = np.array([self.lr, a, b, eps, wd, float(self._style == "torch"), self.clip or 0.0])
+        h.flags.writeable = False
+        self.__dict__["_hyper_vec"] = (key, h)
         return h
 
     def lrs(self, n: int) -> Optional[np.ndarray]:
@@ -386,7 +378,6 @@ class Optimizer:
                 raise ValueError("state contains NaN or Inf")
         new._state, new._layout = st, layout if st is not None else None
         self.__dict__.update(new.__dict__)
-        self.__dict__.pop("_hyper_vec", None)  # the style may have changed
 
     def __repr__(self) -> str:
         args = [f"{n}={getattr(self, n):g}" for n in self._names]

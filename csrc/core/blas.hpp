@@ -4,6 +4,8 @@
 
 #include <mutex>
 
+#include "core/parallel.hpp"
+
 namespace pfg {
 
 // C = alpha * op(A) * op(B) + beta * C, all row-major.
@@ -21,6 +23,12 @@ inline void gemm(bool ta, bool tb, int m, int n, int k, float alpha, const float
 inline int blas_num_threads() { return scipy_openblas_get_num_threads(); }
 inline void blas_set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
 inline const char* blas_config() { return scipy_openblas_get_config(); }
+
+// OpenBLAS threads for one call of `work` multiply-adds: one below call_work().blas (a pool woken per
+// call spins against the caller's next kernels), else the cores other processes leave free.
+inline int blas_threads_for(double work) {
+    return work < call_work().blas ? 1 : FreeCores::get().of(blas_num_threads());
+}
 
 // While a guard lives, OpenBLAS runs on at most `cap` threads: 1 where the caller's own (OpenMP)
 // threads call it and must not each start BLAS's, or where the call is too small to wake a team; the

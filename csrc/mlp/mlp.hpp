@@ -661,7 +661,7 @@ private:
     // free cores.
     int blas_threads(std::int64_t n, int passes) const {
         if (in_part_) return 1;
-        return double(n) * double(passes) * double(n_params_) < call_work().blas ? 1 : blas_threads_free();
+        return blas_threads_for(double(n) * double(passes) * double(n_params_));
     }
     static int blas_threads_free() { return FreeCores::get().of(blas_num_threads()); }
 

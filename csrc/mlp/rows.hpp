@@ -333,8 +333,7 @@ bool mostly_zeros(const T* x, std::int64_t n, std::int64_t n0, double density, d
 template <class T>
 void first_layer_gemm(bool ta, std::int64_t m, std::int64_t k2, std::int64_t k, const T* A, std::int64_t lda,
                       const T* B, T* C) {
-    const BlasCap blas_guard(double(m) * double(k2) * double(k) < call_work().blas ? 1
-                                                                                   : FreeCores::get().of(blas_num_threads()));
+    const BlasCap blas_guard(blas_threads_for(double(m) * double(k2) * double(k)));
     gemm(ta, false, static_cast<int>(m), static_cast<int>(k2), static_cast<int>(k), T(1), A, static_cast<int>(lda), B,
          static_cast<int>(k2), T(0), C, static_cast<int>(k2));
 }

@@ -416,3 +416,28 @@ def test_image_like_input_on_cpp_equals_numpy(bn, drop):
         assert normwise(out["cpp"][i], out["numpy"][i]) <= 1e-10, i
     assert out["cpp"][2] == out["numpy"][2]
     assert out["cpp"][3] == pytest.approx(out["numpy"][3], rel=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("code", [0, 3])  # relu, leaky_relu: the selects of the layer kernels
+def test_relu_layer_kernels_agree_on_every_backend(code, dtype):
+    """The ReLUs' layer kernels give numpy's bits on cpp and numba: zeros, negatives, NaN (z > 0 keeps
+    dout), and a backward written over its own dout."""
+    from pyfastgrad._backends import kernels
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((37, 29)).astype(dtype)
+    z[0, :5] = [0.0, -0.0, np.nan, np.inf, -np.inf]
+    dout = rng.standard_normal(z.shape).astype(dtype)
+    npk = kernels("numpy")
+    a_ref = npk.act_forward(code, 0.01, z)
+    dz_ref = npk.act_backward(code, 0.01, dout, z, a_ref)
+    assert 300 < np.count_nonzero(~(z > 0)) < 800  # about half masked: both sides of the select are used
+    for backend in FAST_BACKENDS:
+        k = kernels(backend)
+        np.testing.assert_array_equal(k.act_forward(code, 0.01, z), a_ref)
+        np.testing.assert_array_equal(k.act_backward(code, 0.01, dout, z, a_ref), dz_ref)
+    if "cpp" in FAST_BACKENDS:
+        from pyfastgrad._backends.cpp import _core
+        d = dout.copy()
+        _core.layer_act_backward(code, 0.01, d, z, a_ref, d)  # dz may be dout
+        np.testing.assert_array_equal(d, dz_ref)

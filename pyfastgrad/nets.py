@@ -385,6 +385,9 @@ class Net:
             if loss is None:  # x or t not in the kernels' form: checked (named errors), converted, same call
                 xb, tb = self._xt(x, t, kernel_dtypes=True)
                 loss = optimizer._step_in(self, mlp.train_step, xb, tb)
+        elif getattr(mlp, "train_step", None) is not None and optimizer.backend in (None, name):  # numba
+            xb, tb = self._xt(x, t, kernel_dtypes=True)
+            loss = optimizer._step_in(self, mlp.train_step, xb, tb)
         else:
             xb, tb = self._xt(x, t, kernel_dtypes=True)
             loss = mlp.loss_grad(self.theta, xb, tb, self.weight_decay, self._grad)

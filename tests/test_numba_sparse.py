@@ -9,6 +9,7 @@ import pytest
 import pyfastgrad as pfg
 from pyfastgrad._backends import kernels
 from pyfastgrad._sparse import CsrRows
+from pyfastgrad.optimizers import make_optimizer
 
 from _helpers import BACKENDS, DTYPES, TOL, normwise
 
@@ -174,3 +175,96 @@ def test_column_grouped_xt_dz_equals_dense_product():
     ref = X[rows].T @ dz
     assert np.all(gW[~(X[rows] != 0).any(axis=0)] == 0)
     assert normwise(gW, ref) <= 1e-14
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_two_thread_bands_give_one_thread_bits(rows, dtype, monkeypatch):
+    """The first layer's two bands on two threads (x W_0, W_0's fused update, its gradient) give the bits of
+    the same bands on one thread: train_steps from dense and CSR input, loss_grad, train_step."""
+    import numba
+
+    from pyfastgrad._backends import numba as nbk
+    if numba.get_num_threads() < 2:
+        pytest.skip("one numba thread")
+    monkeypatch.setattr(nbk._FREE_CORES, "free", lambda want: want)  # a busy CI machine: bands on 2 threads
+    x, t = rows
+    X = np.ascontiguousarray(x, dtype=dtype)
+    T = np.eye(10, dtype=dtype)[t]
+    idx = np.random.default_rng(4).integers(0, 1500, size=(6, 100))
+    sizes = [784, 100, 10]
+    m = nbk.Mlp(sizes, "relu", "softmax", dtype)
+    assert m._two_threads(100)
+    out = {}
+    for work in (0, 1 << 60):  # bands on two threads / on one
+        monkeypatch.setattr(nbk, "_TWO_THREADS_WORK", work)
+        res = []
+        for opt, hyper, wd in CASES[:2] + CASES[4:5]:
+            for data in (X, CsrRows.from_dense(X)):
+                res += list(_steps("numba", sizes, data, T, idx, opt, hyper, wd, dtype))
+            g = np.empty_like(_theta(sizes, dtype))
+            res += [m.loss_grad(_theta(sizes, dtype), X[:100], T[:100], wd, g), g]
+            net = pfg.TwoLayerNet(784, 100, 10, seed=1, dtype=dtype, backend="numba")
+            o = make_optimizer(opt, lr=hyper[0])
+            res += [net.train_step(X[:100], T[:100], o), net.theta.copy()]
+        out[work] = res
+    for a, b in zip(out[0], out[1 << 60]):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("opt, kwargs", [("adam", {"lr": 0.01}), ("sgd", {"lr": 0.1})])
+def test_numba_train_step_is_gradient_then_update_in_one_call(rows, opt, kwargs):
+    """numba's net.train_step (one jitted call) takes the step loss_grad + optimizer.step take: the same bits
+    for Adam (the same gradient, the same update), the same up to rounding for plain SGD (W_0 updated inside
+    the backward)."""
+    x, t = rows
+    xb, tb = x[:100], t[:100]
+    a = pfg.TwoLayerNet(784, 50, 10, seed=3, backend="numba")
+    b = pfg.TwoLayerNet(784, 50, 10, seed=3, backend="numba")
+    oa, ob = make_optimizer(opt, **kwargs), make_optimizer(opt, **kwargs)
+    for _ in range(3):
+        la = a.train_step(xb, tb, oa)
+        lb = b._mlp().loss_grad(b.theta, *b._xt(xb, tb), b.weight_decay, b._grad)
+        ob.step(b, b._grad)
+        assert oa.iter == ob.iter
+        if opt == "adam":
+            assert la == lb and np.array_equal(a.theta, b.theta)
+        else:
+            assert abs(la - lb) <= 1e-12 * abs(lb) and normwise(a.theta, b.theta) <= 1e-13
+
+
+def test_unchecked_csr_rows_are_checked_before_the_steps():
+    """CsrRows built by hand (not from_dense): a row the steps read with column indices out of order, repeated
+    or out of range, or an indptr that decreases, raises a ValueError naming it before anything changes; a
+    well-formed one trains as from_dense's."""
+    rng = np.random.default_rng(5)
+    X = (rng.random((8, 12)) < 0.3) * rng.standard_normal((8, 12))
+    X[:, 0] = 1.0
+    T = np.eye(3)[rng.integers(0, 3, 8)]
+    m = kernels("numba").Mlp([12, 5, 3], "relu", "softmax", np.float64)
+    good = CsrRows.from_dense(X)
+    idx = np.array([[0, 3, 5], [7, 1, 2]])
+
+    def run(csr):
+        theta = _theta([12, 5, 3], np.float64)
+        return theta, m.train_steps(theta, csr, T, idx, 0.0, "sgd", np.array([0.1, 0, 0]), None, None, 0)
+
+    ta, la = run(good)
+    tb, lb = run(CsrRows(good.indptr, good.indices, good.data, 12))
+    assert np.array_equal(ta, tb) and np.array_equal(la, lb)
+    p0, p1 = good.indptr[3], good.indptr[4]
+    for change, what in (("swap", "row 3"), ("repeat", "row 3"), ("range", "row 3"), ("indptr", "indptr")):
+        ind, ptr = good.indices.copy(), good.indptr.copy()
+        if change == "swap":
+            ind[p0], ind[p0 + 1] = ind[p0 + 1], ind[p0]
+        elif change == "repeat":
+            ind[p0 + 1] = ind[p0]
+        elif change == "range":
+            ind[p1 - 1] = 12
+        else:
+            ptr[2] = ptr[3] + 1
+        theta = _theta([12, 5, 3], np.float64)
+        keep = theta.copy()
+        with pytest.raises(ValueError, match=what):
+            m.train_steps(theta, CsrRows(ptr, ind, good.data, 12), T, idx, 0.0, "sgd", np.array([0.1, 0, 0]),
+                          None, None, 0)
+        assert np.array_equal(theta, keep)

@@ -904,9 +904,16 @@ def _train_steps(theta, sizes, act, lossc, X, T, idx, wd, opt, hyper, s1, s2, st
     rows = _iota(B)
     nw0 = sizes[0] * sizes[1]
     fused = _fuses_sgd(opt, wd, hyper)
+    direct = S == 1 and NX == B  # one step on all of X in order (Mlp.train_step): X itself is the batch
+    for r in range(B):
+        direct = direct and idx[0, r] == r
     for s in range(S):
-        _gather_rows(X, idx[s], xb, NX)
-        _gather_rows(T, idx[s], tb, NX)
+        if direct:
+            xb = X
+            tb = T
+        else:
+            _gather_rows(X, idx[s], xb, NX)
+            _gather_rows(T, idx[s], tb, NX)
         sparse0 = False
         if sizes.shape[0] > 1:
             nnz = _dense_to_batch_csr(xb, indptr, indices, data)

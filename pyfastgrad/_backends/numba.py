@@ -8,7 +8,8 @@ compiled lazily (first call per dtype) and cached on disk.
 
 Mostly-zero inputs (``CsrRows``, or a dense batch at most ``_SPARSE_DENSITY`` nonzero, e.g. MNIST): the
 first layer works on the nonzeros only (see "the first layer on the nonzeros" below); same results
-up to the order of the sums.
+up to the order of the sums. In two bands of W_0's rows, on two threads for large enough steps (see "the
+first layer on two threads"): the same bits on one thread or two.
 
 Precision notes:
 * The math runs in the net's dtype (float32 stays float32: constants are cast).

@@ -296,22 +296,6 @@ def _csc_xt_dz_rows(cptr, crow, cval, dz, gW, i0, i1):
             p += 1
 
 
-@_jit_fma
-def _csr_sgd_w0(indptr, indices, data, rows, dz, W, lr):
-    """W (n0, n1) -= lr * X[rows]^T dz, one nonzero at a time (plain SGD without weight decay: rows of W
-    no nonzero touches keep their value, as W - lr * 0; no gradient buffer, no pass over all of W). Row by
-    row through the batch: grouping by column first (as _csc_xt_dz) measured no faster here, the regrouping
-    costing what the fewer loads and stores of W's rows saved."""
-    n1 = W.shape[1]
-    for r in range(rows.shape[0]):
-        d = dz[r]
-        for q in range(indptr[rows[r]], indptr[rows[r] + 1]):
-            c = lr * data[q]
-            w = W[indices[q]]
-            for k in range(n1):
-                w[k] = w[k] - c * d[k]
-
-
 # The first layer on two threads: x's columns (W_0's rows) in two bands split at n0 // 2 (MNIST: the
 # image's top and bottom halves, about equal nonzeros), thread t the band t part of x W_0 and of W_0's update,
 # so each thread reads and writes its own rows of W_0 only (step to step, no W_0 line moves between the
@@ -368,17 +352,31 @@ def _add_into(z, zp):
 
 @_jit_fma
 def _sgd_w0_band(indptr, indices, data, rows, split, upper, dz, W, lr):
-    """_csr_sgd_w0 on the rows of W in the band (_band_run): the same updates in the same order, so both
-    bands together give _csr_sgd_w0's W bit for bit."""
+    """W (n0, n1) -= lr * X[rows]^T dz on the rows of W in the band (_band_run), one batch row at a time in
+    batch order (plain SGD without weight decay: rows of W no nonzero touches keep their value, as W - lr * 0;
+    no gradient buffer). Every row of W gets the same updates in the same order from either band or both,
+    so the split changes no bit. Four nonzeros of a row per pass over its dz row (their rows of W differ:
+    the indices increase): 784-100-10 MNIST float32 batch of 100, ~15% faster than one at a time."""
     n1 = W.shape[1]
     for r in range(rows.shape[0]):
         d = dz[r]
-        a, b = _band_run(indices, indptr[rows[r]], indptr[rows[r] + 1], split, upper)
-        for q in range(a, b):
+        q, q1 = _band_run(indices, indptr[rows[r]], indptr[rows[r] + 1], split, upper)
+        while q + 4 <= q1:
+            c0, c1, c2, c3 = lr * data[q], lr * data[q + 1], lr * data[q + 2], lr * data[q + 3]
+            w0, w1, w2, w3 = W[indices[q]], W[indices[q + 1]], W[indices[q + 2]], W[indices[q + 3]]
+            for k in range(n1):
+                dk = d[k]
+                w0[k] = w0[k] - c0 * dk
+                w1[k] = w1[k] - c1 * dk
+                w2[k] = w2[k] - c2 * dk
+                w3[k] = w3[k] - c3 * dk
+            q += 4
+        while q < q1:
             c = lr * data[q]
             w = W[indices[q]]
             for k in range(n1):
                 w[k] = w[k] - c * d[k]
+            q += 1
 
 
 @_jit
@@ -629,10 +627,9 @@ def _w0_band(band, mode, theta, sizes, x, x_ready, indptr, indices, data, rows, 
     gW = grad[:n0 * n1].reshape((n0, n1))
     lrt = theta.dtype.type(lr)
     if mode == 1:
-        if band < 0:
-            _csr_sgd_w0(indptr, indices, data, rows, dz, W, lrt)
-        else:
-            _sgd_w0_band(indptr, indices, data, rows, split, band == 1, dz, W, lrt)
+        for b in range(2):
+            if band < 0 or band == b:
+                _sgd_w0_band(indptr, indices, data, rows, split, b == 1, dz, W, lrt)
         return
     i0 = split if band == 1 else 0
     i1 = split if band == 0 else n0
@@ -870,7 +867,7 @@ def _clip(grad, max_norm):
 
 @_jit
 def _fuses_sgd(opt, wd, hyper):
-    """Whether a sparse first layer's step may update W_0 inside the backward pass (_csr_sgd_w0): plain SGD
+    """Whether a sparse first layer's step may update W_0 inside the backward pass (_sgd_w0_band): plain SGD
     (the update is W - lr g, elementwise), no weight decay, no clipping (it needs the whole gradient)."""
     return opt == _SGD and wd == 0.0 and hyper[4] == 0.0 and not hyper[6] > 0.0
 

@@ -6,7 +6,8 @@ processes (a process pool, a sweep) do not oversubscribe it.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional
+import time
+from typing import Dict, Optional, Tuple
 
 
 def _core():
@@ -59,3 +60,42 @@ def set_num_threads(n: Optional[int] = None) -> Dict[str, Optional[int]]:
         # a forked child's OpenMP stays at one thread: more would wait on the parent's lost pool
         core.openmp_set_num_threads(1 if FORKED_CHILD else n)
     return get_num_threads()
+
+
+def cpu_snapshot() -> Optional[Tuple[float, float, float]]:
+    """(busy seconds of all CPUs, total seconds of all CPUs, CPU seconds of this process), Linux only."""
+    try:
+        with open("/proc/stat") as fh:
+            v = [int(x) for x in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    busy = sum(v) - idle  # user nice system irq softirq steal (guest is inside user)
+    t = os.times()
+    return busy / hz, (busy + idle) / hz, t.user + t.system
+
+
+class FreeCores:
+    """Cores other processes leave free: /proc/stat's busy time minus this process's CPU time over windows of
+    at least 0.1 s (cpp's FreeCores in csrc/core/parallel.hpp, in Python for the numba backend, which users
+    without a compiler get). Elsewhere than Linux every core counts as free."""
+
+    WINDOW_S = 0.1
+
+    def __init__(self) -> None:
+        self._last = None  # (wall, busy, total, self) at the window's start
+        self._busy = 0.0  # the others' share of the machine in the last window
+
+    def free(self, want: int) -> int:
+        """Free cores among ``want`` (>= 1)."""
+        now = time.monotonic()
+        if self._last is None or now - self._last[0] >= self.WINDOW_S:
+            snap = cpu_snapshot()
+            if snap is None:
+                return want
+            if self._last is not None and snap[1] > self._last[2]:
+                others = max(0.0, (snap[0] - self._last[1]) - (snap[2] - self._last[3]))
+                self._busy = min(1.0, others / (snap[1] - self._last[2]))
+            self._last = (now,) + snap
+        return max(1, min(want, int(want * (1.0 - self._busy) + 0.5)))

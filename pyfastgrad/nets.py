@@ -379,15 +379,14 @@ class Net:
         """One fused step: forward, backward, optimizer update of the parameters. Returns the loss."""
         name = self.backend or get_backend()
         mlp = self._mlps.get(name) or self._mlp()
-        one_call = getattr(mlp, "train_step_any", None)  # cpp: checks, gradient and update in one call
-        if one_call is not None and optimizer.backend in (None, name):
-            loss = optimizer._step_in(self, one_call, x, t)
-            if loss is None:  # x or t not in the kernels' form: checked (named errors), converted, same call
+        if getattr(mlp, "train_step", None) is not None and optimizer.backend in (None, name):
+            # gradient and update in one kernel call (cpp, numba); cpp's train_step_any also takes x and t as
+            # given when they are already in the kernels' form, else None
+            one_call = getattr(mlp, "train_step_any", None)
+            loss = None if one_call is None else optimizer._step_in(self, one_call, x, t)
+            if loss is None:  # checked (named errors), converted
                 xb, tb = self._xt(x, t, kernel_dtypes=True)
                 loss = optimizer._step_in(self, mlp.train_step, xb, tb)
-        elif getattr(mlp, "train_step", None) is not None and optimizer.backend in (None, name):  # numba
-            xb, tb = self._xt(x, t, kernel_dtypes=True)
-            loss = optimizer._step_in(self, mlp.train_step, xb, tb)
         else:
             xb, tb = self._xt(x, t, kernel_dtypes=True)
             loss = mlp.loss_grad(self.theta, xb, tb, self.weight_decay, self._grad)

@@ -29,6 +29,7 @@ from numba import prange
 
 from .. import spec
 from .._sparse import CsrRows
+from .._threads import FreeCores
 from ..spec import n_params  # noqa: F401  (the kernel interface's name)
 from . import numpy as _npk
 
@@ -1416,46 +1417,7 @@ def _numgrad_dispatch(f, x, flat, h, forward, cur, saved):
 _TWO_THREADS_WORK = 1 << 21
 
 
-class _FreeCoresProbe:
-    """Cores other processes leave free, from /proc/stat's busy time minus this process's CPU time over
-    windows of at least 0.1 s (cpp's FreeCores, in Python: the numba backend is what users without a
-    compiler get). Linux only; elsewhere every core counts as free."""
-
-    WINDOW_S = 0.1
-
-    def __init__(self) -> None:
-        self._last = None  # (wall, busy, total, self) at the window's start
-        self._busy = 0.0  # the others' share of the machine in the last window
-
-    def free(self, want: int) -> int:
-        import time
-        now = time.monotonic()
-        if self._last is None or now - self._last[0] >= self.WINDOW_S:
-            snap = _cpu_snapshot()
-            if snap is None:
-                return want
-            if self._last is not None and snap[1] > self._last[2]:
-                others = max(0.0, (snap[0] - self._last[1]) - (snap[2] - self._last[3]))
-                self._busy = min(1.0, others / (snap[1] - self._last[2]))
-            self._last = (now,) + snap
-        return max(1, min(want, int(want * (1.0 - self._busy) + 0.5)))
-
-
-def _cpu_snapshot():
-    """(busy s of all CPUs, total s of all CPUs, this process's CPU s), or None off Linux."""
-    try:
-        with open("/proc/stat") as fh:
-            v = [int(x) for x in fh.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    hz = os.sysconf("SC_CLK_TCK")
-    idle = v[3] + v[4]
-    busy = sum(v) - idle
-    t = os.times()
-    return busy / hz, (busy + idle) / hz, t.user + t.system
-
-
-_FREE_CORES = _FreeCoresProbe()
+_FREE_CORES = FreeCores()  # (read by Mlp._two_threads)
 _STEP_ROWS: dict = {}  # batch size -> the one step's rows 0..B-1 (Mlp.train_step)
 
 

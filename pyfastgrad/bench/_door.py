@@ -8,11 +8,11 @@ to change.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["kernel_mlp", "kernel_module", "csr_rows", "cpp_blas_info", "numba_kernel_module"]
+__all__ = ["kernel_mlp", "kernel_module", "csr_rows", "cpp_blas_info", "numba_kernel_module", "cpu_snapshot"]
 
 
 def kernel_module(backend: str) -> ModuleType:
@@ -43,3 +43,10 @@ def numba_kernel_module() -> Optional[ModuleType]:
         return kernel_module("numba")
     except Exception:
         return None
+
+
+def cpu_snapshot() -> Optional[Tuple[float, float, float]]:
+    """(busy seconds of all CPUs, total seconds of all CPUs, CPU seconds of this process), Linux only: the
+    harness's measure of other processes' load, from the probe the numba backend sizes its threads by."""
+    from .._threads import cpu_snapshot as snap  # private: one reader of /proc/stat
+    return snap()

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import gc
 import math
-import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from ._door import cpu_snapshot as _cpu_snapshot
 
 __all__ = ["BLAS_SPIN_S", "Config", "Timing", "Job", "run_jobs", "measure"]
 
@@ -77,22 +78,6 @@ def _timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
-
-
-_HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _cpu_snapshot() -> Optional[Tuple[float, float, float]]:
-    """(busy seconds of all CPUs, total seconds of all CPUs, CPU seconds of this process), Linux only."""
-    try:
-        with open("/proc/stat") as fh:
-            v = [int(x) for x in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    busy = sum(v[:8]) - idle  # user nice system irq softirq steal (guest is inside user)
-    t = os.times()
-    return busy / _HZ, (busy + idle) / _HZ, t.user + t.system
 
 
 class Job:

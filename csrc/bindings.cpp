@@ -804,6 +804,7 @@ inline void register_all(py::module_& m) {
 
 // ---- section: composed nets' layers (layers.hpp) -----------------------------------------
 #include "kernels/layers.hpp"
+#include "mlp/stack.hpp"
 
 namespace layers_bind {
 using nets_bind::V;
@@ -946,6 +947,78 @@ void bind(py::module_& m) {
           py::arg("x"), py::arg("mask"), py::arg("out"), "Dropout: out = x * mask (out may be x).");
 }
 
+
+// A layer stack's training step in one call (mlp/stack.hpp; pyfastgrad/_layer_program.py Program).
+template <class T>
+struct PyStack {
+    pfg::Stack<T> s;
+    std::mutex mu;
+    PyStack(std::vector<pfg::StackOp> ops, std::int64_t n_in, std::int64_t n_params, double eps)
+        : s(std::move(ops), n_in, n_params, eps) {}
+};
+
+template <class T, class X>
+double stack_loss_grad(PyStack<T>& p, std::int64_t n_params, const V<T>& theta, const V<X>& x, const V<T>& t,
+                       double wd, const V<T>& grad, const std::vector<V<T>>& masks, const std::vector<V<T>>& means,
+                       const std::vector<V<T>>& vars) {
+    need_vec(theta, "theta", n_params);
+    need_vec(grad, "grad", n_params);
+    const std::int64_t n = nets_bind::need_mat(x, "x", -1, p.s.n_in());
+    nets_bind::need_mat(t, "t", n, p.s.n_out());
+    if (n < 1) throw std::invalid_argument("x must have at least 1 row");
+    if (static_cast<int>(masks.size()) != p.s.n_dropout())
+        throw std::invalid_argument("need " + std::to_string(p.s.n_dropout()) + " dropout masks, got " +
+                                    std::to_string(masks.size()));
+    if (static_cast<int>(means.size()) != p.s.n_bn() || static_cast<int>(vars.size()) != p.s.n_bn())
+        throw std::invalid_argument("need " + std::to_string(p.s.n_bn()) + " mean and var arrays");
+    std::vector<const T*> mp;
+    std::vector<T*> mn, vr;
+    size_t di = 0, bi = 0;
+    for (const pfg::StackOp& op : p.s.ops()) {
+        if (op.kind == pfg::StackOp::Dropout) nets_bind::need_mat(masks[di], "mask", n, op.m), mp.push_back(masks[di++].ptr);
+        if (op.kind == pfg::StackOp::BatchNorm) {
+            need_vec(means[bi], "mean", op.m);
+            need_vec(vars[bi], "var", op.m);
+            mn.push_back(writable(means[bi], "mean"));
+            vr.push_back(writable(vars[bi++], "var"));
+        }
+    }
+    T* g = writable(grad, "grad");
+    py::gil_scoped_release nogil;
+    std::lock_guard<std::mutex> lock(p.mu);
+    return p.s.loss_grad(theta.ptr, x.ptr, n, t.ptr, wd, g, mp.data(), mn.data(), vr.data());
+}
+
+template <class T>
+void bind_stack(py::module_& m, const char* name) {
+    using P = PyStack<T>;
+    auto cls = py::class_<P>(m, name,
+                             "A layer stack (Affine, activation, BatchNorm, Dropout; softmax cross-entropy head): "
+                             "its training-mode loss and gradient in one call.");
+    cls.def(py::init([](const std::vector<int>& kinds, const std::vector<std::int64_t>& ws,
+                        const std::vector<std::int64_t>& bs, const std::vector<std::int64_t>& k,
+                        const std::vector<std::int64_t>& mm, const std::vector<int>& acts,
+                        const std::vector<double>& alphas, std::int64_t n_in, std::int64_t n_params, double eps) {
+                const size_t L = kinds.size();
+                if (ws.size() != L || bs.size() != L || k.size() != L || mm.size() != L || acts.size() != L ||
+                    alphas.size() != L)
+                    throw std::invalid_argument("stack: one entry per layer in every list");
+                std::vector<pfg::StackOp> ops(L);
+                for (size_t i = 0; i < L; ++i) ops[i] = pfg::StackOp{kinds[i], ws[i], bs[i], k[i], mm[i], acts[i], alphas[i]};
+                return std::make_unique<P>(std::move(ops), n_in, n_params, eps);
+            }),
+            py::arg("kinds"), py::arg("ws"), py::arg("bs"), py::arg("k"), py::arg("m"), py::arg("acts"),
+            py::arg("alphas"), py::arg("n_in"), py::arg("n_params"), py::arg("bn_eps"));
+    const char* doc = "Training-mode loss (mean over rows + 0.5 wd sum W^2) and its gradient into grad; writes each "
+                      "BatchNorm layer's batch mean and var into means/vars.";
+    cls.def("loss_grad", &stack_loss_grad<T, T>, py::arg("n_params"), py::arg("theta"), py::arg("x"), py::arg("t"),
+            py::arg("weight_decay"), py::arg("grad"), py::arg("masks"), py::arg("means"), py::arg("vars"), doc);
+    if constexpr (std::is_same_v<T, double>)
+        cls.def("loss_grad", &stack_loss_grad<T, float>, py::arg("n_params"), py::arg("theta"), py::arg("x"),
+                py::arg("t"), py::arg("weight_decay"), py::arg("grad"), py::arg("masks"), py::arg("means"),
+                py::arg("vars"), doc);
+}
+
 }  // namespace layers_bind
 
 PYBIND11_MODULE(_core, m) {
@@ -1049,4 +1122,6 @@ PYBIND11_MODULE(_core, m) {
     // ---- register: composed nets' layers ----
     layers_bind::bind<double>(m);  // float64 first
     layers_bind::bind<float>(m);
+    layers_bind::bind_stack<double>(m, "Stack64");
+    layers_bind::bind_stack<float>(m, "Stack32");
 }

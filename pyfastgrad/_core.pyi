@@ -187,6 +187,23 @@ def numerical_gradient_callback(f: Callable[[np.ndarray], float], x: np.ndarray,
 # Each has a float64 and a float32 overload (all arrays of one dtype, C-contiguous).
 def matmul(a: np.ndarray, b: np.ndarray, trans_a: bool, trans_b: bool, out: np.ndarray) -> None:
     """out = op(a) @ op(b) (op: transposed when trans_a / trans_b) on this extension's OpenBLAS."""
+class _Stack:
+    """A layer stack (Affine, activation, BatchNorm, Dropout layers; softmax cross-entropy head): its
+    training-mode loss and gradient in one call (csrc/mlp/stack.hpp; pyfastgrad._layer_program.Program).
+    kinds: 0 affine, 1 activation, 2 BatchNorm, 3 Dropout per layer; ws/bs: where its W (k x m) and b,
+    or gamma and beta, start in theta; acts/alphas: the activations' codes (spec.ACT_CODE) and slopes."""
+    def __init__(self, kinds: List[int], ws: List[int], bs: List[int], k: List[int], m: List[int], acts: List[int],
+                 alphas: List[float], n_in: int, n_params: int, bn_eps: float) -> None: ...
+    def loss_grad(self, n_params: int, theta: np.ndarray, x: np.ndarray, t: np.ndarray, weight_decay: float,
+                  grad: np.ndarray, masks: List[np.ndarray], means: List[np.ndarray],
+                  vars: List[np.ndarray]) -> float:
+        """Training-mode loss (mean over the rows + 0.5 weight_decay sum W^2) and its gradient into grad;
+        t dense (N, n_out); one (N, width) 0/1 mask per Dropout layer; each BatchNorm layer's batch mean
+        and var are written into means/vars. A float64 stack also takes float32 x."""
+
+class Stack64(_Stack): ...
+class Stack32(_Stack): ...
+
 def layer_act_forward(code: int, alpha: float, z: np.ndarray, out: np.ndarray) -> None:
     """out = f(z): code 0 relu, 1 sigmoid, 2 tanh, 3 leaky relu (slope alpha), 4 identity (spec.ACT_CODE)."""
 def layer_act_backward(code: int, alpha: float, dout: np.ndarray, z: np.ndarray, a: np.ndarray,

@@ -152,10 +152,7 @@ class Program:
                     if cache is not None:
                         cache.append((xn, std))
                     if update_stats:
-                        m = lay.momentum
-                        rm, rv = _running(lay, a.shape[1], a.dtype)
-                        lay.running_mean = (m * rm + (1 - m) * mean).astype(rm.dtype)
-                        lay.running_var = (m * rv + (1 - m) * var).astype(rv.dtype)
+                        _update_running(lay, mean, var)
                     a = out
                 else:
                     rm, rv = _running(lay, a.shape[1], a.dtype)
@@ -241,6 +238,19 @@ class Program:
         mlp = self._eval_mlp()
         return mlp.input_dtypes if mlp is not None else (self.dtype,)
 
+    def _stack(self):
+        """The backend's one-call training step of this stack (cpp ``Stack``: Affine, activation,
+        BatchNorm and Dropout layers, softmax head), or None: then the per-layer calls."""
+        st = self.__dict__.get("_stack_impl", False)
+        if st is False:
+            st = None
+            make = getattr(self.kern, "layer_stack", None)
+            if (make is not None and self.head == "softmax" and self.ops
+                    and all(op.kind in ("affine", "act", "bn", "dropout") for op in self.ops)):
+                st = make(self.ops, self.n_in, self.n_params, BN_EPS, self.dtype)
+            self._stack_impl = st
+        return st
+
     def _eval_mlp(self):
         """The backend's Mlp that computes this stack's evaluation mode, or None. In evaluation a
         Batch Normalization layer is a fixed per-column affine map and Dropout a fixed scale, so a
@@ -319,6 +329,17 @@ class Program:
                   grad: np.ndarray, update_stats: bool = True) -> float:
         """Training-mode loss; its backprop gradient into ``grad``; updates the running statistics."""
         masks = self._draw_masks(x, theta.dtype)
+        stack = self._stack()
+        if (stack is not None and x.flags.c_contiguous and t.flags.c_contiguous and t.dtype == theta.dtype
+                and x.dtype in (theta.dtype, np.dtype(np.float32))):
+            bns = [op for op in self.ops if op.kind == "bn"]
+            stats = [np.empty((2, op.ws.stop - op.ws.start), theta.dtype) for op in bns]
+            loss = stack.loss_grad(theta.size, theta, x, t, weight_decay, grad, masks, [s[0] for s in stats],
+                                   [s[1] for s in stats])
+            if update_stats:
+                for op, st in zip(bns, stats):
+                    _update_running(op.layer, st[0], st[1])
+            return loss
         cache: list = []
         z = self.forward(theta, x, train=True, masks=masks, cache=cache, update_stats=update_stats)
         loss = head_loss(self.head, z, t) + self._wd_loss(theta, weight_decay)
@@ -414,6 +435,14 @@ def _call_forward(layer, a, train):
         return layer.forward(a, train_flg=train)
     except TypeError:
         return layer.forward(a)
+
+
+def _update_running(layer, mean, var) -> None:
+    """The layer's running statistics after a training batch of these statistics (its momentum)."""
+    m = layer.momentum
+    rm, rv = _running(layer, mean.shape[0], mean.dtype)
+    layer.running_mean = (m * rm + (1 - m) * mean).astype(rm.dtype)
+    layer.running_var = (m * rv + (1 - m) * var).astype(rv.dtype)
 
 
 def _running(layer, d: int, dtype):

@@ -441,3 +441,79 @@ def test_relu_layer_kernels_agree_on_every_backend(code, dtype):
         d = dout.copy()
         _core.layer_act_backward(code, 0.01, d, z, a_ref, d)  # dz may be dout
         np.testing.assert_array_equal(d, dz_ref)
+
+
+# ------------------------------------------------------------------ the one-call training step (cpp Stack)
+def _per_layer(net):
+    """The cpp Program's per-layer path (its Stack switched off), as a context."""
+    prog = net._mlp()
+
+    class _Off:
+        def __enter__(self):
+            self.saved = prog._stack()
+            prog._stack_impl = None
+
+        def __exit__(self, *exc):
+            prog._stack_impl = self.saved
+    return _Off()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("make", ["mixed", "bn", "dropout_wd", "bn_dropout_sigmoid"])
+def test_cpp_stack_step_equals_the_per_layer_calls(make, dtype):
+    """cpp runs a layer stack's training step in one call (csrc/mlp/stack.hpp): the same loss, gradient and
+    running statistics as its per-layer kernel calls, on float32 images into a float64 net too."""
+    rng = np.random.default_rng(5)
+    if make == "mixed":
+        net = mixed_net(dtype, backend="cpp", seed=7)
+        x, t = data(24, 6, 4)
+    else:
+        kw = {"bn": dict(use_batchnorm=True), "dropout_wd": dict(use_dropout=True, weight_decay_lambda=0.1),
+              "bn_dropout_sigmoid": dict(use_batchnorm=True, use_dropout=True, dropout_ration=0.3,
+                                         activation="sigmoid", weight_decay_lambda=0.01)}[make]
+        net = pfg.MultiLayerNetExtend(40, [16, 12, 8], 5, weight_init_std=0.3, seed=1, dtype=dtype, backend="cpp",
+                                      **kw)
+        x = np.where(rng.random((30, 40)) < 0.8, 0.0, rng.random((30, 40)))  # mostly zeros: the sparse first layer
+        t = rng.integers(0, 5, 30)
+    x = x.astype(np.float32)  # float32 images (a float64 net reads them widened)
+    assert net._mlp()._stack() is not None
+    bns = [lay for lay in net.layers.values() if isinstance(lay, BatchNorm)]
+    out = []
+    for use_stack in (True, False):
+        net2 = net.copy()
+        with net2.fixed_dropout_masks(seed=4):  # (restores the statistics at its end: read them inside)
+            if use_stack:
+                loss, g = net2.loss_and_gradient(x, t)
+            else:
+                with _per_layer(net2):
+                    loss, g = net2.loss_and_gradient(x, t)
+            stats = [np.concatenate([lay.running_mean, lay.running_var])
+                     for lay in net2.layers.values() if isinstance(lay, BatchNorm)]
+        out.append((loss, flat(g), stats))
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert abs(out[0][0] - out[1][0]) <= tol * abs(out[1][0])
+    assert normwise(out[0][1], out[1][1]) <= tol
+    assert len(out[0][2]) == len(bns)
+    for a, b in zip(out[0][2], out[1][2]):
+        assert normwise(a, b) <= tol
+
+
+def test_cpp_stack_checks_its_arguments():
+    net = pfg.MultiLayerNetExtend(6, [5], 3, use_batchnorm=True, use_dropout=True, seed=0, backend="cpp")
+    st = net._mlp()._stack()
+    x, t = data(8, 6, 3)
+    T = np.eye(3)[t]
+    g = np.empty_like(net.theta)
+    mask, mv = np.ones((8, 5)), [np.empty(5)]
+    with pytest.raises(ValueError, match="dropout masks"):
+        st.loss_grad(net.theta.size, net.theta, x, T, 0.0, g, [], mv, mv)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        st.loss_grad(net.theta.size, net.theta, x, T, 0.0, g, [np.ones((7, 5))], mv, mv)
+    with pytest.raises(ValueError, match="x must have shape"):
+        st.loss_grad(net.theta.size, net.theta, np.ascontiguousarray(x[:, :5]), T, 0.0, g, [mask], mv, mv)
+    with pytest.raises(ValueError, match="theta"):
+        st.loss_grad(net.theta.size, net.theta[:-1], x, T, 0.0, g, [mask], mv, mv)
+    with pytest.raises(ValueError, match="mean and var"):
+        st.loss_grad(net.theta.size, net.theta, x, T, 0.0, g, [mask], [], [])
+    loss = st.loss_grad(net.theta.size, net.theta, x, T, 0.0, g, [mask], mv, mv)
+    assert np.isfinite(loss) and np.isfinite(g).all()

@@ -141,6 +141,25 @@ class Mlp:
 
 opt_update = _core.opt_update
 
+_STACK_KINDS = {"affine": 0, "act": 1, "bn": 2, "dropout": 3}
+
+
+def layer_stack(ops, n_in: int, n_params: int, bn_eps: float, dtype):
+    """A composed net's training step in one call (csrc/mlp/stack.hpp) for the Program's ops (affine,
+    act, bn, dropout; _layer_program.Op)."""
+    cls = {np.dtype(np.float64): _core.Stack64, np.dtype(np.float32): _core.Stack32}[np.dtype(dtype)]
+    kinds, ws, bs, k, m, acts, alphas = [], [], [], [], [], [], []
+    for op in ops:
+        kinds.append(_STACK_KINDS[op.kind])
+        has = op.kind in ("affine", "bn")
+        ws.append(op.ws.start if has else 0)
+        bs.append(op.bs.start if has else 0)
+        k.append(op.wshape[0] if op.kind == "affine" else 0)
+        m.append(op.wshape[1] if op.kind == "affine" else 0)
+        acts.append(op.code if op.kind == "act" else 0)
+        alphas.append(float(op.alpha) if op.kind == "act" else 0.0)
+    return cls(kinds, ws, bs, k, m, acts, alphas, int(n_in), int(n_params), float(bn_eps))
+
 
 def softmax(x: np.ndarray) -> np.ndarray:
     out = np.empty_like(x)

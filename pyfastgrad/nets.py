@@ -66,12 +66,13 @@ class GradDict(dict):
     of one flat buffer. The optimizers' ``update`` reads that buffer directly while every entry is still
     its original view (checking the layout of 22 arrays cost more than the update of a small net)."""
 
-    __slots__ = ("flat", "_views")
+    __slots__ = ("flat", "_views", "layout")
 
-    def __init__(self, flat: np.ndarray, items) -> None:
+    def __init__(self, flat: np.ndarray, items, layout=None) -> None:
         super().__init__(items)
         self.flat = flat
         self._views = tuple(self.values())
+        self.layout = layout  # the net's layout object (the optimizers' check that it is the same net's)
 
     def intact(self, arrays) -> bool:
         """Whether ``arrays`` are this dict's original views, in order (then ``flat`` holds them)."""
@@ -229,7 +230,7 @@ class Net:
         return xb, as_targets(t, xb.shape[0], self.sizes[-1], self.dtype, values=self.loss_name == "mse")
 
     def _grads_dict(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
-        return GradDict(flat, [(k, flat[s].reshape(shape)) for k, (s, shape) in self._layout.items()])
+        return GradDict(flat, [(k, flat[s].reshape(shape)) for k, (s, shape) in self._layout.items()], self._layout)
 
     # ------------------------------------------------------------------ the tutorials' API
     def predict(self, x) -> np.ndarray:

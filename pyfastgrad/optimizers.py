@@ -179,7 +179,7 @@ class Optimizer:
 
     def __getstate__(self) -> dict:
         # copies and pickles leave the caches behind (views of this object's state, the hyper vector)
-        return {k: v for k, v in self.__dict__.items() if k not in ("_hyper_vec", "_state_views")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_hyper_vec", "_state_views", "_fast_of")}
 
     @property
     def hyper(self) -> np.ndarray:
@@ -227,6 +227,7 @@ class Optimizer:
     def reset(self) -> None:
         """Forget the state and the update count (hyper-parameters stay)."""
         self.iter, self._state, self._layout, self._tiles_of = 0, None, None, None
+        self._fast_of = None
 
     def _next_update(self, st: np.ndarray):
         """(hyper with this update's learning rate, state1, state2, step) for the kernels' next update."""
@@ -270,6 +271,15 @@ class Optimizer:
         place (they are views of one buffer); other dicts are gathered into one vector and the
         results written back into the same arrays (any layout). Read-only arrays are a ValueError.
         """
+        fast = self.__dict__.get("_fast_of")
+        if (fast is not None and fast[0] is params and type(grads) is GradDict and grads.layout is fast[1]
+                and grads.intact(tuple(grads.values())) and fast[2].flags.writeable
+                and all_finite(grads.flat, self.backend)):
+            # the same net's params and an untouched gradient() dict of its layout, as checked in full below
+            # the first time: the tutorials' loop pays the checks once, not at every step (~20 us a call)
+            self._apply(fast[2], grads.flat, self.state(fast[3], fast[2].dtype, fast[2].size),
+                        self.backend or get_backend())
+            return
         keys = list(params)
         if not keys:
             raise ValueError("params is empty")
@@ -310,8 +320,13 @@ class Optimizer:
         packed = theta is None or not theta.flags.writeable
         if packed:
             theta = np.concatenate([p.ravel() for p in ps])
-        st = self.state(tuple((k, p.shape) for k, p in zip(keys, ps)), dtype, theta.size)
+        layout = tuple((k, p.shape) for k, p in zip(keys, ps))
+        st = self.state(layout, dtype, theta.size)
         self._apply(theta, g, st, self.backend or get_backend())
+        self._fast_of = None
+        if (isinstance(params, ParamDict) and not packed and type(grads) is GradDict and g is grads.flat
+                and grads.layout is not None and theta.size == g.size):
+            self._fast_of = (params, grads.layout, theta, layout)
         if packed:  # back into the caller's arrays (the layers hold them)
             off = 0
             for _k, p in zip(keys, ps):

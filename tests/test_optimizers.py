@@ -665,3 +665,34 @@ def test_update_reads_gradient_buffer_only_while_the_dict_is_intact(backend):
     for k in expect:
         np.testing.assert_allclose(nets[0].params[k], expect[k], rtol=1e-15)
         assert np.array_equal(nets[1].params[k], nets[2].params[k])
+
+
+# ------------------------------------------------------------------ update()'s checks, paid once per net
+@pytest.mark.parametrize("name", ["SGD", "Momentum", "AdaGrad", "Adam"])
+def test_update_from_a_nets_gradient_takes_the_checked_path_once(name):
+    """After one fully checked update with a net's params and an untouched gradient() dict, update() skips
+    the per-key checks for that pair: the same bits as the full path every time, and a tampered dict or a
+    NaN still get the full path's answer."""
+    rng = np.random.default_rng(0)
+    x, t = rng.random((12, 6)), rng.integers(0, 3, 12)
+    a = pfg.MultiLayerNet(6, [5, 4], 3, seed=1)
+    b = pfg.MultiLayerNet(6, [5, 4], 3, seed=1)
+    oa, ob = getattr(pfg, name)(lr=0.05), getattr(pfg, name)(lr=0.05)
+    for _ in range(4):
+        oa.update(a.params, a.gradient(x, t))
+        ob._fast_of = None  # the full path every time
+        ob.update(b.params, b.gradient(x, t))
+        np.testing.assert_array_equal(a.theta, b.theta)
+    assert oa._fast_of is not None and oa._fast_of[0] is a.params
+    g = a.gradient(x, t)
+    g["W1"] = g["W1"] * 0.0  # an entry replaced: not the buffer any more, the full path reads the dict
+    before = a.params["W1"].copy()
+    oa.update(a.params, g)
+    if name == "SGD":
+        np.testing.assert_array_equal(a.params["W1"], before)
+    g = a.gradient(x, t)
+    g["b2"][0] = np.nan  # in place: the buffer itself
+    theta = a.theta.copy()
+    with pytest.raises(FloatingPointError, match="b2"):
+        oa.update(a.params, g)
+    np.testing.assert_array_equal(a.theta, theta)

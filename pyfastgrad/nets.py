@@ -430,6 +430,21 @@ class Net:
         """Load a net saved with :meth:`save`."""
         return load_net(path, backend=backend)
 
+    def __getstate__(self) -> dict:
+        # pickle / joblib: the kernel objects and scratch buffers stay behind (rebuilt on use), and the
+        # parameter views are made again from theta on loading (a pickled view would be a separate array)
+        return {k: v for k, v in self.__dict__.items() if k not in ("_mlps", "_grad_pool", "_params")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._mlps = {}
+        self._grad_pool = []
+        self.__dict__["_params"] = ParamDict(self.theta, self._layout)
+        self._relink()
+
+    def _relink(self) -> None:
+        """Point whatever else holds views of ``theta`` (a layer stack's layers) at this net's ``theta``."""
+
     def copy(self) -> "Net":
         """An independent copy: same configuration, a new ``theta`` with the same values."""
         new = Net.__new__(type(self))

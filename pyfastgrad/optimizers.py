@@ -302,8 +302,9 @@ class Optimizer:
         for k, p, g in zip(keys, ps, gs):
             if g.shape != p.shape:
                 raise ValueError(f"grads[{k!r}] has shape {g.shape}, params[{k!r}] has {p.shape}")
-        if type(grads) is GradDict and grads.intact(gs) and grads.flat.dtype == dtype:
-            g = grads.flat  # a net's gradient() dict, untouched: its buffer, no layout check
+        if (type(grads) is GradDict and grads.intact(gs) and grads.flat.dtype == dtype
+                and grads.flat.size == sum(p.size for p in ps)):
+            g = grads.flat  # a net's gradient() dict, untouched, its views the whole buffer: no layout check
         else:
             g = _tiles(gs) if all(x.dtype == dtype for x in gs) else None
         if g is None:

@@ -432,13 +432,16 @@ class Sequential(Net):
             setattr(new, k, _copy.deepcopy(v, memo))
         new._mlps = {}
         new.params = ParamDict(new.theta, new._layout)
-        # the copied layers' parameter arrays are views of the copied theta again
-        for op in new._ops:
-            if op.kind == "affine":
-                op.layer.W, op.layer.b = new.theta[op.ws].reshape(op.wshape), new.theta[op.bs]
-            elif op.kind == "bn":
-                op.layer.gamma, op.layer.beta = new.theta[op.ws], new.theta[op.bs]
+        new._relink()
         return new
+
+    def _relink(self) -> None:
+        # the layers' parameter arrays are views of this net's theta again (after a copy or unpickling)
+        for op in self._ops:
+            if op.kind == "affine":
+                op.layer.W, op.layer.b = self.theta[op.ws].reshape(op.wshape), self.theta[op.bs]
+            elif op.kind == "bn":
+                op.layer.gamma, op.layer.beta = self.theta[op.ws], self.theta[op.bs]
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.layers.items())

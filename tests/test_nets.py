@@ -220,3 +220,36 @@ def test_gradient_dicts_are_never_overwritten_while_held(backend):
     del first, w2
     again = net.gradient(x, t)
     assert all(np.array_equal(again[k], kept[k]) for k in kept)
+
+
+@pytest.mark.parametrize("make", ["mln", "ext", "simple"])
+def test_nets_pickle_after_use(make):
+    """pickle / joblib round trip of a net that has run its kernels: the same numbers after loading, and
+    params are views of the loaded theta again (an update through them moves the net)."""
+    import pickle
+    rng = np.random.default_rng(0)
+    x, t = rng.random((12, 8)), rng.integers(0, 3, 12)
+    if make == "mln":
+        net = pfg.MultiLayerNet(8, [6, 5], 3, seed=0, weight_decay_lambda=0.01)
+    elif make == "ext":
+        net = pfg.MultiLayerNetExtend(8, [6, 5], 3, use_batchnorm=True, use_dropout=True, seed=0)
+    else:
+        net = pfg.SimpleNet(seed=0)  # params cover part of theta (no bias)
+        x = rng.random((12, 2))
+    net.gradient(x, t)
+    net.predict(x)
+    new = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(new.theta, net.theta)
+    np.testing.assert_array_equal(new.predict(x), net.predict(x))
+    if make == "ext":
+        with net.fixed_dropout_masks(3), new.fixed_dropout_masks(3):
+            a, b = net.gradient(x, t), new.gradient(x, t)
+    else:
+        a, b = net.gradient(x, t), new.gradient(x, t)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    before = new.predict(x)
+    pfg.SGD(lr=0.5).update(new.params, new.gradient(x, t))
+    assert not np.array_equal(new.predict(x), before)
+    w = new.params[next(iter(new.params))]  # W1 (SimpleNet: W), the first of theta
+    np.testing.assert_array_equal(w.ravel(), new.theta[:w.size])

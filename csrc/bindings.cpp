@@ -975,7 +975,10 @@ double stack_loss_grad(PyStack<T>& p, std::int64_t n_params, const V<T>& theta, 
     std::vector<T*> mn, vr;
     size_t di = 0, bi = 0;
     for (const pfg::StackOp& op : p.s.ops()) {
-        if (op.kind == pfg::StackOp::Dropout) nets_bind::need_mat(masks[di], "mask", n, op.m), mp.push_back(masks[di++].ptr);
+        if (op.kind == pfg::StackOp::Dropout) {
+            nets_bind::need_mat(masks[di], "mask", n, op.m);
+            mp.push_back(masks[di++].ptr);
+        }
         if (op.kind == pfg::StackOp::BatchNorm) {
             need_vec(means[bi], "mean", op.m);
             need_vec(vars[bi], "var", op.m);

@@ -448,12 +448,10 @@ class Net:
     def copy(self) -> "Net":
         """An independent copy: same configuration, a new ``theta`` with the same values."""
         new = Net.__new__(type(self))
-        new.__dict__.update(self.__dict__)
-        new.theta = self.theta.copy()
-        new._grad = np.zeros_like(new.theta)
-        new.params = ParamDict(new.theta, self._layout)
-        new._mlps = {}
-        new._grad_pool = []
+        state = self.__getstate__()  # (the same fresh kernel caches and views as unpickling)
+        state["theta"] = self.theta.copy()
+        state["_grad"] = np.zeros_like(state["theta"])
+        new.__setstate__(state)
         return new
 
     def __repr__(self) -> str:

@@ -84,4 +84,17 @@ inline std::int64_t count_params(const std::vector<std::int64_t>& sizes) {
     return n;
 }
 
+// x (count entries) read as T: x itself when it is of type T, else a widened copy in buf (grow-only: a new
+// buffer per call would page-fault). The tutorials feed float32 images to float64 nets.
+template <class T>
+inline const T* as_type(const T* x, std::int64_t, std::vector<T>&) {
+    return x;
+}
+template <class T, class X>
+inline const T* as_type(const X* x, std::int64_t count, std::vector<T>& buf) {
+    if (buf.size() < static_cast<size_t>(count)) buf.resize(static_cast<size_t>(count));
+    for (std::int64_t i = 0; i < count; ++i) buf[static_cast<size_t>(i)] = static_cast<T>(x[i]);
+    return buf.data();
+}
+
 }  // namespace pfg

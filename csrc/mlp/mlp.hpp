@@ -541,12 +541,9 @@ private:
 
     // x itself when it is of type T, else a widened copy in xcast_ (grow-only: a new buffer per call
     // would page-fault).
-    const T* as_t(const T* x, std::int64_t) { return x; }
     template <class X>
     const T* as_t(const X* x, std::int64_t count) {
-        if (xcast_.size() < static_cast<size_t>(count)) xcast_.resize(static_cast<size_t>(count));
-        std::copy(x, x + count, xcast_.data());
-        return xcast_.data();
+        return as_type<T>(x, count, xcast_);
     }
 
     // loss_grad_sparse on one thread (small batches): x's nonzeros compressed once into CSR rows

@@ -75,16 +75,19 @@ public:
     template <class X>
     double loss_grad(const T* theta, const X* x, std::int64_t n, const T* t, double wd, T* grad,
                      const T* const* masks, T* const* mean, T* const* var) {
-        const T* a = as_t(x, n * n_in_);
+        const T* a = as_type<T>(x, n * n_in_, xcast_);
         const T* x_t = a;
-        double work = 0.0;  // the gemms' multiply-adds: small ones on one BLAS thread (as the Program's matmul)
+        // The biggest gemm's multiply-adds (small ones on one BLAS thread, as the Program's matmul) and the
+        // step's (its affine layers' three passes): the first layer's sparse kernels run on the team when the
+        // step keeps it busy (the MNIST BatchNorm net, batch 100: ~1 ms); the bits do not depend on the count.
+        double work = 0.0, step_work = 0.0;
         for (const StackOp& op : ops_)
-            if (op.kind == StackOp::Affine) work = std::max(work, double(n) * double(op.k) * double(op.m));
+            if (op.kind == StackOp::Affine) {
+                const double w = double(n) * double(op.k) * double(op.m);
+                work = std::max(work, w);
+                step_work += 3.0 * w;
+            }
         const BlasCap blas_guard(blas_threads_for(work));
-        // The first layer's sparse kernels on the team when the step is big enough to keep it busy (the
-        // MNIST BatchNorm net, batch 100: ~1 ms); the bits do not depend on the count.
-        double step_work = 0.0;
-        for (const StackOp& op : ops_) step_work += 3.0 * double(n) * double(op.k) * double(op.m);
         const int nth = step_work >= call_work().split ? team_threads() : 1;
         int di = 0, bi = 0;
         for (size_t i = 0; i < ops_.size(); ++i) {  // forward, keeping every layer's output
@@ -123,7 +126,7 @@ public:
             }
             a = y;
         }
-        // the head: loss, and dL/dz over the logits (written over them)
+        // the head: loss, and dL/dz over a copy of the logits
         if (zero_b_.size() < static_cast<size_t>(n_out_)) zero_b_.assign(static_cast<size_t>(n_out_), T(0));
         db_.assign(static_cast<size_t>(n_out_), T(0));
         // (a copy: the last layer's backward may need its output, e.g. a sigmoid's)
@@ -208,20 +211,12 @@ public:
     }
 
 private:
-    const T* as_t(const T* x, std::int64_t) { return x; }
-    template <class X>
-    const T* as_t(const X* x, std::int64_t count) {
-        if (xcast_.size() < static_cast<size_t>(count)) xcast_.resize(static_cast<size_t>(count));
-        for (std::int64_t i = 0; i < count; ++i) xcast_[static_cast<size_t>(i)] = static_cast<T>(x[i]);
-        return xcast_.data();
-    }
-
     std::vector<StackOp> ops_;
     std::int64_t n_in_ = 0, n_out_ = 0;
     double eps_ = 0.0;
     int n_dropout_ = 0, n_bn_ = 0;
     std::vector<std::vector<T>> out_, xn_, sd_;  // per layer: output; BatchNorm's xn and std
-    std::vector<T> xcast_, d_, dz_, zero_b_, db_;
+    std::vector<T> xcast_, d_, dz_, zero_b_, db_;  // widened x, dL/dz pair, the head's dz, bias and db
 };
 
 }  // namespace pfg

@@ -227,7 +227,7 @@ class Optimizer:
     def reset(self) -> None:
         """Forget the state and the update count (hyper-parameters stay)."""
         self.iter, self._state, self._layout, self._tiles_of = 0, None, None, None
-        self._fast_of = None
+        self._fast_of = {}
 
     def _next_update(self, st: np.ndarray):
         """(hyper with this update's learning rate, state1, state2, step) for the kernels' next update."""
@@ -271,12 +271,13 @@ class Optimizer:
         place (they are views of one buffer); other dicts are gathered into one vector and the
         results written back into the same arrays (any layout). Read-only arrays are a ValueError.
         """
-        fast = self.__dict__.get("_fast_of")
+        fast = (self.__dict__.get("_fast_of") or {}).get(id(params))
         if (fast is not None and fast[0] is params and type(grads) is GradDict and grads.layout is fast[1]
                 and grads.intact(tuple(grads.values())) and fast[2].flags.writeable
                 and all_finite(grads.flat, self.backend)):
-            # the same net's params and an untouched gradient() dict of its layout, as checked in full below
-            # the first time: the tutorials' loop pays the checks once, not at every step (~20 us a call)
+            # a net's params and an untouched gradient() dict of its layout, as checked in full below the
+            # first time: the tutorials' loops pay the checks once per net, not at every step (~20 us a call;
+            # ~50 us where one optimizer updates several nets in turn, as the weight-init comparison's SGD)
             self._apply(fast[2], grads.flat, self.state(fast[3], fast[2].dtype, fast[2].size),
                         self.backend or get_backend())
             return
@@ -324,10 +325,14 @@ class Optimizer:
         layout = tuple((k, p.shape) for k, p in zip(keys, ps))
         st = self.state(layout, dtype, theta.size)
         self._apply(theta, g, st, self.backend or get_backend())
-        self._fast_of = None
+        fasts = self.__dict__.get("_fast_of") or {}
+        fasts.pop(id(params), None)
         if (isinstance(params, ParamDict) and not packed and type(grads) is GradDict and g is grads.flat
                 and grads.layout is not None and theta.size == g.size):
-            self._fast_of = (params, grads.layout, theta, layout)
+            if len(fasts) >= 8:  # (a few nets at a time; the entries hold their params alive)
+                fasts.pop(next(iter(fasts)))
+            fasts[id(params)] = (params, grads.layout, theta, layout)
+        self._fast_of = fasts
         if packed:  # back into the caller's arrays (the layers hold them)
             off = 0
             for _k, p in zip(keys, ps):

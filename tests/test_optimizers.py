@@ -680,10 +680,10 @@ def test_update_from_a_nets_gradient_takes_the_checked_path_once(name):
     oa, ob = getattr(pfg, name)(lr=0.05), getattr(pfg, name)(lr=0.05)
     for _ in range(4):
         oa.update(a.params, a.gradient(x, t))
-        ob._fast_of = None  # the full path every time
+        ob._fast_of = {}  # the full path every time
         ob.update(b.params, b.gradient(x, t))
         np.testing.assert_array_equal(a.theta, b.theta)
-    assert oa._fast_of is not None and oa._fast_of[0] is a.params
+    assert oa._fast_of[id(a.params)][0] is a.params
     g = a.gradient(x, t)
     g["W1"] = g["W1"] * 0.0  # an entry replaced: not the buffer any more, the full path reads the dict
     before = a.params["W1"].copy()
@@ -696,3 +696,22 @@ def test_update_from_a_nets_gradient_takes_the_checked_path_once(name):
     with pytest.raises(FloatingPointError, match="b2"):
         oa.update(a.params, g)
     np.testing.assert_array_equal(a.theta, theta)
+
+
+def test_one_optimizer_over_several_nets_keeps_each_nets_fast_path():
+    """The weight-init comparison's loop: one SGD updates three nets in turn. Each net's params keep their own
+    checked entry (not only the last net's), with the same bits as the full path."""
+    rng = np.random.default_rng(1)
+    x, t = rng.random((12, 6)), rng.integers(0, 3, 12)
+    nets = [pfg.MultiLayerNet(6, [5, 4], 3, seed=s) for s in range(3)]
+    twins = [pfg.MultiLayerNet(6, [5, 4], 3, seed=s) for s in range(3)]
+    shared, full = pfg.SGD(lr=0.1), pfg.SGD(lr=0.1)
+    for _ in range(3):
+        for a, b in zip(nets, twins):
+            shared.update(a.params, a.gradient(x, t))
+            full._fast_of = {}
+            full.update(b.params, b.gradient(x, t))
+    for a, b in zip(nets, twins):
+        np.testing.assert_array_equal(a.theta, b.theta)
+        assert shared._fast_of[id(a.params)][0] is a.params
+    assert len(shared._fast_of) == 3

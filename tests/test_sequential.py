@@ -498,6 +498,43 @@ def test_cpp_stack_step_equals_the_per_layer_calls(make, dtype):
         assert normwise(a, b) <= tol
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpp_stack_split_into_parts_equals_the_per_layer_calls(dtype):
+    """A big stack step splits the rows into parts, one thread each, Batch Normalization adding up the parts'
+    column sums (forced here by a zero threshold and three OpenMP threads: 3 parts of 70 rows, not divisible):
+    the loss, gradient and running statistics equal the per-layer calls'; repeated calls give the same bits."""
+    core = pytest.importorskip("pyfastgrad._backends.cpp")._core
+    rng = np.random.default_rng(8)
+    x = np.where(rng.random((70, 40)) < 0.8, 0.0, rng.random((70, 40))).astype(np.float32)
+    t = rng.integers(0, 5, 70)
+    net = pfg.MultiLayerNetExtend(40, [16, 12, 8], 5, weight_init_std=0.3, seed=1, dtype=dtype, backend="cpp",
+                                  use_batchnorm=True, use_dropout=True, dropout_ration=0.3, weight_decay_lambda=0.05)
+    saved, threads = core.get_call_work(), core.openmp_max_threads()
+    out = []
+    try:
+        core.set_call_work(saved[0], saved[1], 0.0, saved[3])
+        core.openmp_set_num_threads(3)
+        for use_stack in (True, True, False):
+            net2 = net.copy()
+            with net2.fixed_dropout_masks(seed=4):
+                if use_stack:
+                    loss, g = net2.loss_and_gradient(x, t)
+                else:
+                    with _per_layer(net2):
+                        loss, g = net2.loss_and_gradient(x, t)
+                stats = np.concatenate([np.concatenate([lay.running_mean, lay.running_var])
+                                        for lay in net2.layers.values() if isinstance(lay, BatchNorm)])
+            out.append((loss, flat(g), stats))
+    finally:
+        core.set_call_work(*saved)
+        core.openmp_set_num_threads(threads)
+    assert out[0][0] == out[1][0] and np.array_equal(out[0][1], out[1][1]) and np.array_equal(out[0][2], out[1][2])
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    assert abs(out[0][0] - out[2][0]) <= tol * abs(out[2][0])
+    assert normwise(out[0][1], out[2][1]) <= tol
+    assert normwise(out[0][2], out[2][2]) <= tol
+
+
 def test_cpp_stack_checks_its_arguments():
     net = pfg.MultiLayerNetExtend(6, [5], 3, use_batchnorm=True, use_dropout=True, seed=0, backend="cpp")
     st = net._mlp()._stack()

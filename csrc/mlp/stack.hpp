@@ -81,12 +81,11 @@ public:
     // running ones). X: T, or float for a double stack (widened as the Program's cast).
     //
     // A big call splits the rows into parts, one thread each (OpenBLAS on one thread inside), as
-    // Mlp::loss_grad_split: one fork/join per call, where the layers' small gemms on OpenBLAS's team and the
-    // first layer on the whole team left one core idle most of the step (the tutorials' BatchNorm net,
-    // 784-100x5-10, batch 100: ~1.2 ms on two threads, ~1.3 on one). Batch Normalization adds the parts'
-    // column sums between its passes (a barrier each); part p > 0 writes its gradient to part_g_, summed
-    // into grad in part order at the end. The part count follows the settings, not the load, so the bits
-    // do not change when a busy machine shrinks the team.
+    // Mlp::loss_grad_split: one fork/join per call, where only the first layer ran on the team and the small
+    // gemms on one thread (the tutorials' BatchNorm net, 784-100x5-10, batch 100: 1.49 -> 1.05 ms median on
+    // two cores). Batch Normalization adds the parts' column sums between its passes (a barrier each);
+    // part p > 0 writes its gradient to part_g_, summed into grad in part order at the end. The part count
+    // follows the settings, not the load, so the bits do not change when a busy machine shrinks the team.
     template <class X>
     double loss_grad(const T* theta, const X* x, std::int64_t n, const T* t, double wd, T* grad,
                      const T* const* masks, T* const* mean, T* const* var) {

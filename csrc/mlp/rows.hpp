@@ -338,8 +338,8 @@ void first_layer_gemm(bool ta, std::int64_t m, std::int64_t k2, std::int64_t k, 
          static_cast<int>(k2), T(0), C, static_cast<int>(k2));
 }
 
-// threads: 0 picks by the product's work (a team only for big ones), else that many (a caller that keeps
-// the team busy, as a layer stack's whole step). The bits do not depend on it.
+// threads: 0 picks by the product's work (a team only for big ones), else that many (1 inside a caller's own
+// threads, as a layer stack's parts). The bits do not depend on it.
 template <class T>
 bool first_layer_product(const T* x, std::int64_t n, std::int64_t n0, const T* W, std::int64_t n1, T* z,
                          double density = kSparseDensity, int threads = 0) {
@@ -359,10 +359,9 @@ bool first_layer_product(const T* x, std::int64_t n, std::int64_t n0, const T* W
 // dW (n0 x n1) = x^T D for a layer stack's first affine layer (x (n x n0), D (n x n1)): over x's nonzeros
 // (compressed by row, regrouped by column, as Mlp::loss_grad_rows does) when x is mostly zeros and D
 // finite (a skipped 0 * inf must stay NaN), else by gemm. Returns whether the nonzeros were used.
-// threads > 1: the rows of dW in that many bands, a thread each (each row the same sum as on one thread).
 template <class T>
 bool first_layer_grad(const T* x, std::int64_t n, std::int64_t n0, const T* D, std::int64_t n1, T* dW,
-                      double density = kSparseDensity, int threads = 1) {
+                      double density = kSparseDensity) {
     if (n <= 0 || n1 <= 0) {
         std::fill(dW, dW + n0 * n1, T(0));
         return false;
@@ -385,25 +384,9 @@ bool first_layer_grad(const T* x, std::int64_t n, std::int64_t n0, const T* D, s
         }
         rows_compress(x, n, n0, ptr.data(), ind.data(), val.data());
         const CsrBatch<T> X{ids.data(), n, ptr.data(), ind.data(), val.data()};
-        const int nth = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(threads, n0 / 16)));
-        if (nth == 1) {
-            csc.build_band(X, n0, 0, n0);
-            const UpdateSpec<T> u{&csc, 0, n0, true, T(0), nullptr, 0, D, n1, dW, n1};
-            csc_update(u, 0, n1);
-            return true;
-        }
-#ifdef _OPENMP
-#pragma omp parallel num_threads(nth)
-#endif
-        {
-            const int tid = team_thread(), nt = team_size();
-            const std::int64_t k0 = n0 * tid / nt, k1 = n0 * (tid + 1) / nt;
-            thread_local Csc<T> c;  // each thread its band's (grow-only, as csc above)
-            c.build_band(X, n0, k0, k1);
-            const UpdateSpec<T> u{&c, k0, k1, true, T(0), nullptr, 0, D, n1, dW, n1};
-            csc_update(u, 0, n1);
-        }
-        team_done();
+        csc.build_band(X, n0, 0, n0);
+        const UpdateSpec<T> u{&csc, 0, n0, true, T(0), nullptr, 0, D, n1, dW, n1};
+        csc_update(u, 0, n1);
         return true;
     }
     first_layer_gemm(true, n0, n1, n, x, n0, D, dW);

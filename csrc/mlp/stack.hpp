@@ -63,6 +63,8 @@ public:
         }
         n_out_ = w;
         n_params_ = n_params;
+        maxw_ = n_in;
+        for (const StackOp& op : ops_) maxw_ = std::max(maxw_, op.m);
         out_.resize(ops_.size());
         xn_.resize(ops_.size());
         bn_stats_.resize(ops_.size());
@@ -99,10 +101,8 @@ public:
                 step_work += 3.0 * w;
             }
         const int parts = split_parts(n, step_work);
-        Call<X> c{theta, x, n, t, wd, grad, masks, mean, var, parts, 1};
+        const Call<X> c{theta, x, n, t, wd, grad, masks, mean, var, parts};
         // every buffer before any thread starts (nothing below throws)
-        std::int64_t maxw = n_in_;
-        for (const StackOp& op : ops_) maxw = std::max(maxw, op.m);
         for (size_t i = 0; i < ops_.size(); ++i) {
             grow(out_[i], n * ops_[i].m);
             if (ops_[i].kind == StackOp::BatchNorm) {
@@ -113,7 +113,7 @@ public:
         }
         if (!std::is_same<X, T>::value) grow(xcast_, n * n_in_);
         grow(dz_, n * n_out_);
-        grow(d_, 2 * n * maxw);
+        grow(d_, 2 * n * maxw_);
         grow(head_db_, parts * n_out_);
         if (zero_b_.size() < static_cast<size_t>(n_out_)) zero_b_.assign(static_cast<size_t>(n_out_), T(0));
         // (zeros where no layer writes a gradient: adding them leaves grad's entry as it was)
@@ -122,8 +122,6 @@ public:
         part_loss_.assign(static_cast<size_t>(parts), 0.0);
         if (parts == 1) {
             const BlasCap blas_guard(blas_threads_for(work));
-            // the first layer's sparse kernels on the team when the step keeps it busy
-            c.first_threads = step_work >= call_work().split ? team_threads() : 1;
             run(c, 0, 1);
         } else {
             const BlasCap blas_guard(1);
@@ -165,7 +163,7 @@ private:
         const T* const* masks;
         T* const* mean;
         T* const* var;
-        int parts, first_threads;
+        int parts;
     };
 
     template <class U>
@@ -197,8 +195,8 @@ private:
         const auto r0 = [&](std::int64_t p) { return n * p / P; };
         const auto rows = [&](std::int64_t p) { return n * (p + 1) / P - n * p / P; };
         const auto gpart = [&](std::int64_t p) { return p == 0 ? c.grad : part_g_.data() + (p - 1) * n_params_; };
-        std::int64_t maxw = n_in_;
-        for (const StackOp& op : ops_) maxw = std::max(maxw, op.m);
+        // the first layer's sparse product: inside a part on its thread, else on a team when it is big
+        const int first_threads = P > 1 ? 1 : 0;
         const T* x_t = nullptr;  // the rows of x as T
         if constexpr (std::is_same<X, T>::value) {
             x_t = c.x;
@@ -222,7 +220,7 @@ private:
                         T* yp = y + r0(p) * m;
                         if (a == x_t)  // the data's own layer: its nonzeros (MNIST: ~19%)
                             sparse::first_layer_product(ap, rows(p), k, W, m, yp, sparse::kSparseDensity,
-                                                        c.first_threads);
+                                                        first_threads);
                         else
                             gemm(false, false, int(rows(p)), int(m), int(k), T(1), ap, int(k), W, int(m), T(0), yp,
                                  int(m));
@@ -292,9 +290,9 @@ private:
             part_loss_[static_cast<size_t>(p)] =
                 output_layer(Loss::Softmax, dz, zero_b_.data(), c.t + r0(p) * co, rows(p), co, true, T(n), db);
         }
-        // backward: part p's dL/d(layer input) in its own pair of buffers (2 rows(p) maxw at 2 r0(p) maxw), as
+        // backward: part p's dL/d(layer input) in its own pair of buffers (2 rows(p) maxw_ at 2 r0(p) maxw_), as
         // the parts run ahead of each other between barriers; dout(p) its current one
-        auto dbuf = [&](std::int64_t p, int which) { return d_.data() + 2 * r0(p) * maxw + which * rows(p) * maxw; };
+        auto dbuf = [&](std::int64_t p, int which) { return d_.data() + 2 * r0(p) * maxw_ + which * rows(p) * maxw_; };
         std::vector<const T*> dout(static_cast<size_t>(P), nullptr);
         std::vector<int> which(static_cast<size_t>(P), 0);
         for (std::int64_t p = tid; p < P; p += nt) dout[static_cast<size_t>(p)] = dz_.data() + r0(p) * co;
@@ -316,8 +314,7 @@ private:
                         const T* ap = a_in + r0(p) * k;
                         T* dW = gpart(p) + op.ws;
                         if (a_in == x_t)
-                            sparse::first_layer_grad(ap, rows(p), k, dp, m, dW, sparse::kSparseDensity,
-                                                     c.first_threads);
+                            sparse::first_layer_grad(ap, rows(p), k, dp, m, dW, sparse::kSparseDensity);
                         else
                             gemm(true, false, int(k), int(m), int(rows(p)), T(1), ap, int(k), dp, int(m), T(0), dW,
                                  int(m));
@@ -424,7 +421,7 @@ private:
     std::int64_t n_in_ = 0, n_out_ = 0;
     double eps_ = 0.0;
     int n_dropout_ = 0, n_bn_ = 0;
-    std::int64_t n_params_ = 0;
+    std::int64_t n_params_ = 0, maxw_ = 0;  // maxw_: the widest layer input or output
     std::vector<std::vector<T>> out_, xn_, bn_stats_;  // per layer: output; BatchNorm's xn, per-thread stats
     std::vector<std::vector<double>> bn_sums_;           // BatchNorm: the parts' column sums
     std::vector<T> xcast_, d_, dz_, zero_b_, head_db_;   // widened x, dL/dx pairs, the head's dz, bias and db

@@ -132,6 +132,29 @@ def test_csr_equals_dense_on_mnist_rows(mnist, backend, dtype, opt, wd):
     _compare(backend, [784, 100, 10], X, T, idx, opt, wd, dtype)
 
 
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+@pytest.mark.parametrize("opt", ["momentum", "adam", "nesterov", "adamw"])
+def test_cpp_csr_steps_on_three_threads_equal_dense(mnist, opt):
+    """Three bands of W_0's 784 rows (not a multiple of the optimizer's 16-row chunks): each thread's
+    rows of z0, its regrouped update and (without clipping) its chunked optimizer step; adamw clips,
+    which takes the whole-theta update. Equal to the dense steps and to the same steps on two threads."""
+    (x, t), _ = mnist
+    X = np.ascontiguousarray(x[:1000], dtype=np.float64)
+    T = np.eye(10)[t[:1000]]
+    idx = np.random.default_rng(5).integers(0, 1000, size=(8, 100))
+    threads = _core.openmp_max_threads()
+    try:
+        _core.openmp_set_num_threads(3)
+        three = run_steps("cpp", [784, 100, 10], CsrRows.from_dense(X), T, idx, opt, 0.01, np.float64)
+        _core.openmp_set_num_threads(2)
+        two = run_steps("cpp", [784, 100, 10], CsrRows.from_dense(X), T, idx, opt, 0.01, np.float64)
+    finally:
+        _core.openmp_set_num_threads(threads)
+    dense = run_steps("cpp", [784, 100, 10], X, T, idx, opt, 0.01, np.float64)
+    for a, b, c in zip(three, two, dense):
+        assert normwise(a, c) <= 1e-10 and normwise(b, c) <= 1e-10
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes, act, loss, density, batch", [
     ([37, 5, 4], "tanh", "softmax", 0.2, 7),        # one vector per row, small batch (no threads)
@@ -446,6 +469,28 @@ def test_dense_to_csr_equals_numpy_bit_for_bit(level, dtype, shape):
     assert np.array_equal(x, keep, equal_nan=True)
     c = CsrRows.from_dense(x)  # takes this path for C-contiguous float input
     assert np.array_equal(c.data, want[2], equal_nan=True) and np.array_equal(c.indptr, want[0])
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="numba not installed")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (3, 17), (700, 800)])
+def test_numba_dense_to_csr_equals_numpy_bit_for_bit(dtype, shape):
+    nb = kernels("numba")
+    rng = np.random.default_rng(sum(shape) + 1)
+    x = sparse_data(rng, *shape, 0.2, dtype, empty_rows=(0,))
+    x.flat[1::97] = np.nan
+    x.flat[2::89] = -0.0
+    x[-1] = rng.standard_normal(shape[1])
+    keep = x.copy()
+    got = nb.dense_to_csr(x)
+    want = _numpy_csr(x)
+    assert [a.dtype for a in got] == [np.dtype(np.int64), np.dtype(np.int32), np.dtype(dtype)]
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w, equal_nan=True)
+    assert np.array_equal(x, keep, equal_nan=True)
+    strided = nb.dense_to_csr(x[:, ::2])  # not C-contiguous: numpy's path, same arrays
+    for g, w in zip(strided, _numpy_csr(x[:, ::2])):
+        assert np.array_equal(g, w, equal_nan=True)
 
 
 @pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")

@@ -160,12 +160,13 @@ struct UpdateSpec {
     std::int64_t ldd;
     T* Y;
     std::int64_t ldy;
+    std::int64_t y0 = 0;  // Y holds rows from y0 on (a chunk's buffer): row i at Y + (i - y0) ldy
 };
 
 // ---- portable kernels ------------------------------------------------------------------------
 template <class T>
 inline void csc_update_row_body(const UpdateSpec<T>& u, std::int64_t i, std::int64_t j0, std::int64_t j1) {
-    T* __restrict y = u.Y + i * u.ldy;
+    T* __restrict y = u.Y + (i - u.y0) * u.ldy;
     if (u.beta == T(0)) {
         for (std::int64_t j = j0; j < j1; ++j) y[j] = T(0);
     } else if (!(u.beta == T(1) && u.S == u.Y)) {
@@ -211,7 +212,7 @@ __attribute__((target("avx512f"), always_inline)) inline void csc_update_row(con
                                                                             std::int64_t j0,
                                                                             typename V512<T>::M last, bool in_place) {
     using V = V512<T>;
-    T* y = u.Y + i * u.ldy + j0;
+    T* y = u.Y + (i - u.y0) * u.ldy + j0;
     typename V::R acc[NV];
     if (u.beta == T(0)) {
 #pragma GCC unroll 8

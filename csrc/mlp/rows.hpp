@@ -294,6 +294,17 @@ void csr_forward(const std::int64_t* ptr, const std::int32_t* ind, const T* val,
     csr_forward_body(ptr, ind, val, n, W, ldw, z, ldz, n1);
 }
 
+// z's row = m nonzeros (ind, val) times W's rows, summed in registers.
+template <class T>
+inline void csr_forward_one(const std::int32_t* ind, const T* val, std::int64_t m, const T* W, std::int64_t ldw, T* zr,
+                            std::int64_t n1) {
+#ifdef PFG_X86
+    if (simd::level() == 2) return row_product_avx512(ind, val, m, W, ldw, zr, n1);
+#endif
+    const std::int64_t one[2] = {0, m};
+    csr_forward(one, ind, val, 1, W, ldw, zr, n1, n1);
+}
+
 // Rows [r0, r1) of z (B x n1) = the batch's CSR rows (X.rows[r]) times W, each row summed in registers.
 template <class T>
 void csr_batch_forward(const CsrBatch<T>& X, std::int64_t r0, std::int64_t r1, const T* W, std::int64_t ldw, T* z,

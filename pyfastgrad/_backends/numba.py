@@ -1760,4 +1760,42 @@ def mul_mask(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------ validation and sparse-input scans
 matmul = _npk.matmul  # numpy's BLAS (numba's np.dot would call the same through scipy)
 all_finite = _npk.all_finite  # numpy's scan (a jitted one gained little here and costs a compilation)
-dense_to_csr = _npk.dense_to_csr  # numpy's: a one-off per fit, already vectorised
+
+
+@_pjit
+def _row_counts(X, counts):
+    n, d = X.shape
+    for r in prange(n):
+        c = 0
+        for k in range(d):
+            c += X[r, k] != 0  # NaN != 0: kept, as numpy's
+        counts[r] = c
+
+
+@_pjit
+def _fill_csr(X, indptr, indices, data):
+    n, d = X.shape
+    for r in prange(n):
+        p = indptr[r]
+        for k in range(d):
+            v = X[r, k]
+            if v != 0:
+                indices[p] = k
+                data[p] = v
+                p += 1
+
+
+def dense_to_csr(X: np.ndarray):
+    """numpy's dense_to_csr (the same arrays) in two jitted passes over the rows, on the cores: fit
+    converts MNIST's training set once per call (numpy's masks: ~130 ms; these: a few tens)."""
+    if X.ndim != 2 or X.dtype not in (np.float32, np.float64) or not X.flags.c_contiguous:
+        return _npk.dense_to_csr(X)
+    n = X.shape[0]
+    counts = np.empty(n, np.int64)
+    _parallel(_row_counts)(X, counts)
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices = np.empty(int(indptr[-1]), np.int32)
+    data = np.empty(int(indptr[-1]), X.dtype)
+    _parallel(_fill_csr)(X, indptr, indices, data)
+    return indptr, indices, data

@@ -133,11 +133,13 @@ def test_csr_equals_dense_on_mnist_rows(mnist, backend, dtype, opt, wd):
 
 
 @pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
-@pytest.mark.parametrize("opt", ["momentum", "adam", "nesterov", "adamw"])
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam", "nesterov", "adamw"])
 def test_cpp_csr_steps_on_three_threads_equal_dense(mnist, opt):
     """Three bands of W_0's 784 rows (not a multiple of the optimizer's 16-row chunks): each thread's
-    rows of z0, its regrouped update and (without clipping) its chunked optimizer step; adamw clips,
-    which takes the whole-theta update. Equal to the dense steps and to the same steps on two threads."""
+    part of z0, its regrouped update and (without clipping) its chunked optimizer step, and its 33 or 34
+    rows of the dense layers (their gradients added in thread order); adamw clips, which takes the
+    whole-theta update; sgd folds -lr into the update of W_0. Equal to the dense steps and to the same
+    steps on two threads."""
     (x, t), _ = mnist
     X = np.ascontiguousarray(x[:1000], dtype=np.float64)
     T = np.eye(10)[t[:1000]]

@@ -307,6 +307,18 @@ public:
         T* Zp = zp_.get(nth * B * ldp);  // thread t's part of z0 at Zp + t B ldp
         if (!sgd && gch_.size() < static_cast<size_t>(nth * kOptChunk * n1))
             gch_.resize(static_cast<size_t>(nth * kOptChunk * n1));
+        // The dense part (layers after the first, loss, backprop to layer 0) split over the threads by
+        // rows when each gets enough of them: else thread 0 runs it while the others wait.
+        const bool split_dense = nth > 1 && B >= 2 * kMinPartRows;
+        std::vector<double> part_loss(static_cast<size_t>(nth), 0.0);
+        if (split_dense) {
+            while (static_cast<int>(parts_.size()) < nth) {
+                parts_.push_back(std::make_unique<Mlp<T>>(sizes_, act_, loss_));
+                parts_.back()->in_part_ = true;
+            }
+            if (part_g_.size() < static_cast<size_t>(nth - 1) * static_cast<size_t>(n_params_))
+                part_g_.resize(static_cast<size_t>(nth - 1) * static_cast<size_t>(n_params_));
+        }
         const BlasCap blas_guard(nth > 1 ? 1 : blas_threads_free());  // small gemms run inside our threads
         std::int64_t done = 0;
         std::atomic<bool> stop{false};
@@ -362,6 +374,46 @@ public:
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
+                if (split_dense) {
+                    // Each thread its rows of the dense part (its own part Mlp); thread 0 then adds the
+                    // parts' gradients of the layers after W0 in part order and updates those layers.
+                    if (!stop) {
+                        const std::int64_t r0 = B * tid / nt, r1 = B * (tid + 1) / nt;
+                        try {
+                            part_loss[static_cast<size_t>(tid)] = parts_[static_cast<size_t>(tid)]->dense_rows(
+                                theta, X, Zp, ldp, nt, B, r0, r1, Tt, tb_.data(), tid == 0 ? wd : 0.0, Wk, ldw,
+                                tid == 0 ? g_.data() : part_g_.data() + static_cast<size_t>(tid - 1) * n_params_,
+                                Dp, sgd ? static_cast<T>(-lr) : T(1));
+                        } catch (...) {
+#ifdef _OPENMP
+#pragma omp critical(pfg_csr_err)
+#endif
+                            if (!err_dense) err_dense = std::current_exception();
+                            stop = true;
+                        }
+                    }
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+                    // Every thread reads the same flags and losses here: they all stop, or none.
+                    if (stop) break;
+                    double l = 0.0;
+                    for (int p = 0; p < nt; ++p) l += part_loss[static_cast<size_t>(p)];
+                    if (!loss_finite(l)) break;
+                    if (tid == 0) {
+                        losses[s] = l;
+                        done = s + 1;
+                        const std::int64_t o = boff_[0], m = n_params_ - o;
+                        T* g = g_.data();
+                        for (int p = 1; p < nt; ++p) {
+                            const T* gp = part_g_.data() + static_cast<size_t>(p - 1) * n_params_;
+                            for (std::int64_t i = o; i < n_params_; ++i) g[i] += gp[i];
+                        }
+                        if (!(max_norm > 0.0))  // (with clipping, the whole-theta update below)
+                            opt_update(sgd ? Opt::Sgd : opt, theta + o, g + o, s1 ? s1 + o : nullptr,
+                                       s2 ? s2 + o : nullptr, m, h, step0 + s + 1);
+                    }
+                } else {
                 if (tid == 0 && !stop) {
                     try {
                         if (dense_part_csr(theta, X, Zp, ldp, nt, z0, Tt, B, wd, sgd, lr, Wk, ldw, Dp, losses + s)) {
@@ -383,6 +435,7 @@ public:
 #pragma omp barrier
 #endif
                 if (stop) break;
+                }
                 fetch(3);
                 sparse::UpdateSpec<T> u{&bands_[tid], k0, k1, true, T(0), nullptr, 0, Dp, ldp, nullptr, 0};
                 if (sgd) {  // W0 <- (1 - lr wd) W0 + X^T (-lr dZ), as the dense path's gemm
@@ -571,6 +624,34 @@ private:
         return true;
     }
 
+    // Rows [r0, r1) of a CSR step's dense part on a part Mlp (train_steps_csr with the dense part split):
+    // z0's rows from the bands' parts (Zp, B rows each), bias and activation, the dense layers, the loss
+    // of these rows (their share of the mean over B), backprop to dL/dz of layer 0 (times scale) into
+    // Dp's rows, the gradient of the layers from b0 on into g (wd: part 0's only). Returns the loss share.
+    double dense_rows(const T* theta, const sparse::CsrBatch<T>& X, const T* Zp, std::int64_t ldp, int nparts,
+                      std::int64_t B, std::int64_t r0, std::int64_t r1, const T* Tt, T* tb, double wd, const T* Wk,
+                      std::int64_t ldw, T* g, T* Dp, T scale) {
+        const std::int64_t rows = r1 - r0, n1 = sizes_[1], c = sizes_.back();
+        reserve(rows);
+        n_total_ = double(B);
+        T* z0 = (L_ == 1) ? zl_.data() : acts_[0].data();
+        sum_parts(Zp + r0 * ldp, ldp, nparts, rows, z0, B * ldp);
+        T* t = tb + r0 * c;
+        for (std::int64_t r = 0; r < rows; ++r) std::memcpy(t + r * c, Tt + X.rows[r0 + r] * c, sizeof(T) * c);
+        if (L_ > 1) {
+            bias_activation(act_, z0, theta + boff_[0], rows, n1);
+            forward(theta, z0, rows, zl_.data(), 1);
+        }
+        const double l = loss_dz(theta, t, rows, wd, g, Wk, ldw);
+        const T* dz = backward(theta, nullptr, rows, wd, g, 1);
+        for (std::int64_t r = 0; r < rows; ++r) {
+            T* d = Dp + (r0 + r) * ldp;
+            const T* dr = dz + r * n1;
+            for (std::int64_t j = 0; j < n1; ++j) d[j] = scale * dr[j];
+        }
+        return l;
+    }
+
     // x itself when it is of type T, else a widened copy in xcast_ (grow-only: a new buffer per call
     // would page-fault).
     template <class X>
@@ -723,15 +804,17 @@ private:
     // The float32 reference computes the loss in float32: overflow there counts as not finite too.
     static bool loss_finite(double l) { return std::isfinite(l) && std::isfinite(static_cast<T>(l)); }
 
-    // z0 (rows x n1) = the sum of the nparts parts of layer 0's product at Zp, Zp + rows ldp, ...
-    // (one per thread band, rows padded to ldp).
-    void sum_parts(const T* Zp, std::int64_t ldp, int nparts, std::int64_t rows, T* z0) const {
+    // z0 (rows x n1) = the sum of the nparts parts of layer 0's product at Zp, Zp + stride, ... (one per
+    // thread band, rows padded to ldp; stride 0: rows ldp).
+    void sum_parts(const T* Zp, std::int64_t ldp, int nparts, std::int64_t rows, T* z0,
+                   std::int64_t stride = 0) const {
         const std::int64_t n1 = sizes_[1];
+        if (stride == 0) stride = rows * ldp;
         for (std::int64_t r = 0; r < rows; ++r) {
             T* zr = z0 + r * n1;
             std::memcpy(zr, Zp + r * ldp, sizeof(T) * n1);
             for (int u = 1; u < nparts; ++u) {
-                const T* zu = Zp + (u * rows + r) * ldp;
+                const T* zu = Zp + u * stride + r * ldp;
                 for (std::int64_t j = 0; j < n1; ++j) zr[j] += zu[j];
             }
         }

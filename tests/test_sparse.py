@@ -157,6 +157,34 @@ def test_cpp_csr_steps_on_three_threads_equal_dense(mnist, opt):
         assert normwise(a, c) <= 1e-10 and normwise(b, c) <= 1e-10
 
 
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+@pytest.mark.parametrize("opt", ["sgd", "momentum"])
+def test_cpp_csr_steps_on_three_threads_stop_at_non_finite_loss(mnist, opt):
+    """Diverging steps with the dense part split over three threads: every thread stops at the same
+    step, before any update from it, as the dense steps do."""
+    (x, t), _ = mnist
+    X = np.ascontiguousarray(x[:1000], dtype=np.float64) * 50
+    T = np.eye(10)[t[:1000]]
+    idx = np.random.default_rng(6).integers(0, 1000, size=(80, 100))
+    hyper = np.array([5e3, 0.9, 0])
+    m = kernels("cpp").Mlp([784, 100, 10], "relu", "mse", np.float64)
+    out = []
+    threads = _core.openmp_max_threads()
+    try:
+        _core.openmp_set_num_threads(3)
+        for data in (X, CsrRows.from_dense(X)):
+            theta = theta_for([784, 100, 10], np.float64)
+            s1, s2 = np.zeros_like(theta), np.zeros_like(theta)
+            out.append((theta, m.train_steps(theta, data, T, idx, 0.0, opt, hyper, s1, s2, 0)))
+    finally:
+        _core.openmp_set_num_threads(threads)
+    (td, ld), (ts, ls) = out
+    done = int(np.isfinite(ld).sum())
+    assert done < len(ld) and np.isnan(ld[done:]).all()  # it diverged
+    assert np.array_equal(np.isfinite(ls), np.isfinite(ld))
+    assert np.isfinite(ts).all() and normwise(ts, td) <= 1e-6
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes, act, loss, density, batch", [
     ([37, 5, 4], "tanh", "softmax", 0.2, 7),        # one vector per row, small batch (no threads)

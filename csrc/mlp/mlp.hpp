@@ -593,15 +593,9 @@ private:
     bool dense_part_csr(T* theta, const sparse::CsrBatch<T>& X, const T* Zp, std::int64_t ldp, int nparts, T* z0,
                         const T* Tt, std::int64_t B, double wd, bool sgd, double lr, const T* Wk, std::int64_t ldw,
                         T* Dp, double* loss_out) {
-        const std::int64_t n1 = sizes_[1], c = sizes_.back();
-        T* tb = tb_.data();
+        const std::int64_t n1 = sizes_[1];
         T* g = g_.data();
-        sum_parts(Zp, ldp, nparts, B, z0);
-        for (std::int64_t r = 0; r < B; ++r) std::memcpy(tb + r * c, Tt + X.rows[r] * c, sizeof(T) * c);
-        if (L_ > 1) {
-            bias_activation(act_, z0, theta + boff_[0], B, n1);
-            forward(theta, z0, B, zl_.data(), 1);
-        }
+        const T* tb = csr_dense_forward(theta, X, Zp, ldp, nparts, B, 0, B, Tt, tb_.data(), z0);
         const double l = loss_dz(theta, tb, B, wd, g, Wk, ldw);
         if (!loss_finite(l)) return false;
         *loss_out = l;
@@ -615,12 +609,7 @@ private:
             dz = backward(theta, nullptr, B, wd, g, 1);
         }
         // Plain SGD's update of W0 is W0 + X^T Dp: the step -lr goes into Dp here.
-        const T scale = sgd ? static_cast<T>(-lr) : T(1);
-        for (std::int64_t r = 0; r < B; ++r) {
-            T* d = Dp + r * ldp;
-            const T* dr = dz + r * n1;
-            for (std::int64_t j = 0; j < n1; ++j) d[j] = scale * dr[j];
-        }
+        scaled_dz(dz, 0, B, sgd ? static_cast<T>(-lr) : T(1), Dp, ldp);
         return true;
     }
 
@@ -631,10 +620,23 @@ private:
     double dense_rows(const T* theta, const sparse::CsrBatch<T>& X, const T* Zp, std::int64_t ldp, int nparts,
                       std::int64_t B, std::int64_t r0, std::int64_t r1, const T* Tt, T* tb, double wd, const T* Wk,
                       std::int64_t ldw, T* g, T* Dp, T scale) {
-        const std::int64_t rows = r1 - r0, n1 = sizes_[1], c = sizes_.back();
+        const std::int64_t rows = r1 - r0;
         reserve(rows);
         n_total_ = double(B);
         T* z0 = (L_ == 1) ? zl_.data() : acts_[0].data();
+        const T* t = csr_dense_forward(theta, X, Zp, ldp, nparts, B, r0, r1, Tt, tb, z0);
+        const double l = loss_dz(theta, t, rows, wd, g, Wk, ldw);
+        scaled_dz(backward(theta, nullptr, rows, wd, g, 1), r0, r1, scale, Dp, ldp);
+        return l;
+    }
+
+    // Rows [r0, r1) of a CSR step up to the logits: z0's rows (into z0) from the bands' nparts parts of
+    // layer 0's product (Zp, B rows each), bias and activation, the dense layers (into zl_); the rows'
+    // targets gathered into tb's rows [r0, r1), which it returns.
+    const T* csr_dense_forward(const T* theta, const sparse::CsrBatch<T>& X, const T* Zp, std::int64_t ldp,
+                               int nparts, std::int64_t B, std::int64_t r0, std::int64_t r1, const T* Tt, T* tb,
+                               T* z0) {
+        const std::int64_t rows = r1 - r0, n1 = sizes_[1], c = sizes_.back();
         sum_parts(Zp + r0 * ldp, ldp, nparts, rows, z0, B * ldp);
         T* t = tb + r0 * c;
         for (std::int64_t r = 0; r < rows; ++r) std::memcpy(t + r * c, Tt + X.rows[r0 + r] * c, sizeof(T) * c);
@@ -642,14 +644,17 @@ private:
             bias_activation(act_, z0, theta + boff_[0], rows, n1);
             forward(theta, z0, rows, zl_.data(), 1);
         }
-        const double l = loss_dz(theta, t, rows, wd, g, Wk, ldw);
-        const T* dz = backward(theta, nullptr, rows, wd, g, 1);
-        for (std::int64_t r = 0; r < rows; ++r) {
+        return t;
+    }
+
+    // Dp's rows [r0, r1) (padded to ldp) = scale dz (r1 - r0 rows of dL/dz of layer 0).
+    void scaled_dz(const T* dz, std::int64_t r0, std::int64_t r1, T scale, T* Dp, std::int64_t ldp) const {
+        const std::int64_t n1 = sizes_[1];
+        for (std::int64_t r = 0; r < r1 - r0; ++r) {
             T* d = Dp + (r0 + r) * ldp;
             const T* dr = dz + r * n1;
             for (std::int64_t j = 0; j < n1; ++j) d[j] = scale * dr[j];
         }
-        return l;
     }
 
     // x itself when it is of type T, else a widened copy in xcast_ (grow-only: a new buffer per call

@@ -333,6 +333,10 @@ public:
             const std::int64_t k0 = band_[tid], k1 = band_[tid + 1];
             T* Zt = Zp + tid * B * ldp;
             T* gch = gch_.data() + static_cast<size_t>(tid) * kOptChunk * n1;
+            // The optimizer on theta's entries [o, o + m) from their gradient g (the state at the same offsets).
+            auto update_at = [&](std::int64_t o, const T* g, std::int64_t m, std::int64_t step) {
+                opt_update(opt, theta + o, g, s1 ? s1 + o : nullptr, s2 ? s2 + o : nullptr, m, h, step);
+            };
             sparse::CsrBatch<T> Xfirst = X0;
             Xfirst.rows = idx;
             sparse::prefetch_row_parts(Xfirst, 0, B, tid, nt);
@@ -403,38 +407,36 @@ public:
                     if (tid == 0) {
                         losses[s] = l;
                         done = s + 1;
-                        const std::int64_t o = boff_[0], m = n_params_ - o;
+                        const std::int64_t o = boff_[0];
                         T* g = g_.data();
                         for (int p = 1; p < nt; ++p) {
                             const T* gp = part_g_.data() + static_cast<size_t>(p - 1) * n_params_;
                             for (std::int64_t i = o; i < n_params_; ++i) g[i] += gp[i];
                         }
                         if (!(max_norm > 0.0))  // (with clipping, the whole-theta update below)
-                            opt_update(sgd ? Opt::Sgd : opt, theta + o, g + o, s1 ? s1 + o : nullptr,
-                                       s2 ? s2 + o : nullptr, m, h, step0 + s + 1);
+                            update_at(o, g + o, n_params_ - o, step0 + s + 1);
                     }
                 } else {
-                if (tid == 0 && !stop) {
-                    try {
-                        if (dense_part_csr(theta, X, Zp, ldp, nt, z0, Tt, B, wd, sgd, lr, Wk, ldw, Dp, losses + s)) {
-                            done = s + 1;
-                            if (!sgd && !(max_norm > 0.0)) {  // the layers after W0 (the bands do W0)
-                                const std::int64_t o = boff_[0], m = n_params_ - o;
-                                opt_update(opt, theta + o, g_.data() + o, s1 ? s1 + o : nullptr,
-                                           s2 ? s2 + o : nullptr, m, h, step0 + s + 1);
+                    if (tid == 0 && !stop) {
+                        try {
+                            if (dense_part_csr(theta, X, Zp, ldp, nt, z0, Tt, B, wd, sgd, lr, Wk, ldw, Dp,
+                                               losses + s)) {
+                                done = s + 1;
+                                // the layers after W0 (the bands do W0; fused SGD did them in the backward)
+                                if (!sgd && !(max_norm > 0.0))
+                                    update_at(boff_[0], g_.data() + boff_[0], n_params_ - boff_[0], step0 + s + 1);
+                            } else {
+                                stop = true;
                             }
-                        } else {
+                        } catch (...) {
+                            err_dense = std::current_exception();
                             stop = true;
                         }
-                    } catch (...) {
-                        err_dense = std::current_exception();
-                        stop = true;
                     }
-                }
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-                if (stop) break;
+                    if (stop) break;
                 }
                 fetch(3);
                 sparse::UpdateSpec<T> u{&bands_[tid], k0, k1, true, T(0), nullptr, 0, Dp, ldp, nullptr, 0};
@@ -458,9 +460,7 @@ public:
                         u.i0 = u.y0 = i;
                         u.i1 = std::min(i + kOptChunk, k1);
                         sparse::csc_update(u, 0, n1);
-                        const std::int64_t o = woff_[0] + i * n1, m = (u.i1 - i) * n1;
-                        opt_update(opt, theta + o, gch, s1 ? s1 + o : nullptr, s2 ? s2 + o : nullptr, m, h,
-                                   step0 + s + 1);
+                        update_at(woff_[0] + i * n1, gch, (u.i1 - i) * n1, step0 + s + 1);
                     }
                 } else {  // g0 = X^T dZ + wd W0, then clipping and the optimizer over all of theta
                     u.beta = static_cast<T>(wd);
@@ -479,8 +479,7 @@ public:
 #endif
                     }
                     const std::int64_t q0 = n_params_ * tid / nt, q1 = n_params_ * (tid + 1) / nt;
-                    opt_update(opt, theta + q0, g_.data() + q0, s1 ? s1 + q0 : nullptr, s2 ? s2 + q0 : nullptr,
-                               q1 - q0, h, step0 + s + 1);
+                    update_at(q0, g_.data() + q0, q1 - q0, step0 + s + 1);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif

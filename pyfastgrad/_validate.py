@@ -35,16 +35,17 @@ def check_finite(a: np.ndarray, name: str, backend=None) -> None:
         raise ValueError(f"{name} contains NaN or Inf")
 
 
-def as_batch(x, n_features: int, dtype: np.dtype, name: str = "x", also=()) -> np.ndarray:
+def as_batch(x, n_features: int, dtype: np.dtype, name: str = "x", also=(), finite: bool = True) -> np.ndarray:
     """(N, n_features) C-contiguous array of ``dtype``; any-shape input is flattened per row.
 
     ``also``: other dtypes kept as they are (kernels that read them). Copies only when needed; the
-    caller's array is never modified.
+    caller's array is never modified. ``finite=False``: the caller checks for NaN/Inf itself.
     """
     if (type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == n_features and x.shape[0] > 0
             and (x.dtype == dtype or x.dtype in also) and x.flags.c_contiguous and x.flags.aligned
             and x.dtype.isnative):  # the common case, without np.require's cost (a few us a call)
-        check_finite(x, name)
+        if finite:
+            check_finite(x, name)
         return x
     x = np.asarray(x)
     if x.dtype.kind not in "fiub":
@@ -59,7 +60,8 @@ def as_batch(x, n_features: int, dtype: np.dtype, name: str = "x", also=()) -> n
     if x.shape[1] != n_features:
         raise ValueError(f"{name} has {x.shape[1]} features per sample, the net expects {n_features}")
     x = as_c(x, x.dtype if x.dtype in also else dtype)
-    check_finite(x, name)
+    if finite:
+        check_finite(x, name)
     return x
 
 

@@ -174,3 +174,18 @@ def test_train_eval_subset_full_and_off():
     assert h.train_eval == 0 and h.train_acc == [] and h.test_acc == [b for _, b in accs]
     with pytest.raises(ValueError, match="train_eval"):
         pfg.fit(pfg.TwoLayerNet(12, 8, 2), x, t, epochs=1, progress=False, train_eval=-1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("density", [0.15, 0.9])  # the CSR copy (checked there) and the dense input
+def test_fit_refuses_non_finite_x_train(backend, bad, density):
+    rng = np.random.default_rng(3)
+    x = (rng.random((300, 20)) * (rng.random((300, 20)) < density)).astype(np.float32)
+    x[217, 5] = bad
+    t = rng.integers(0, 3, 300)
+    net = pfg.Net([20, 8, 3], dtype=np.float32, seed=0, backend=backend)
+    before = net.theta.copy()
+    with pytest.raises(ValueError, match="x_train contains NaN or Inf"):
+        pfg.fit(net, x, t, epochs=1, batch_size=50, progress=False)
+    np.testing.assert_array_equal(net.theta, before)

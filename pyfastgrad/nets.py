@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import MutableMapping
-from typing import Dict, Iterator, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -203,6 +203,27 @@ class Net:
     def n_layers(self) -> int:
         """Number of affine layers, ``len(sizes) - 1``."""
         return len(self.sizes) - 1
+
+    # the tutorials' MultiLayerNet attributes, read from sizes
+    @property
+    def input_size(self) -> int:
+        """Inputs per sample, ``sizes[0]`` (the tutorials' attribute)."""
+        return self.sizes[0]
+
+    @property
+    def output_size(self) -> int:
+        """Outputs per sample, ``sizes[-1]`` (the tutorials' attribute)."""
+        return self.sizes[-1]
+
+    @property
+    def hidden_size_list(self) -> List[int]:
+        """Widths of the hidden layers, ``sizes[1:-1]`` (the tutorials' attribute)."""
+        return list(self.sizes[1:-1])
+
+    @property
+    def hidden_layer_num(self) -> int:
+        """Number of hidden layers (the tutorials' attribute)."""
+        return len(self.sizes) - 2
 
     @property
     def weight_decay_lambda(self) -> float:

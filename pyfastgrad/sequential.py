@@ -492,11 +492,6 @@ class MultiLayerNetExtend(Sequential):
         wd = weight_decay if weight_decay is not None else weight_decay_lambda
         super().__init__(layers, loss=heads[loss](), weight_init=rule, weight_decay=wd, dtype=dtype, seed=seed,
                          backend=backend)
-        self.hidden_size_list = list(sizes[1:-1])
-
-    @property
-    def hidden_layer_num(self) -> int:
-        return len(self.hidden_size_list)
 
 
 def _is_composed(path) -> bool:
@@ -545,6 +540,5 @@ def load_composed(path, backend: Optional[str] = None, with_optimizer: bool = Fa
         kinds = [d["kind"] for d in spec]
         net.use_batchnorm, net.use_dropout = "bn" in kinds, "dropout" in kinds
         net.dropout_ration = next((float(d["ratio"]) for d in spec if d["kind"] == "dropout"), 0.5)
-        net.hidden_size_list = list(net.sizes[1:-1])
     opt = _restore_optimizer(path, state, optimizer, with_optimizer)
     return (net, opt) if with_optimizer else net

@@ -170,3 +170,32 @@ def test_ch6_hyperparameter_random_search(small_mnist, backend):
         results_val[f"lr:{lr}, weight decay:{weight_decay}"] = trainer.test_acc_list
     best = max(v[-1] for v in results_val.values())
     assert best > 0.2  # measured 0.2-0.6 (chance: 0.1)
+
+
+def test_tutorials_constructor_calls_and_attributes(small_mnist):
+    """Each class called as the tutorials call it, positionally with every argument of theirs, and the
+    attributes their scripts read."""
+    (x_train, t_train), (x_test, t_test) = small_mnist
+    net = TwoLayerNet(784, 50, 10, 0.01)
+    assert set(net.params) == {"W1", "b1", "W2", "b2"} and net.params["W1"].shape == (784, 50)
+    assert 0.005 < net.params["W1"].std() < 0.015  # weight_init_std=0.01
+    net = MultiLayerNet(784, [20, 20], 10, "sigmoid", "xavier", 0.1)
+    assert net.hidden_size_list == [20, 20] and net.hidden_layer_num == 2 and net.weight_decay_lambda == 0.1
+    assert abs(net.params["W1"].std() - np.sqrt(1.0 / 784)) < 0.1 * np.sqrt(1.0 / 784)
+    ext = MultiLayerNetExtend(784, [20, 20], 10, "relu", "he", 0.0, True, 0.3, True)
+    assert ext.use_dropout and ext.dropout_ration == 0.3 and ext.use_batchnorm
+    assert {"gamma1", "beta1", "gamma2", "beta2", "W3", "b3"} <= set(ext.params)
+    assert abs(ext.params["W1"].std() - np.sqrt(2.0 / 784)) < 0.1 * np.sqrt(2.0 / 784)
+    grads = ext.gradient(x_train[:10], t_train[:10])
+    assert set(grads) == set(ext.params)
+    ext.predict(x_train[:5], train_flg=False), ext.loss(x_train[:5], t_train[:5], train_flg=True)
+    for opt, hyper in ((SGD(), {"lr": 0.01}), (Momentum(), {"lr": 0.01, "momentum": 0.9}),
+                       (AdaGrad(), {"lr": 0.01}), (RMSprop(), {"lr": 0.01, "decay_rate": 0.99}),
+                       (Adam(), {"lr": 0.001, "beta1": 0.9, "beta2": 0.999})):
+        assert {k: getattr(opt, k) for k in hyper} == hyper
+        opt.update(net.params, net.gradient(x_train[:10], t_train[:10]))
+    trainer = Trainer(net, x_train[:300], t_train[:300], x_test[:100], t_test[:100], 2, 100, "Adam",
+                      {"lr": 0.001}, 100, False)
+    trainer.train()
+    assert (trainer.epochs, trainer.batch_size, trainer.evaluate_sample_num_per_epoch) == (2, 100, 100)
+    assert len(trainer.train_loss_list) == 6 and len(trainer.train_acc_list) == len(trainer.test_acc_list) == 2  # at iterations 0 and 3

@@ -198,4 +198,5 @@ def test_tutorials_constructor_calls_and_attributes(small_mnist):
                       {"lr": 0.001}, 100, False)
     trainer.train()
     assert (trainer.epochs, trainer.batch_size, trainer.evaluate_sample_num_per_epoch) == (2, 100, 100)
-    assert len(trainer.train_loss_list) == 6 and len(trainer.train_acc_list) == len(trainer.test_acc_list) == 2  # at iterations 0 and 3
+    assert len(trainer.train_loss_list) == 6  # 300 / 100 iterations an epoch, accuracies at iterations 0 and 3
+    assert len(trainer.train_acc_list) == len(trainer.test_acc_list) == 2

@@ -20,7 +20,7 @@ def subnormal(a):
     return (a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)
 
 
-def momentum_run(backend, dtype, opt_cls=pfg.Momentum, **kw):
+def decay_run(backend, dtype, opt_cls=pfg.Momentum, **kw):
     """One step of gradients from 1 to 1000, then DECAY_STEPS of gradient 0: the state decays by 0.9 a
     step, the smaller part of it through the subnormals."""
     params = {"W": np.zeros((4, 3), dtype), "b": np.zeros(3, dtype)}
@@ -39,8 +39,8 @@ def momentum_run(backend, dtype, opt_cls=pfg.Momentum, **kw):
 @pytest.mark.parametrize("opt_cls,kw", [(pfg.Momentum, {"lr": 0.01}), (pfg.Nesterov, {"lr": 0.01}),
                                         (pfg.Adam, {"lr": 0.001, "beta2": 0.9})])
 def test_decaying_optimizer_state_flushes_to_zero(backend, dtype, opt_cls, kw):
-    ref_p, ref_s = momentum_run("numpy", dtype, opt_cls, **kw)
-    p, s = momentum_run(backend, dtype, opt_cls, **kw)
+    ref_p, ref_s = decay_run("numpy", dtype, opt_cls, **kw)
+    p, s = decay_run(backend, dtype, opt_cls, **kw)
     assert subnormal(ref_s).any()  # the reference keeps IEEE subnormals ...
     assert not subnormal(s).any()  # ... the fast backends' state is zero there
     assert np.all(s[subnormal(ref_s)] == 0)

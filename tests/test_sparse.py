@@ -659,3 +659,25 @@ def test_dense_train_steps_on_sparse_rows_equal_numpy(opt, wd, dtype, tol):
     tc, lc, _, _ = run_steps("cpp", [48, 24, 5], X, T, idx, opt, wd, dtype)
     tn, ln, _, _ = run_steps("numpy", [48, 24, 5], X, T, idx, opt, wd, dtype)
     assert normwise(lc, ln) <= tol / 100 and normwise(tc, tn) <= tol
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_all_finite_large_array_on_the_team(dtype):
+    """Arrays of >= 2^22 entries are scanned by the OpenMP team in slices: a bad value in any slice, at
+    either end of one or across the boundary, is found; one thread gives the same verdicts."""
+    n = (1 << 22) + 5
+    a = np.zeros(n, dtype=dtype)
+    a[::1000] = 1.5
+    before = _core.openmp_max_threads()
+    for threads in (3, 2, 1):  # (3: uneven slices, on 2 cores too)
+        _core.openmp_set_num_threads(threads)
+        try:
+            assert _core.all_finite(a)
+            for pos in (0, n // 2 - 1, n // 2, n // 2 + 1, n - 1):
+                for bad in (np.nan, np.inf):
+                    b = a.copy()
+                    b[pos] = bad
+                    assert not _core.all_finite(b), (threads, pos, bad)
+        finally:
+            _core.openmp_set_num_threads(before)

@@ -681,3 +681,34 @@ def test_all_finite_large_array_on_the_team(dtype):
                     assert not _core.all_finite(b), (threads, pos, bad)
         finally:
             _core.openmp_set_num_threads(before)
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="C++ extension not built")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n1", [50, 64, 100])
+def test_row_products_from_padded_w0_copy(dtype, n1):
+    """predict, loss, loss_grad and predict_rows of calls of >= 32 rows read W0 from a copy whose rows
+    start on 64-byte lines (unless theta's already do): the same numbers as the reference, below and
+    above the 32-row threshold, with theta itself at an odd offset, and W0's later changes are seen."""
+    rng = np.random.default_rng(n1)
+    sizes = [96, n1, 7]
+    mk = kernels("cpp").Mlp(sizes, "relu", "softmax", dtype)
+    ref = N.Mlp(sizes, "relu", "softmax", dtype)
+    store = np.zeros(theta_for(sizes, dtype).size + 1, dtype=dtype)
+    for shift in (0, 1):  # theta[0] 64-byte aligned or not
+        theta = store[shift:shift + store.size - 1]
+        theta[:] = theta_for(sizes, dtype, seed=shift)
+        for n in (31, 32, 200):
+            x = sparse_data(rng, n, sizes[0], 0.2, dtype)
+            t = np.eye(sizes[-1], dtype=dtype)[rng.integers(0, sizes[-1], n)]
+            for _ in range(2):  # the second time after a change of W0: no stale copy
+                assert normwise(mk.predict(theta, x), ref.predict(theta, x)) <= TOL[dtype]
+                assert abs(mk.loss(theta, x, t, 0.0) - ref.loss(theta, x, t, 0.0)) <= TOL[dtype] * 10
+                g, gr = np.empty_like(theta), np.empty_like(theta)
+                mk.loss_grad(theta, x, t, 0.0, g)
+                ref.loss_grad(theta, x, t, 0.0, gr)
+                assert normwise(g, gr) <= TOL[dtype]
+                X = CsrRows.from_dense(x, "cpp")
+                rows = np.arange(n - 1, -1, -1, dtype=np.int64)
+                assert normwise(mk.predict_rows(theta, X, rows), ref.predict(theta, x[::-1])) <= TOL[dtype]
+                theta[: sizes[0] * n1] *= dtype(0.5)

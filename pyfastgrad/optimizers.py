@@ -269,21 +269,14 @@ class Optimizer:
         gradient and applies this optimizer's update as :meth:`step` would; nothing changes when the
         loss is not finite. Returns the loss (None, with nothing changed, where ``kernel_step`` is
         ``train_step_any`` and declined the inputs)."""
-        theta = net.theta
+        theta, st = net.theta, self._state
         bound = self.__dict__.get("_step_of")
-        if bound is not None and bound[0] is theta and bound[1] is self._state:
-            # the net and state of the previous call: its layout was checked then (a net's theta is
-            # never resized, the state only replaced); a small net's call was a tenth longer with the checks
-            s1, s2 = bound[2], bound[3]
-            h = self._hyper_vector()
-            step = self.iter + 1
-            if self.schedule is not None:
-                h = h.copy()
-                h[0] = self.lrs(1)[0]
-        else:
+        if bound is None or bound[0] is not theta or bound[1] is not st:
+            # the layout checks once per (net, state): a net's theta is never resized, the state only
+            # replaced (a small net's call was a tenth longer checking every time)
             st = self.state(net_layout(net), theta.dtype, theta.size)
-            h, s1, s2, step = self._next_update(st)
-            self.__dict__["_step_of"] = (theta, st, s1, s2)
+            self.__dict__["_step_of"] = (theta, st)
+        h, s1, s2, step = self._next_update(st)
         loss = kernel_step(theta, x, t, net.weight_decay, self.kind, h, s1, s2, step, net._grad)
         if loss is not None and math.isfinite(loss):
             self.iter = step
